@@ -1,0 +1,26 @@
+# Will Large-scale Generative Models Corrupt Future Datasets? (Hataya et al., ICCV 2023), end to end.
+#   snakemake --cores 1 --configfile config/smoke.yaml     the whole DAG in miniature on a CPU
+#   snakemake --profile profiles/slurm                     the paper at full scale
+# config/config.yaml is always loaded first; --configfile overlays it. See config/README.md.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/sources.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/generate.smk"
+include: "workflow/rules/mixtures.smk"
+
+
+rule all:
+    input:
+        all_generated_indexes(),
+        all_mixture_manifests(),

@@ -1,0 +1,43 @@
+"""Command line: ``python -m contamination <verb> ...``.
+
+Each module in COMMAND_MODULES registers its verbs with ``add_commands(subparsers)`` and keeps
+its heavy imports inside the command functions, so parsing the command line stays cheap.
+"""
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = [
+    "contamination.synthetic",
+    "contamination.sources",
+    "contamination.prompts",
+    "contamination.tiny_sd",
+    "contamination.generate",
+    "contamination.mixtures",
+    "contamination.config",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m contamination", description=__doc__)
+    subparsers = parser.add_subparsers(dest="verb", required=True, metavar="<verb>")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from contamination.errors import UserError
+
+    try:
+        args.run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Atomic, deterministic writing of outputs.
+
+Every output is written under a temporary name in its own directory and renamed into place only
+when complete, so a killed job never leaves a half-written file under the final name and a rerun
+starts clean. Parquet files are written without pandas index metadata or timestamps, so the same
+rows give the same bytes.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(final_path):
+    """Yield a temporary path next to ``final_path``; rename it there only if the block succeeds."""
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent
+    )
+    os.close(descriptor)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        os.replace(temporary, final_path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_parquet(frame, path) -> None:
+    """Write a pandas DataFrame to Parquet atomically and byte-reproducibly."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary, compression="zstd")
+
+
+def read_parquet(path):
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def write_json(data, path) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())

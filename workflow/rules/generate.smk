@@ -1,0 +1,47 @@
+# Stable Diffusion generation: one job per fixed-size shard of a prompt table (a SLURM array on
+# a cluster), then one merged index per generated dataset.
+
+
+if config["models"]["build_tiny"]:
+
+    rule tiny_sd:
+        output:
+            directory(config["models"]["stable_diffusion"]),
+        log:
+            LOGS / "models" / "tiny_sd.log",
+        params:
+            seed=config["seed"],
+        conda:
+            ENV
+        shell:
+            "python -m contamination tiny-sd {output} --seed {params.seed} > {log} 2>&1"
+
+
+rule generate_shard:
+    input:
+        prompts=RESULTS / "prompts" / "{name}.parquet",
+        pipeline=stable_diffusion_dir(),
+    output:
+        RESULTS / "generated" / "{name}" / "shard-{shard}.zip",
+    log:
+        LOGS / "generate" / "{name}" / "shard-{shard}.log",
+    params:
+        settings=generation_settings(),
+    conda:
+        ENV
+    shell:
+        "python -m contamination generate --prompts {input.prompts} --pipeline {input.pipeline}"
+        " --shard {wildcards.shard} --settings {params.settings:q} --out {output} > {log} 2>&1"
+
+
+rule merge_generated:
+    input:
+        generated_shards,
+    output:
+        RESULTS / "generated" / "{name}" / "index.parquet",
+    log:
+        LOGS / "generate" / "{name}" / "merge.log",
+    conda:
+        ENV
+    shell:
+        "python -m contamination merge-shards {input} --out {output} > {log} 2>&1"

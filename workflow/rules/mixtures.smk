@@ -1,0 +1,19 @@
+# Declarative mixtures (config `mixtures`) -> one Parquet manifest + JSON summary each.
+
+
+rule mixture:
+    input:
+        unpack(mixture_input),
+    output:
+        manifest=RESULTS / "mixtures" / "{mixture}.parquet",
+        summary=RESULTS / "mixtures" / "{mixture}.json",
+    log:
+        LOGS / "mixtures" / "{mixture}.log",
+    params:
+        spec=mixture_spec,
+        inputs=mixture_arguments,
+    conda:
+        ENV
+    shell:
+        "python -m contamination mixture --spec {params.spec:q} {params.inputs}"
+        " --out {output.manifest} --summary {output.summary} > {log} 2>&1"

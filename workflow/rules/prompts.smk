@@ -1,0 +1,17 @@
+# One prompt table per generated dataset: a row per image to make, with its own seed.
+
+
+rule prompts:
+    input:
+        unpack(prompts_input),
+    output:
+        RESULTS / "prompts" / "{name}.parquet",
+    log:
+        LOGS / "prompts" / "{name}.log",
+    params:
+        spec=prompts_spec,
+    conda:
+        ENV
+    shell:
+        "python -m contamination prompts --spec {params.spec:q} --index {input.index}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,50 @@
+# Real datasets on disk -> one Parquet index per source (formats.py documents the columns).
+# With synthetic.enabled (the smoke run) a rule first writes tiny datasets in the same layouts.
+
+
+rule synthetic_sources:
+    output:
+        [directory(root) for root in synthetic_roots().values()],
+    log:
+        LOGS / "synthetic_sources.log",
+    params:
+        spec=synthetic_spec(),
+    conda:
+        ENV
+    shell:
+        "python -m contamination synthetic --spec {params.spec:q} > {log} 2>&1"
+
+
+rule imagenet_classes:
+    input:
+        unpack(classes_input),
+    output:
+        RESULTS / "index" / "imagenet_classes.parquet",
+    log:
+        LOGS / "index" / "imagenet_classes.log",
+    params:
+        arguments=classes_arguments(),
+    conda:
+        ENV
+    shell:
+        "python -m contamination classes --root {input.root} {params.arguments} --out {output} > {log} 2>&1"
+
+
+rule index_source:
+    input:
+        unpack(index_input),
+    output:
+        index=RESULTS / "index" / "{source}.parquet",
+        report=RESULTS / "index" / "{source}.report.json",
+    log:
+        LOGS / "index" / "{source}.log",
+    params:
+        arguments=index_arguments,
+        classes=index_classes_argument,
+    threads: 2
+    conda:
+        ENV
+    shell:
+        "python -m contamination index {wildcards.source} --root {input.root} {params.classes}"
+        " {params.arguments} --workers {threads} --out {output.index} --report {output.report}"
+        " > {log} 2>&1"
