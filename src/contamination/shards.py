@@ -1,0 +1,84 @@
+"""Generation shards: one ZIP file per shard, images stored uncompressed, plus their metadata.
+
+Why ZIP: a shard must be one file (3.4M loose images would break inode quotas on cluster file
+systems), readable by any tool (``unzip -l``), and give O(1) random access to a row for training.
+ZIP's central directory maps each member name to its byte offset, so after one parse per open
+file a read is a seek plus a read; PNG/JPEG are already compressed, so members are stored, not
+deflated. A tar would need a separate offset index; Parquet row groups make single-row reads
+cost a whole group.
+
+Layout of ``shard-NNNNN.zip``: ``<id>.<ext>`` per image, and ``metadata.parquet`` with one row
+per image (the prompt table's columns, ``member``, the sampler settings and the model
+fingerprint).
+"""
+
+import io
+import os
+import zipfile
+
+from contamination.io import atomic_path
+
+METADATA_MEMBER = "metadata.parquet"
+
+
+def write_shard(path, images, metadata) -> None:
+    """Write ``images`` (iterable of ``(member, encoded bytes)``) and the ``metadata`` DataFrame.
+
+    The file appears under ``path`` only once complete.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as temporary:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
+            for member, data in images:
+                archive.writestr(fixed_time_info(member), data)
+            buffer = io.BytesIO()
+            table = pa.Table.from_pandas(metadata, preserve_index=False).replace_schema_metadata(None)
+            pq.write_table(table, buffer, compression="zstd")
+            archive.writestr(fixed_time_info(METADATA_MEMBER), buffer.getvalue())
+
+
+def fixed_time_info(member: str) -> zipfile.ZipInfo:
+    # A fixed timestamp keeps shards byte-identical across reruns with the same inputs.
+    info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    return info
+
+
+def read_metadata(path):
+    import pandas as pd
+
+    with zipfile.ZipFile(path) as archive:
+        return pd.read_parquet(io.BytesIO(archive.read(METADATA_MEMBER)))
+
+
+class ShardReader:
+    """Random access to shard members. Open handles are per process, so DataLoader workers
+    (forked after the first read) never share a file position."""
+
+    def __init__(self):
+        self._archives = {}
+        self._pid = os.getpid()
+
+    def read(self, path, member: str) -> bytes:
+        if os.getpid() != self._pid:
+            self._archives, self._pid = {}, os.getpid()
+        archive = self._archives.get(path)
+        if archive is None:
+            archive = self._archives[path] = zipfile.ZipFile(path)
+        return archive.read(member)
+
+
+_reader = ShardReader()
+
+
+def read_item(uri: str) -> bytes:
+    """The encoded bytes of an item: a plain file path or a ``zip://shard#member`` URI."""
+    from contamination.formats import parse_uri
+
+    path, member = parse_uri(uri)
+    if member is None:
+        with open(path, "rb") as handle:
+            return handle.read()
+    return _reader.read(path, member)
