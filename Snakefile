@@ -2,12 +2,14 @@
 #   snakemake --cores 1 --configfile config/smoke.yaml     the whole DAG in miniature on a CPU
 #   snakemake --profile profiles/slurm                     the paper at full scale
 # config/config.yaml is always loaded first; --configfile overlays it. See config/README.md.
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -18,9 +20,11 @@ include: "workflow/rules/sources.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/mixtures.smk"
+include: "workflow/rules/tables.smk"
 
 
 rule all:
     input:
         all_generated_indexes(),
         all_mixture_manifests(),
+        all_tables(),

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "contamination.tiny_sd",
     "contamination.generate",
     "contamination.mixtures",
+    "contamination.tables",
     "contamination.config",
 ]
 

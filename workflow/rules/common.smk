@@ -165,3 +165,43 @@ def mixture_arguments(wildcards, input):
     if "by" in input.keys():
         arguments += f" --by {input.by}"
     return arguments
+
+
+# ---- tables --------------------------------------------------------------------------------
+# Each experiment's .smk adds its name to EXPERIMENTS when it defines the rule that writes
+# RESULTS/<experiment>/<model>/<mixture>/metrics.json; tables of other experiments are not built.
+EXPERIMENTS = set()
+TABLES = {table["name"]: table for table in config["tables"]}
+
+
+wildcard_constraints:
+    table="|".join(TABLES),
+
+
+def metrics_path(experiment, model, mixture):
+    return RESULTS / experiment / model / mixture / "metrics.json"
+
+
+def table_cells(wildcards):
+    table = TABLES[wildcards.table]
+    return {
+        f"{row['dataset']}|{model}": metrics_path(table["experiment"], model, row["mixture"])
+        for row in table["rows"]
+        for model in table["models"]
+    }
+
+
+def table_cells_argument(wildcards, input):
+    return as_json({key: str(path) for key, path in input.items()})
+
+
+def table_spec(wildcards):
+    return as_json(TABLES[wildcards.table])
+
+
+def all_tables():
+    return [
+        RESULTS / "tables" / f"{name}.csv"
+        for name, table in TABLES.items()
+        if table["experiment"] in EXPERIMENTS
+    ]

@@ -1,0 +1,97 @@
+"""Paper tables as CSV: every cell's measured value beside the value the paper reports.
+
+A table spec (config `tables`) names the experiment, its models and metrics, and maps each row
+label of the paper's table to the run that measures it (usually a mixture name). Each cell's
+number is read from that run's metrics.json (written by the experiment); the paper's number comes
+from the reported-values file shipped with the package (data/reported.csv, one row per cell of
+the paper). A measured value is never taken from that file: a cell whose run has no number gets
+NaN and the run's reason.
+
+metrics.json of a run: {"status": "ok" | "diverged" | ..., "metrics": {name: float | null},
+"reasons": {name: "why it is null"}, "provenance": {...}}.
+"""
+
+import json
+import math
+from importlib import resources
+
+TABLE_COLUMNS = ["table", "dataset", "model", "metric", "measured", "reported", "difference", "status", "note"]
+
+
+def reported_values():
+    """{(table, dataset, model, metric): (value, note)} from the paper."""
+    import csv
+
+    text = resources.files("contamination").joinpath("data/reported.csv").read_text()
+    values = {}
+    for row in csv.DictReader(text.splitlines()):
+        key = (row["table"], row["dataset"], row["model"], row["metric"])
+        values[key] = (float(row["value"]), row["note"])
+    return values
+
+
+def cell_metrics(metrics_path):
+    with open(metrics_path) as handle:
+        return json.load(handle)
+
+
+def measured_value(run: dict, metric: str):
+    """(value, reason): the run's number for ``metric``, or NaN and why there is none."""
+    value = run.get("metrics", {}).get(metric)
+    if value is not None and math.isfinite(value):
+        return float(value), ""
+    reason = run.get("reasons", {}).get(metric)
+    if reason is None:
+        status = run.get("status", "unknown")
+        reason = f"run status {status}" if status != "ok" else f"metric {metric} was not measured"
+    return math.nan, reason
+
+
+def build_table(spec: dict, cells: dict, reported=None):
+    """Rows of the table CSV. ``cells`` maps "<row label>|<model>" to that run's metrics.json path."""
+    import pandas as pd
+
+    reported = reported_values() if reported is None else reported
+    rows = []
+    for row in spec["rows"]:
+        for model in spec["models"]:
+            run = cell_metrics(cells[f"{row['dataset']}|{model}"])
+            for metric in spec["metrics"]:
+                measured, reason = measured_value(run, metric)
+                paper_value, paper_note = reported.get(
+                    (spec["reported_table"], row["dataset"], model, metric), (math.nan, "not reported")
+                )
+                notes = [note for note in (reason, f"paper: {paper_note}" if paper_note else "") if note]
+                rows.append(
+                    {
+                        "table": spec["name"],
+                        "dataset": row["dataset"],
+                        "model": model,
+                        "metric": metric,
+                        "measured": measured,
+                        "reported": paper_value,
+                        "difference": measured - paper_value,
+                        "status": run.get("status", "unknown"),
+                        "note": "; ".join(notes),
+                    }
+                )
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def write_table(frame, path) -> None:
+    from contamination.io import atomic_path
+
+    with atomic_path(path) as temporary:
+        frame.to_csv(temporary, index=False, float_format="%.6g")
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser("table", help="write one paper table as CSV, measured beside reported")
+    parser.add_argument("--spec", required=True, type=json.loads, help="JSON: one entry of config `tables`")
+    parser.add_argument("--cells", required=True, type=json.loads, help='JSON: {"<row>|<model>": metrics.json}')
+    parser.add_argument("--out", required=True)
+    parser.set_defaults(run=run_table)
+
+
+def run_table(args) -> None:
+    write_table(build_table(args.spec, args.cells), args.out)

@@ -1,0 +1,72 @@
+"""Small helpers shared by the tests (config overlays, running the CLI and Snakemake)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+SNAKEFILE = PROJECT / "Snakefile"
+SMOKE_CONFIG = PROJECT / "config" / "smoke.yaml"
+PAPER_CONFIG = PROJECT / "config" / "config.yaml"
+
+
+def write_yaml(path, data) -> Path:
+    path = Path(path)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def paper_config_with_empty_roots(directory) -> Path:
+    """An overlay on the paper config whose dataset and model locations are empty directories."""
+    directory = Path(directory)
+    config = yaml.safe_load(PAPER_CONFIG.read_text())
+    for source, settings in config["sources"].items():
+        root = directory / "data" / source
+        root.mkdir(parents=True)
+        settings["root"] = str(root)
+        if "karpathy_json" in settings:
+            settings["karpathy_json"] = str(root / Path(settings["karpathy_json"]).name)
+            Path(settings["karpathy_json"]).touch()
+    model = directory / "models" / "stable-diffusion-v1-1"
+    model.mkdir(parents=True)
+    config["models"]["stable_diffusion"] = str(model)
+    return write_yaml(directory / "paper.yaml", {"sources": config["sources"], "models": config["models"]})
+
+
+def environment():
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def snakemake(*arguments, cwd, check=True) -> subprocess.CompletedProcess:
+    """Run Snakemake on the project's Snakefile with ``cwd`` as its working directory."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *map(str, arguments)]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=environment())
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def cli(*arguments, check=True, cwd=None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "contamination", *map(str, arguments)]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment(), cwd=cwd)
+    if check and result.returncode != 0:
+        raise AssertionError(f"contamination {arguments[0]} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def job_counts(dry_run_output: str) -> dict:
+    """The 'Job stats' table of a Snakemake dry run as {rule: count}."""
+    lines = dry_run_output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:"))
+    counts = {}
+    for line in lines[start + 3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts

@@ -1,0 +1,63 @@
+"""The DAG is static: a dry run needs no data and schedules what the config says."""
+
+import math
+import sys
+import subprocess
+
+import pytest
+import yaml
+
+from contamination import config as cfg
+from helpers import PROJECT, SMOKE_CONFIG, job_counts, paper_config_with_empty_roots, snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def paper_dry_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("paper")
+    overlay = paper_config_with_empty_roots(directory)
+    result = snakemake("-n", "--configfile", overlay, cwd=directory)
+    return cfg.load(overlay), result.stdout
+
+
+def test_paper_dry_run_schedules_every_generation_shard(paper_dry_run):
+    config, output = paper_dry_run
+    counts = job_counts(output)
+    shard_size = config["generation"]["shard_size"]
+    expected = (
+        math.ceil(1400 * 1000 / shard_size)  # SD-ImageNet: 1,400 images for each of 1,000 classes
+        + math.ceil(1400 * 1000 / shard_size)  # complex SD-ImageNet
+        + math.ceil(113287 * 5 / shard_size)  # SD-COCO: one image per training caption
+    )
+    assert counts["generate_shard"] == expected == 3367
+    assert counts["prompts"] == counts["merge_generated"] == 3
+
+
+def test_paper_dry_run_builds_every_mixture_once(paper_dry_run):
+    config, output = paper_dry_run
+    assert job_counts(output)["mixture"] == len(config["mixtures"]) == 27
+
+
+def test_paper_dry_run_indexes_each_training_source(paper_dry_run):
+    _, output = paper_dry_run
+    counts = job_counts(output)
+    assert counts["imagenet_classes"] == 1
+    assert counts["index_source"] >= 4
+    assert "synthetic_sources" not in counts and "tiny_sd" not in counts
+
+
+def test_smoke_dry_run_builds_tiny_models_and_synthetic_data(tmp_path):
+    counts = job_counts(snakemake("-n", "--configfile", SMOKE_CONFIG, cwd=tmp_path).stdout)
+    assert counts["synthetic_sources"] == 1 and counts["tiny_sd"] == 1
+    smoke = cfg.load(SMOKE_CONFIG)
+    assert counts["generate_shard"] == sum(cfg.shard_count(smoke, g["name"]) for g in smoke["generated"])
+
+
+def test_lint_is_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint", "--configfile", "config/smoke.yaml"],
+        cwd=PROJECT, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
