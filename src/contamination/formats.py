@@ -11,7 +11,7 @@ index (one Parquet per real source, ``results/<run>/index/<source>.parquet``), o
 
 prompts (one Parquet per generated dataset, ``results/<run>/prompts/<name>.parquet``), one row per
 image to make, in generation order (row r goes to shard r // shard_size):
-    id, label, wnid, caption-free source_id (the class wnid or the caption row id it comes from),
+    id, label, wnid, source_id (the class wnid, or the id of the caption row the prompt is),
     prompt (str), seed (int64, the image's own noise seed)
 
 generated index (``results/<run>/generated/<name>/index.parquet``): the prompt columns plus
