@@ -15,7 +15,7 @@ image to make, in generation order (row r goes to shard r // shard_size):
     prompt (str), seed (int64, the image's own noise seed)
 
 generated index (``results/<run>/generated/<name>/index.parquet``): the prompt columns plus
-    uri (see below), caption (= prompt for caption datasets, "" otherwise), path ("")
+    caption (= prompt for caption datasets, "" otherwise), uri (see below)
 
 manifest (one Parquet per mixture, ``results/<run>/mixtures/<name>.parquet``), one row per
 training item:

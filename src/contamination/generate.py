@@ -1,15 +1,43 @@
-"""Sharded Stable Diffusion generation."""
+"""Sharded Stable Diffusion generation (paper section 3.1 and appendix A.1) and the merged index.
 
+A prompt table is cut into shards of ``generation.shard_size`` rows; one job makes one shard:
+row r is in shard r // shard_size. Each image's initial noise comes from its own
+``torch.Generator`` seeded with the row's seed (drawn on the CPU), so an image does not depend on
+the batch it was made in, the shard size or the number of GPUs; regenerated alone it equals its
+shard's pixels up to float rounding (~1e-6 across batch compositions).
+"""
+
+import hashlib
 import json
+import os
+from pathlib import Path
+
+from contamination.errors import ConfigError, DataError
+
+SETTINGS = [
+    "scheduler", "steps", "guidance_scale", "negative_prompt", "height", "width", "dtype",
+    "batch_size", "safety_checker", "watermark", "image_format", "image_quality", "shard_size",
+]
+# The samplers of the CompVis scripts Stable Diffusion v1 was released with: timesteps
+# 1 + k * 1000 / steps ("leading" spacing, offset 1), and the last step goes to the first
+# training noise level, not to alpha = 1. The beta schedule stays the model's own.
+SAMPLERS = {
+    "plms": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "ddim": ("DDIMScheduler", {"clip_sample": False}),
+}
+COMPVIS_TIMESTEPS = {"set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading"}
+# Pillow format name and file extension per config generation.image_format.
+IMAGE_FORMATS = {"png": ("PNG", "png"), "jpeg": ("JPEG", "jpg"), "webp": ("WEBP", "webp")}
+SAMPLER_COLUMNS = ["scheduler", "steps", "guidance_scale", "negative_prompt", "height", "width", "dtype"]
 
 
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("generate", help="generate one shard of a prompt table")
-    parser.add_argument("--prompts", required=True)
-    parser.add_argument("--pipeline", required=True)
-    parser.add_argument("--shard", required=True, type=int)
-    parser.add_argument("--settings", required=True, type=json.loads)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--prompts", required=True, help="prompt table (Parquet)")
+    parser.add_argument("--pipeline", required=True, help="local StableDiffusionPipeline directory")
+    parser.add_argument("--shard", required=True, type=int, help="shard number: rows [shard * shard_size, ...)")
+    parser.add_argument("--settings", required=True, type=json.loads, help="JSON: config `generation`")
+    parser.add_argument("--out", required=True, help="the shard file, shard-NNNNN.zip")
     parser.set_defaults(run=run_generate)
 
     parser = subparsers.add_parser("merge-shards", help="merge shard metadata into one generated index")
@@ -19,8 +47,226 @@ def add_commands(subparsers) -> None:
 
 
 def run_generate(args) -> None:
-    raise NotImplementedError("being written")
+    from contamination.io import read_parquet
+
+    settings = check_settings(args.settings)
+    check_pipeline_dir(args.pipeline, settings)
+    rows = shard_rows(read_parquet(args.prompts), args.shard, settings["shard_size"], args.prompts)
+    remove_stale_temporaries(args.out)
+    pipeline = load_pipeline(args.pipeline, settings)
+    provenance = generation_provenance(args.pipeline, settings, pipeline.device)
+    print(f"shard {args.shard}: {len(rows)} images on {provenance['device']}, model {provenance['model_fingerprint']}")
+    write_generated_shard(pipeline, rows, settings, provenance, args.out)
+    print(f"shard {args.shard} written to {args.out}")
+
+
+def check_settings(settings: dict) -> dict:
+    missing = [key for key in SETTINGS if key not in settings]
+    if missing:
+        raise ConfigError(f"generation: missing keys {', '.join('generation.' + key for key in missing)}")
+    if settings["watermark"]:
+        raise ConfigError(
+            "generation.watermark: true is not supported: diffusers' Stable Diffusion v1 pipeline has no "
+            "invisible watermarker (the paper disabled watermarking, section 3.1); set it to false"
+        )
+    if settings["scheduler"] not in SAMPLERS:
+        raise ConfigError(f"generation.scheduler: '{settings['scheduler']}' is not one of {sorted(SAMPLERS)}")
+    if settings["image_format"] not in IMAGE_FORMATS:
+        raise ConfigError(
+            f"generation.image_format: '{settings['image_format']}' is not one of {sorted(IMAGE_FORMATS)}"
+        )
+    return settings
+
+
+def check_pipeline_dir(pipeline_dir, settings: dict) -> None:
+    model_index = Path(pipeline_dir) / "model_index.json"
+    if not Path(pipeline_dir).is_dir():
+        raise ConfigError(f"models.stable_diffusion: '{pipeline_dir}' does not exist")
+    if not model_index.is_file():
+        raise ConfigError(
+            f"models.stable_diffusion: '{pipeline_dir}' is not a diffusers pipeline directory (no model_index.json)"
+        )
+    has_checker = json.loads(model_index.read_text()).get("safety_checker", [None])[0] is not None
+    if settings["safety_checker"] and not has_checker:
+        raise ConfigError(
+            f"generation.safety_checker: true, but the pipeline in '{pipeline_dir}' has no safety checker; "
+            "set it to false (the paper disabled it, section 3.1)"
+        )
+
+
+def shard_rows(table, shard: int, shard_size: int, prompts_path):
+    """Rows [shard * shard_size, (shard + 1) * shard_size) of the prompt table."""
+    start = shard * shard_size
+    if shard < 0 or start >= len(table):
+        shards = -(-len(table) // shard_size)
+        raise DataError(
+            f"{prompts_path}: has {len(table)} rows, {shards} shards of generation.shard_size {shard_size}; "
+            f"there is no shard {shard}"
+        )
+    return table.iloc[start:start + shard_size].reset_index(drop=True)
+
+
+def remove_stale_temporaries(out) -> None:
+    """Delete what a killed earlier run of this shard left (the half-written temporary file)."""
+    out = Path(out)
+    for stale in out.parent.glob(f".{out.name}.*.tmp"):
+        print(f"removing {stale}, left by an interrupted run")
+        stale.unlink(missing_ok=True)
+
+
+def load_pipeline(pipeline_dir, settings: dict):
+    """The pipeline from a local directory, with the configured sampler, on the GPU if there is one."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    # Per-component loading bars would bury the per-batch progress lines in the job log.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    options = {"dtype": getattr(torch, settings["dtype"]), "local_files_only": True}
+    if not settings["safety_checker"]:
+        options.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipeline = StableDiffusionPipeline.from_pretrained(pipeline_dir, **options)
+    pipeline.scheduler = make_scheduler(settings["scheduler"], pipeline.scheduler.config)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_scheduler(name: str, model_scheduler_config):
+    import diffusers
+
+    class_name, options = SAMPLERS[name]
+    return getattr(diffusers, class_name).from_config(model_scheduler_config, **options, **COMPVIS_TIMESTEPS)
+
+
+def generate_images(pipeline, prompts, seeds, settings: dict):
+    """One batch: PIL images and safety-checker flags (all False without a checker)."""
+    import torch
+
+    prompts = list(prompts)
+    generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+    output = pipeline(
+        prompt=prompts,
+        negative_prompt=[settings["negative_prompt"]] * len(prompts),
+        height=settings["height"],
+        width=settings["width"],
+        num_inference_steps=settings["steps"],
+        guidance_scale=settings["guidance_scale"],
+        generator=generators,
+        output_type="pil",
+    )
+    flagged = output.nsfw_content_detected or [False] * len(prompts)
+    return output.images, [bool(flag) for flag in flagged]
+
+
+def encode_image(image, settings: dict) -> bytes:
+    import io
+
+    pillow_format, _ = IMAGE_FORMATS[settings["image_format"]]
+    options = {} if pillow_format == "PNG" else {"quality": settings["image_quality"]}
+    buffer = io.BytesIO()
+    image.save(buffer, format=pillow_format, **options)
+    return buffer.getvalue()
+
+
+def write_generated_shard(pipeline, rows, settings: dict, provenance: dict, out) -> None:
+    """Generate ``rows`` batch by batch straight into the shard file (complete or absent)."""
+    from contamination.shards import write_shard
+
+    _, extension = IMAGE_FORMATS[settings["image_format"]]
+    members = [f"{item_id}.{extension}" for item_id in rows["id"]]
+    batch_size = settings["batch_size"]
+    flagged = []
+
+    def encoded_images():
+        for start in range(0, len(rows), batch_size):
+            batch = rows.iloc[start:start + batch_size]
+            images, flags = generate_images(pipeline, batch["prompt"], batch["seed"], settings)
+            flagged.extend(flags)
+            yield from zip(members[start:start + batch_size], (encode_image(image, settings) for image in images))
+            print(f"  {min(start + batch_size, len(rows))}/{len(rows)} images", flush=True)
+
+    def metadata():
+        frame = rows.copy()
+        frame["member"] = members
+        frame["nsfw_detected"] = flagged
+        for column, value in provenance.items():
+            frame[column] = value
+        return frame
+
+    write_shard(out, encoded_images(), metadata)
+
+
+def generation_provenance(pipeline_dir, settings: dict, device) -> dict:
+    """What made the images, stored with every row: sampler, model, device and package versions."""
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    provenance = {column: settings[column] for column in SAMPLER_COLUMNS}
+    provenance["image_format"] = settings["image_format"]
+    provenance["model_fingerprint"] = model_fingerprint(pipeline_dir)
+    provenance["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    packages = ["contamination", "torch", "diffusers", "transformers", "pillow"]
+    provenance["versions"] = json.dumps(
+        {"python": platform.python_version(), **{package: version(package) for package in packages}}, sort_keys=True
+    )
+    return provenance
+
+
+def model_fingerprint(pipeline_dir) -> str:
+    """A hash of every weight, config and tokenizer file of the pipeline directory, with its path."""
+    root = Path(pipeline_dir)
+    files = sorted(
+        path for path in root.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    )
+    digest = hashlib.blake2b(digest_size=16)
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "blake2b").digest())
+    return digest.hexdigest()
 
 
 def run_merge(args) -> None:
-    raise NotImplementedError("being written")
+    from contamination.io import write_parquet
+
+    index = merge_shards(args.shards)
+    write_parquet(index, args.out)
+    print(f"{len(index)} generated images from {len(args.shards)} shards indexed in {args.out}")
+
+
+def merge_shards(shard_paths):
+    """The generated index (formats.GENERATED_COLUMNS) of the shards, in the order given."""
+    import zipfile
+
+    import pandas as pd
+
+    from contamination.formats import GENERATED_COLUMNS, NO_LABEL, PROMPT_COLUMNS, shard_uri
+    from contamination.shards import read_metadata
+
+    frames = []
+    for shard_path in shard_paths:
+        shard_path = os.path.abspath(shard_path)
+        try:
+            metadata = read_metadata(shard_path)
+            with zipfile.ZipFile(shard_path) as archive:
+                members = set(archive.namelist())
+        except (OSError, KeyError, zipfile.BadZipFile) as error:
+            raise DataError(f"{shard_path}: not a readable generation shard ({error})") from error
+        absent = sorted(set(metadata["member"]) - members)
+        if absent:
+            raise DataError(f"{shard_path}: metadata lists members the shard lacks, e.g. {absent[:3]}")
+        frame = metadata[PROMPT_COLUMNS].copy()
+        frame["caption"] = frame["prompt"].where(frame["label"] == NO_LABEL, "")
+        frame["uri"] = [shard_uri(shard_path, member) for member in metadata["member"]]
+        frames.append(frame)
+    index = pd.concat(frames, ignore_index=True)
+    repeated = index.loc[index["id"].duplicated(keep=False)].sort_values("id")
+    if len(repeated):
+        examples = "; ".join(f"{row.id} in {row.uri}" for row in repeated.head(4).itertuples())
+        raise DataError(f"merge-shards: {repeated['id'].nunique()} ids occur more than once: {examples}")
+    return index[GENERATED_COLUMNS]

@@ -23,6 +23,10 @@ def atomic_path(final_path):
     )
     os.close(descriptor)
     temporary = Path(temporary)
+    # mkstemp creates 0600 files; outputs on a shared cluster file system follow the umask instead.
+    umask = os.umask(0)
+    os.umask(umask)
+    temporary.chmod(0o666 & ~umask)
     try:
         yield temporary
         os.replace(temporary, final_path)

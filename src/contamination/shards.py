@@ -8,8 +8,8 @@ deflated. A tar would need a separate offset index; Parquet row groups make sing
 cost a whole group.
 
 Layout of ``shard-NNNNN.zip``: ``<id>.<ext>`` per image, and ``metadata.parquet`` with one row
-per image (the prompt table's columns, ``member``, the sampler settings and the model
-fingerprint).
+per image (the prompt table's columns, ``member``, the sampler settings, the model fingerprint,
+the device, the package versions and the safety checker's flag; see generate.py).
 """
 
 import io
@@ -24,7 +24,9 @@ METADATA_MEMBER = "metadata.parquet"
 def write_shard(path, images, metadata) -> None:
     """Write ``images`` (iterable of ``(member, encoded bytes)``) and the ``metadata`` DataFrame.
 
-    The file appears under ``path`` only once complete.
+    ``images`` may be a generator that makes the images as they are written, so a shard never
+    has to fit in memory; ``metadata`` may then be a function called once they are all written
+    (for columns known only after generation). The file appears under ``path`` only once complete.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -33,6 +35,8 @@ def write_shard(path, images, metadata) -> None:
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
             for member, data in images:
                 archive.writestr(fixed_time_info(member), data)
+            if callable(metadata):
+                metadata = metadata()
             buffer = io.BytesIO()
             table = pa.Table.from_pandas(metadata, preserve_index=False).replace_schema_metadata(None)
             pq.write_table(table, buffer, compression="zstd")
