@@ -1,17 +1,358 @@
-"""Mixture manifests: real datasets with a share of items replaced by, or appended from, others."""
+"""Mixture manifests: real datasets with a share of items replaced by, or appended from, others.
+
+A mixture (one entry of config ``mixtures``) turns a base index and, for ``replace``/``append``,
+a second index ``by`` into a manifest (formats.MANIFEST_COLUMNS). The unit is a row: a class
+image, or for COCO and Flickr30k an (image, caption) pair.
+
+Common random numbers make the mixtures of one base comparable. Every row of the base gets a
+random key from a generator seeded by (seed, base name) alone; within each stratum (a class for
+``match: label``, the whole set otherwise) rows are ranked by that key, and a fraction f
+replaces the first round-half-up(f * n) ranks of each stratum. So the rows replaced at 20% are
+among those replaced at 40%, and ``subset`` with fraction p keeps exactly the rows that
+``replace`` with 1 - p keeps (ImageNet 5% is the real part of IN/SD-95%). Fractions are taken
+as the decimals they are written as (0.95 is 19/20), so 1 - 0.05 and 0.95 give the same count.
+
+The items put in come from ``by`` through a second generator seeded by (seed, by name): the
+real row of rank k in a class gets the ``by`` item of rank k in that class (no item used twice,
+and the choice at 20% is part of the choice at 40%), or, ``with_replacement``, the item of rank
+k modulo the class size: a short class is cycled through in its random order, so every item is
+used before any is used again (the paper samples "by replacement" because WebVision classes are
+short; an i.i.d. draw would also repeat items in classes that have enough, about a fifth of
+IN/WV-95%'s WebVision slots at paper scale). ``match: source`` pairs a real (image, caption) row with
+the image generated from that caption. ``append`` keeps the base and adds the same choice at
+the end.
+"""
 
 import json
+
+KINDS = ("subset", "replace", "append")
+MATCHES = ("label", "source", "none")
 
 
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("mixture", help="build one mixture manifest")
-    parser.add_argument("--spec", required=True, type=json.loads)
-    parser.add_argument("--base", required=True)
-    parser.add_argument("--by")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--summary", required=True)
+    parser.add_argument("--spec", required=True, type=json.loads,
+                        help="one config `mixtures` entry as JSON, plus the run's `seed`")
+    parser.add_argument("--base", required=True, help="index of the base dataset (Parquet)")
+    parser.add_argument("--by", help="index of the dataset items come from (replace, append)")
+    parser.add_argument("--out", required=True, help="manifest to write (Parquet)")
+    parser.add_argument("--summary", required=True, help="counts to write (JSON)")
     parser.set_defaults(run=run_mixture)
 
 
 def run_mixture(args) -> None:
-    raise NotImplementedError("being written")
+    from contamination.errors import ConfigError
+    from contamination.io import write_json, write_parquet
+
+    spec = checked_spec(args.spec)
+    base = read_items(args.base, spec["base"])
+    by = None
+    if spec["kind"] != "subset":
+        if args.by is None:
+            raise ConfigError(f"mixture '{spec['name']}': kind '{spec['kind']}' needs --by (mixtures[..].by)")
+        by = read_items(args.by, spec["by"])
+    manifest, summary = build_mixture(spec, base, by)
+    write_parquet(manifest, args.out)
+    write_json(summary, args.summary)
+    print(f"mixture {spec['name']}: {summary['total']} rows, {summary['counts']}")
+
+
+def checked_spec(spec: dict) -> dict:
+    """The spec with the schema's defaults filled; a ConfigError for what cannot be built."""
+    from contamination.errors import ConfigError
+
+    spec = {"match": "label", "with_replacement": False, **spec}
+    name = spec.get("name", "?")
+    for key in ("name", "kind", "base", "fraction", "seed"):
+        if key not in spec:
+            raise ConfigError(f"mixture '{name}': the spec has no '{key}'")
+    if spec["kind"] not in KINDS:
+        raise ConfigError(f"mixtures[..].kind of '{name}': '{spec['kind']}' is not one of {', '.join(KINDS)}")
+    if spec["match"] not in MATCHES:
+        raise ConfigError(f"mixtures[..].match of '{name}': '{spec['match']}' is not one of {', '.join(MATCHES)}")
+    if not 0 <= spec["fraction"] <= 1:
+        raise ConfigError(f"mixtures[..].fraction of '{name}': {spec['fraction']} is outside [0, 1]")
+    if spec["kind"] != "subset" and not spec.get("by"):
+        raise ConfigError(f"mixtures[..].by of '{name}': required for kind '{spec['kind']}'")
+    if spec["kind"] != "subset" and spec["by"] == spec["base"]:
+        raise ConfigError(f"mixtures[..].by of '{name}': '{spec['by']}' is also its base")
+    if spec["match"] == "source" and spec["with_replacement"]:
+        raise ConfigError(
+            f"mixtures[..].with_replacement of '{name}': match 'source' pairs each caption with the "
+            "one image generated from it, so there is nothing to draw with replacement"
+        )
+    return spec
+
+
+def read_items(path, name: str):
+    """The rows of an index as ``id, uri, label, caption, source_id``.
+
+    A source index (formats.INDEX_COLUMNS) gives its "train" rows; a generated index
+    (formats.GENERATED_COLUMNS) gives all rows. ``name`` is the dataset's name, for messages.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from contamination.errors import DataError
+    from contamination.formats import GENERATED_COLUMNS, INDEX_COLUMNS
+
+    try:
+        columns = set(pq.read_schema(path).names)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: cannot read the index of '{name}': {error}") from error
+    if set(INDEX_COLUMNS) <= columns:
+        frame = pd.read_parquet(path, columns=["id", "path", "label", "caption", "split"])
+        frame = frame[frame["split"] == "train"].drop(columns="split").rename(columns={"path": "uri"})
+        frame["source_id"] = ""
+    elif set(GENERATED_COLUMNS) <= columns:
+        frame = pd.read_parquet(path, columns=["id", "uri", "label", "caption", "source_id"])
+    else:
+        raise DataError(
+            f"{path}: the index of '{name}' is neither a source index ({', '.join(INDEX_COLUMNS)}) "
+            f"nor a generated index ({', '.join(GENERATED_COLUMNS)})"
+        )
+    if frame.empty:
+        raise DataError(f"{path}: the index of '{name}' has no training rows")
+    frame["label"] = frame["label"].astype("int64")
+    return frame.reset_index(drop=True)
+
+
+def build_mixture(spec: dict, base, by=None):
+    """The manifest (formats.MANIFEST_COLUMNS) and its summary for ``spec`` over ``base``/``by``
+    (frames as ``read_items`` returns them)."""
+    import numpy as np
+
+    spec = checked_spec(spec)
+    fraction = exact_fraction(spec["fraction"])
+    base_key = named_rng(spec["seed"], spec["base"]).permutation(len(base))
+    base_strata = strata_of(base, spec["match"])
+    every_row = np.arange(len(base))
+
+    if spec["kind"] == "subset":
+        dropped = ranked_selection(base_strata, base_key, 1 - fraction, np.ones(len(base), bool), spec)
+        take = np.setdiff1d(every_row, dropped.rows, assume_unique=True)
+        return assembled(spec, base, None, take, take, replaced=0)
+
+    counterpart = None
+    candidates = np.ones(len(base), bool)
+    if spec["match"] == "source":
+        counterpart = generated_counterparts(base, by, spec)
+        candidates = counterpart >= 0
+    selected = ranked_selection(base_strata, base_key, fraction, candidates, spec)
+    if counterpart is not None:
+        chosen = counterpart[selected.rows]
+    else:
+        chosen = chosen_items(by, selected, spec)
+
+    # Rows are taken from base followed by `by`. Incoming items follow the base order of the rows
+    # they pair with, in place of them (replace) or after the base (append).
+    in_base_order = np.argsort(selected.rows)
+    paired_rows, incoming = selected.rows[in_base_order], len(base) + chosen[in_base_order]
+    # The generated image stands in for the real pair, with the caption it was made from.
+    incoming_captions = paired_rows if spec["match"] == "source" else incoming
+    if spec["kind"] == "replace":
+        take, caption_take = every_row.copy(), every_row.copy()
+        take[paired_rows], caption_take[paired_rows] = incoming, incoming_captions
+        return assembled(spec, base, by, take, caption_take, replaced=len(paired_rows))
+    take = np.concatenate([every_row, incoming])
+    caption_take = np.concatenate([every_row, incoming_captions])
+    return assembled(spec, base, by, take, caption_take, replaced=0)
+
+
+def exact_fraction(value):
+    """A config fraction as the decimal it is written as: 0.95 -> 19/20 (so 1 - 0.05 == 0.95)."""
+    from fractions import Fraction
+
+    return Fraction(repr(float(value)))
+
+
+def round_half_up(fraction, count: int) -> int:
+    """round(fraction * count), halves up, in exact integer arithmetic."""
+    return (2 * fraction.numerator * count + fraction.denominator) // (2 * fraction.denominator)
+
+
+def named_rng(seed: int, name: str):
+    """A generator for (seed, dataset name): the same name draws the same numbers in every mixture."""
+    import hashlib
+
+    import numpy as np
+
+    name_entropy = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    return np.random.default_rng([int(seed), name_entropy])
+
+
+def strata_of(items, match: str):
+    """Stratum of each row: its class for ``match: label``, one stratum for the whole set otherwise."""
+    import numpy as np
+
+    if match == "label":
+        return items["label"].to_numpy()
+    return np.zeros(len(items), dtype=np.int64)
+
+
+class Selection:
+    """Selected rows with their stratum and their rank in it (fixed for a base, whatever the
+    fraction)."""
+
+    def __init__(self, rows, strata, ranks):
+        self.rows, self.strata, self.ranks = rows, strata, ranks
+
+
+def ranked(strata, key):
+    """Rows ordered by (stratum, key), the stratum of each, and each one's rank within it."""
+    import numpy as np
+
+    # One int64 sort key (stratum, then key) sorts several times faster than np.lexsort; the
+    # keys are distinct, so the order is unique.
+    strata = strata.astype(np.int64)
+    offset = strata - strata.min(initial=0)
+    order = np.argsort(offset * (int(key.max(initial=0)) + 1) + key)
+    sorted_strata = strata[order]
+    ranks = np.arange(len(order)) - np.searchsorted(sorted_strata, sorted_strata, side="left")
+    return order, sorted_strata, ranks
+
+
+def ranked_selection(strata, key, fraction, candidates, spec) -> Selection:
+    """The first round-half-up(fraction * n_s) candidates by key in each stratum of n_s rows."""
+    import numpy as np
+
+    from contamination.errors import DataError
+
+    candidate_rows = np.flatnonzero(candidates)
+    order, sorted_strata, ranks = ranked(strata[candidate_rows], key[candidate_rows])
+    values, sizes = np.unique(strata, return_counts=True)
+    wanted = np.array([round_half_up(fraction, int(size)) for size in sizes], dtype=np.int64)
+    available = np.bincount(np.searchsorted(values, sorted_strata), minlength=len(values))
+    short = np.flatnonzero(available < wanted)
+    if len(short):
+        stratum = short[0]
+        raise DataError(
+            f"mixture '{spec['name']}': {stratum_name(values[stratum], spec)} of '{spec['base']}' needs "
+            f"{wanted[stratum]} rows with an image generated from them in '{spec.get('by')}', but only "
+            f"{available[stratum]} of its {sizes[stratum]} rows have one"
+        )
+    taken = ranks < wanted[np.searchsorted(values, sorted_strata)]
+    positions = np.flatnonzero(taken)
+    return Selection(candidate_rows[order[positions]], sorted_strata[positions], ranks[positions])
+
+
+def stratum_name(value, spec) -> str:
+    return f"class {value}" if spec["match"] == "label" else "the whole set"
+
+
+def generated_counterparts(base, by, spec):
+    """For each base row, the ``by`` row generated from its caption (source_id == id), or -1.
+
+    Should several images come from one caption, the first by the (seed, by) key is taken.
+    """
+    import numpy as np
+    import pandas as pd
+
+    rows_in_key_order = np.argsort(named_rng(spec["seed"], spec["by"]).permutation(len(by)))
+    source_ids = pd.Series(by["source_id"].to_numpy()[rows_in_key_order])
+    first = ~source_ids.duplicated().to_numpy()
+    found = pd.Index(source_ids[first]).get_indexer(base["id"])
+    return np.where(found >= 0, rows_in_key_order[first][found], -1)
+
+
+def chosen_items(by, selected: Selection, spec):
+    """The ``by`` row for each selected base row: rank k of its stratum gets the ``by`` item of
+    rank k in the same stratum, or with replacement rank k modulo the stratum's size."""
+    import numpy as np
+
+    from contamination.errors import DataError
+
+    rng = named_rng(spec["seed"], spec["by"])
+    order, sorted_strata, _ = ranked(strata_of(by, spec["match"]), rng.permutation(len(by)))
+    starts = np.searchsorted(sorted_strata, selected.strata, side="left")
+    sizes = np.searchsorted(sorted_strata, selected.strata, side="right") - starts
+    short = (sizes == 0) if spec["with_replacement"] else (selected.ranks >= sizes)
+    if short.any():
+        first = np.flatnonzero(short)[0]
+        stratum = selected.strata[first]
+        needed = int(np.count_nonzero(selected.strata == stratum))
+        remedy = ("" if spec["with_replacement"] else
+                  " without replacement; set mixtures[..].with_replacement: true for this mixture or lower its fraction")
+        raise DataError(
+            f"mixture '{spec['name']}': {stratum_name(stratum, spec)} needs {needed} items from "
+            f"'{spec['by']}', which has {sizes[first]}{remedy}"
+        )
+    offsets = selected.ranks % sizes if spec["with_replacement"] else selected.ranks
+    return order[starts + offsets]
+
+
+def assembled(spec, base, by, take, caption_take, replaced: int):
+    """Manifest and summary of the rows ``take`` of base followed by ``by`` (captions from rows
+    ``caption_take``). Ids become ``<origin>/<id>``; the n-th reuse of an item gets ``~n``."""
+    import numpy as np
+    import pandas as pd
+
+    from contamination.errors import DataError
+
+    pool = base if by is None else pd.concat([base, by], ignore_index=True)
+    from_by = take >= len(base)
+    origins = np.array([spec["base"], spec.get("by") or ""], dtype=object)[from_by.astype(np.int64)]
+    ids = pd.Series(origins, dtype="str") + "/" + pool["id"].take(take).reset_index(drop=True)
+    repeat = occurrence(take)
+    reused = repeat > 0
+    if reused.any():
+        ids[reused] = ids[reused] + "~" + pd.Series(repeat[reused], index=ids.index[reused]).astype(str)
+    if not ids.is_unique:
+        duplicate = ids[ids.duplicated()].iloc[0]
+        raise DataError(f"mixture '{spec['name']}': the input indexes repeat the id '{duplicate}'")
+    manifest = pd.DataFrame({
+        "id": ids,
+        "uri": pool["uri"].take(take).reset_index(drop=True),
+        "label": pool["label"].to_numpy()[take],
+        "caption": pool["caption"].take(caption_take).reset_index(drop=True),
+        "origin": pd.Series(origins, dtype="str"),
+    })
+    return manifest, summary_of(spec, manifest, from_by, replaced=replaced,
+                                appended=len(take) - len(base) if spec["kind"] == "append" else 0,
+                                reused=int(reused.sum()))
+
+
+def occurrence(take):
+    """For each entry of ``take``, how many earlier entries hold the same row (0 for the first)."""
+    import numpy as np
+
+    order = np.argsort(take, kind="stable")
+    in_order = take[order]
+    counts = np.empty(len(take), dtype=np.int64)
+    counts[order] = np.arange(len(take)) - np.searchsorted(in_order, in_order, side="left")
+    return counts
+
+
+def summary_of(spec, manifest, from_by, replaced: int, appended: int, reused: int) -> dict:
+    import numpy as np
+
+    from contamination.formats import NO_LABEL
+
+    origins = [spec["base"], spec.get("by")]
+    from_by_count = int(from_by.sum())
+    counts = {origin: count for origin, count in zip(origins, (len(manifest) - from_by_count, from_by_count))
+              if count}
+    summary = {
+        "name": spec["name"],
+        "label": spec.get("label", spec["name"]),
+        "kind": spec["kind"],
+        "base": spec["base"],
+        "by": spec.get("by"),
+        "match": spec["match"],
+        "with_replacement": spec["with_replacement"],
+        "fraction": spec["fraction"],
+        "seed": spec["seed"],
+        "total": len(manifest),
+        "counts": counts,
+        "replaced": replaced,
+        "appended": appended,
+        "reused": reused,
+    }
+    labels = manifest["label"].to_numpy()
+    labelled = labels != NO_LABEL
+    if labelled.any():
+        codes, code_counts = np.unique(2 * labels[labelled] + from_by[labelled], return_counts=True)
+        summary["counts_by_class"] = {}
+        for code, count in zip(codes.tolist(), code_counts.tolist()):
+            summary["counts_by_class"].setdefault(str(code // 2), {})[origins[code % 2]] = count
+    return summary

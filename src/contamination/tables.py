@@ -3,7 +3,7 @@
 A table spec (config `tables`) names the experiment, its models and metrics, and maps each row
 label of the paper's table to the run that measures it (usually a mixture name). Each cell's
 number is read from that run's metrics.json (written by the experiment); the paper's number comes
-from the reported-values file shipped with the package (data/reported.csv, one row per cell of
+from the reported-values file shipped with the package (paper/reported.csv, one row per cell of
 the paper). A measured value is never taken from that file: a cell whose run has no number gets
 NaN and the run's reason.
 
@@ -22,7 +22,7 @@ def reported_values():
     """{(table, dataset, model, metric): (value, note)} from the paper."""
     import csv
 
-    text = resources.files("contamination").joinpath("data/reported.csv").read_text()
+    text = resources.files("contamination").joinpath("paper/reported.csv").read_text()
     values = {}
     for row in csv.DictReader(text.splitlines()):
         key = (row["table"], row["dataset"], row["model"], row["metric"])

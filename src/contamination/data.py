@@ -1,0 +1,83 @@
+"""Training data over a mixture manifest: (image, target) pairs for every model of the paper.
+
+Items are loose image files or members of generation shards (formats: item URIs); both are read
+through ``shards.read_item``, whose open shard handles belong to one process, so the dataset is
+safe in DataLoader workers. The manifest's columns are held as Arrow arrays, not Python lists:
+workers touching millions of Python strings would copy the pages their reference counts sit on.
+"""
+
+from contamination.errors import DataError
+
+TARGETS = ("label", "caption")
+
+
+def load_image(uri: str):
+    """The RGB PIL image at an item URI (a file path or ``zip://shard#member``)."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from contamination.shards import read_item
+
+    try:
+        data = read_item(uri)
+    except (OSError, KeyError, zipfile.BadZipFile) as error:
+        raise DataError(f"cannot read item {uri}: {error}") from error
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except OSError as error:
+        raise DataError(f"item {uri} is not a readable image: {error}") from error
+
+
+class ManifestDataset:
+    """Map-style dataset over a manifest (a Parquet path or a DataFrame with
+    formats.MANIFEST_COLUMNS): item i is ``(transform(image), target)``, the target being the
+    class index (``target="label"``) or the caption text (``target="caption"``)."""
+
+    def __init__(self, manifest, transform=None, target: str = "label"):
+        import pyarrow as pa
+
+        from contamination.formats import MANIFEST_COLUMNS
+
+        frame, name = read_manifest(manifest)
+        missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
+        if missing:
+            raise DataError(f"manifest {name} lacks the columns {', '.join(missing)}")
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+        if target == "label" and (frame["label"] < 0).any():
+            raise DataError(f"manifest {name} has items without a class label; it is caption data")
+        if target == "caption" and (frame["caption"] == "").any():
+            raise DataError(f"manifest {name} has items without a caption; it is class data")
+        self.transform = transform
+        self.target = target
+        self.uris = pa.array(frame["uri"].to_numpy(), type=pa.large_string())
+        if target == "label":
+            self.targets = frame["label"].to_numpy(dtype="int64")
+        else:
+            self.targets = pa.array(frame["caption"].to_numpy(), type=pa.large_string())
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    def __getitem__(self, index: int):
+        image = load_image(self.uris[index].as_py())
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target == "label":
+            return image, int(self.targets[index])
+        return image, self.targets[index].as_py()
+
+
+def read_manifest(manifest):
+    """``(frame, name for messages)`` from a manifest path or frame."""
+    import pandas as pd
+
+    if isinstance(manifest, pd.DataFrame):
+        return manifest, "(in memory)"
+    try:
+        return pd.read_parquet(manifest), str(manifest)
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read manifest {manifest}: {error}") from error

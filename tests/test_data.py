@@ -1,0 +1,110 @@
+"""ManifestDataset: loose files and shard members alike, in the main process and in workers."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from contamination.data import ManifestDataset, load_image
+from contamination.errors import DataError
+from contamination.formats import shard_uri
+from contamination.shards import write_shard
+
+COLORS = {"file_a": (255, 0, 0), "file_b": (0, 255, 0), "gen_a": (0, 0, 255), "gen_b": (255, 255, 0)}
+GRAY_OF_GREEN = (150, 150, 150)  # file_b is stored grayscale: green is luma 150 in every channel
+
+
+def png(color, mode="RGB"):
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), color).convert(mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    """Two loose files (one grayscale) and two members of one shard, with labels and captions."""
+    (tmp_path / "file_a.png").write_bytes(png(COLORS["file_a"]))
+    (tmp_path / "file_b.png").write_bytes(png(COLORS["file_b"], mode="L"))
+    shard = tmp_path / "shard-00000.zip"
+    members = [("gen_a.png", png(COLORS["gen_a"])), ("gen_b.png", png(COLORS["gen_b"]))]
+    write_shard(shard, members, pd.DataFrame({"id": ["gen_a", "gen_b"], "member": ["gen_a.png", "gen_b.png"]}))
+    return pd.DataFrame({
+        "id": ["real/file_a", "real/file_b", "gen/gen_a", "gen/gen_b"],
+        "uri": [str(tmp_path / "file_a.png"), str(tmp_path / "file_b.png"),
+                shard_uri(shard, "gen_a.png"), shard_uri(shard, "gen_b.png")],
+        "label": [3, 1, 3, 0],
+        "caption": ["a red square", "a green square", "a blue square", "a yellow square"],
+        "origin": ["real", "real", "gen", "gen"],
+    })
+
+
+def to_array(image):
+    return np.asarray(image, dtype=np.uint8)
+
+
+def test_load_image_reads_files_and_shard_members_as_rgb(manifest):
+    file_image = load_image(manifest["uri"][0])
+    member_image = load_image(manifest["uri"][2])
+    assert file_image.mode == member_image.mode == "RGB" and file_image.size == (8, 6)
+    assert tuple(to_array(file_image)[0, 0]) == COLORS["file_a"]
+    assert tuple(to_array(member_image)[0, 0]) == COLORS["gen_a"]
+    gray_image = load_image(manifest["uri"][1])
+    assert gray_image.mode == "RGB" and tuple(to_array(gray_image)[0, 0]) == GRAY_OF_GREEN
+
+
+def test_load_image_names_the_item_it_cannot_read(manifest, tmp_path):
+    with pytest.raises(DataError, match="missing.png"):
+        load_image(str(tmp_path / "missing.png"))
+    with pytest.raises(DataError, match="nothere.png"):
+        load_image(shard_uri(tmp_path / "shard-00000.zip", "nothere.png"))
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="broken.png is not a readable image"):
+        load_image(str(tmp_path / "broken.png"))
+
+
+def test_dataset_gives_images_with_labels_or_captions(manifest, tmp_path):
+    path = tmp_path / "mixture.parquet"
+    manifest.to_parquet(path)
+    labelled = ManifestDataset(path, transform=to_array)
+    assert len(labelled) == 4
+    image, label = labelled[2]
+    assert image.shape == (6, 8, 3) and tuple(image[0, 0]) == COLORS["gen_a"] and label == 3
+    captioned = ManifestDataset(manifest, target="caption")
+    image, caption = captioned[1]
+    assert image.mode == "RGB" and caption == "a green square"
+    assert [captioned[i][1] for i in range(4)] == manifest["caption"].tolist()
+
+
+def test_dataset_refuses_targets_the_manifest_lacks(manifest):
+    with pytest.raises(DataError, match="without a class label"):
+        ManifestDataset(manifest.assign(label=-1))
+    with pytest.raises(DataError, match="without a caption"):
+        ManifestDataset(manifest.assign(caption=""), target="caption")
+    with pytest.raises(DataError, match="lacks the columns origin"):
+        ManifestDataset(manifest.drop(columns="origin"))
+    with pytest.raises(ValueError, match="target"):
+        ManifestDataset(manifest, target="wnid")
+
+
+def to_tensor(image):
+    import torch
+
+    return torch.from_numpy(to_array(image).copy()).permute(2, 0, 1)
+
+
+def test_dataset_works_in_dataloader_workers(manifest):
+    import torch
+    from torch.utils.data import DataLoader
+
+    torch.set_num_threads(1)
+    dataset = ManifestDataset(manifest, transform=to_tensor)
+    dataset[2]  # a shard opened in the parent must not be shared with the forked workers
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, shuffle=False)
+    images, labels = zip(*loader)
+    images, labels = torch.cat(images), torch.cat(labels)
+    assert images.shape == (4, 3, 6, 8)
+    assert labels.tolist() == [3, 1, 3, 0]
+    expected = [COLORS["file_a"], GRAY_OF_GREEN, COLORS["gen_a"], COLORS["gen_b"]]
+    assert [tuple(image[:, 0, 0].tolist()) for image in images] == expected
