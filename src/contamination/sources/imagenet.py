@@ -1,0 +1,148 @@
+"""ImageNet (ILSVRC-2012) and its 200-class test sets ImageNet-A and ImageNet-R.
+
+Layouts read:
+    <root>/LOC_synset_mapping.txt                          "n01440764 tench, Tinca tinca" per line
+    <root>/ILSVRC2012_devkit_t12/data/meta.mat             the devkit's synsets (used without the above)
+    <root>/ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt
+    <root>/train/<wnid>/<wnid>_<n>.JPEG
+    <root>/val/<wnid>/ILSVRC2012_val_<n>.JPEG              or flat: <root>/val/ILSVRC2012_val_<n>.JPEG
+    <imagenet-a or -r root>/<wnid>/<name>.jpg
+
+Labels are positions in sorted wnid order (torchvision's ImageFolder order), the same for all
+three datasets, so ImageNet-A/-R rows carry 1000-way labels.
+"""
+
+from pathlib import Path
+
+from contamination.errors import ConfigError, DataError
+from contamination.sources.common import (
+    class_label,
+    class_row,
+    image_files,
+    index_frame,
+    require_dir,
+    subdirectories,
+)
+
+SYNSET_MAPPING = "LOC_synset_mapping.txt"
+DEVKIT_DATA = Path("ILSVRC2012_devkit_t12") / "data"
+META_MAT = DEVKIT_DATA / "meta.mat"
+VAL_GROUND_TRUTH = DEVKIT_DATA / "ILSVRC2012_validation_ground_truth.txt"
+
+
+def class_table(root, num_classes: int):
+    """DataFrame (label, wnid, names): the classes of the ImageNet at ``root``."""
+    import pandas as pd
+
+    root = Path(root)
+    mapping, meta = root / SYNSET_MAPPING, root / META_MAT
+    if mapping.is_file():
+        source, names_by_wnid = mapping, read_synset_mapping(mapping)
+    elif meta.is_file():
+        source = meta
+        names_by_wnid = {wnid: words.split(", ") for _, wnid, words in read_meta_leaves(meta)}
+    else:
+        raise DataError(f"ImageNet classes: neither '{mapping}' nor '{meta}' exists")
+    if len(names_by_wnid) != num_classes:
+        raise ConfigError(
+            f"sources.imagenet.num_classes: config says {num_classes} classes but '{source}' "
+            f"lists {len(names_by_wnid)}"
+        )
+    wnids = sorted(names_by_wnid)
+    return pd.DataFrame(
+        {"label": range(len(wnids)), "wnid": wnids, "names": [names_by_wnid[wnid] for wnid in wnids]}
+    ).astype({"label": "int64"})
+
+
+def read_synset_mapping(path: Path) -> dict:
+    names = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        wnid, _, words = line.strip().partition(" ")
+        if not words or wnid in names:
+            raise DataError(f"{path}:{number}: expected '<wnid> <name>, <name>...' with a new wnid, got {line!r}")
+        names[wnid] = [word.strip() for word in words.split(",")]
+    return names
+
+
+def read_meta_leaves(path: Path) -> list:
+    """``(ILSVRC2012_ID, wnid, words)`` of the devkit's leaf synsets (the classes)."""
+    import numpy as np
+    import scipy.io
+
+    try:
+        synsets = np.atleast_1d(scipy.io.loadmat(path, squeeze_me=True)["synsets"])
+        return [
+            (int(synset["ILSVRC2012_ID"]), str(synset["WNID"]), str(synset["words"]))
+            for synset in synsets
+            if int(synset["num_children"]) == 0
+        ]
+    except (KeyError, ValueError, TypeError, OSError) as error:
+        raise DataError(f"{path}: not an ILSVRC-2012 devkit meta.mat (synsets with ILSVRC2012_ID, WNID, "
+                        f"words, num_children): {error}") from error
+
+
+def index_imagenet(root, classes: dict):
+    root = Path(root)
+    rows = wnid_folder_rows(require_dir(root / "train", "ImageNet train"), classes, "train", prefix_wnid=False)
+    require_all_classes(rows, classes, root / "train")
+    val = require_dir(root / "val", "ImageNet val")
+    folders, files = subdirectories(val), image_files(val)
+    if folders and files:
+        raise DataError(f"ImageNet val '{val}' holds both class folders and images; use one layout")
+    if folders:
+        val_rows = wnid_folder_rows(val, classes, "val", prefix_wnid=False)
+    elif files:
+        val_rows = flat_val_rows(root, val, files, classes)
+    else:
+        raise DataError(f"ImageNet val '{val}' holds no images")
+    require_all_classes(val_rows, classes, val)
+    return index_frame(rows + val_rows, root)
+
+
+def index_class_folders(root, classes: dict):
+    """ImageNet-A or ImageNet-R: ``<root>/<wnid>/*.jpg``, all of it the evaluation split."""
+    root = require_dir(root, "class folders")
+    # Their file names repeat across classes (ImageNet-R: art_0.jpg in many folders): prefix the wnid.
+    return index_frame(wnid_folder_rows(root, classes, "val", prefix_wnid=True), root)
+
+
+def wnid_folder_rows(directory: Path, classes: dict, split: str, prefix_wnid: bool) -> list:
+    rows = []
+    for wnid in subdirectories(directory):
+        label = class_label(classes, wnid, directory / wnid)
+        for name in image_files(directory / wnid):
+            stem = Path(name).stem
+            item_id = f"{wnid}_{stem}" if prefix_wnid else stem
+            rows.append(class_row(item_id, directory / wnid / name, wnid, label, split))
+    return rows
+
+
+def flat_val_rows(root: Path, val: Path, files: list, classes: dict) -> list:
+    """The devkit layout: line i of the ground truth is the ILSVRC2012_ID of the i-th val file
+    in name order, and meta.mat maps ILSVRC2012_IDs to wnids."""
+    truth_path, meta_path = root / VAL_GROUND_TRUTH, root / META_MAT
+    for path in (truth_path, meta_path):
+        if not path.is_file():
+            raise DataError(f"ImageNet val '{val}' is flat (no class folders), so it needs '{path}'")
+    wnid_of_id = {ilsvrc_id: wnid for ilsvrc_id, wnid, _ in read_meta_leaves(meta_path)}
+    truth = truth_path.read_text().split()
+    if len(truth) != len(files):
+        raise DataError(f"{truth_path}: {len(truth)} labels for {len(files)} images in '{val}'")
+    rows = []
+    for number, (name, ilsvrc_id) in enumerate(zip(files, truth), start=1):
+        if not ilsvrc_id.isdigit() or int(ilsvrc_id) not in wnid_of_id:
+            raise DataError(f"{truth_path}:{number}: {ilsvrc_id!r} is not the ILSVRC2012_ID of a class in '{meta_path}'")
+        wnid = wnid_of_id[int(ilsvrc_id)]
+        rows.append(class_row(Path(name).stem, val / name, wnid, class_label(classes, wnid, truth_path), "val"))
+    return rows
+
+
+def require_all_classes(rows: list, classes: dict, directory: Path) -> None:
+    missing = sorted(set(classes) - {row["wnid"] for row in rows})
+    if missing:
+        raise DataError(
+            f"'{directory}' has no images of {len(missing)} of the {len(classes)} classes "
+            f"(e.g. {', '.join(missing[:3])}): incomplete copy?"
+        )

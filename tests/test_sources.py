@@ -1,0 +1,269 @@
+"""The dataset adapters on tiny copies of the real layouts (tests/layouts_real.py)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from contamination.__main__ import main
+from contamination.errors import ConfigError, DataError
+from contamination.formats import INDEX_COLUMNS
+from contamination.sources import read_source
+from contamination.sources.imagenet import class_table
+from layouts_real import (
+    CLASSES,
+    write_class_folders,
+    write_class_table,
+    write_image,
+    write_imagenet,
+    write_karpathy,
+    write_meta_mat,
+    write_synset_mapping,
+    write_webvision,
+)
+
+WNIDS = [wnid for wnid, _, _ in CLASSES]
+
+
+def run_index(tmp_path, source, root, *options):
+    """Run ``python -m contamination index``; return (exit code, index, report)."""
+    out, report = tmp_path / f"{source}.parquet", tmp_path / f"{source}.report.json"
+    code = main(["index", source, "--root", str(root), *options, "--out", str(out), "--report", str(report)])
+    if code != 0:
+        return code, None, None
+    return code, pd.read_parquet(out), json.loads(report.read_text())
+
+
+# ---- classes -------------------------------------------------------------------------------
+
+
+def test_class_table_from_synset_mapping_is_in_wnid_order_with_synonyms(tmp_path):
+    write_synset_mapping(tmp_path)
+    table = class_table(tmp_path, 4)
+    assert list(table["wnid"]) == WNIDS
+    assert list(table["label"]) == [0, 1, 2, 3]
+    assert list(table.loc[3, "names"]) == ["African elephant", "Loxodonta africana"]
+
+
+def test_class_table_from_devkit_meta_mat_keeps_only_leaf_synsets(tmp_path):
+    write_meta_mat(tmp_path / "ILSVRC2012_devkit_t12" / "data" / "meta.mat")
+    out = tmp_path / "classes.parquet"
+    assert main(["classes", "--root", str(tmp_path), "--num-classes", "4", "--out", str(out)]) == 0
+    table = pd.read_parquet(out)
+    assert list(table["wnid"]) == WNIDS  # the inner node n00001740 "entity" is not a class
+    assert list(table.loc[2, "names"]) == ["kit fox", "Vulpes macrotis"]
+
+
+def test_wrong_num_classes_names_the_config_key_both_counts_and_the_file(tmp_path):
+    mapping = write_synset_mapping(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        class_table(tmp_path, 1000)
+    message = str(error.value)
+    assert "sources.imagenet.num_classes" in message and "1000" in message and " 4" in message
+    assert str(mapping) in message
+
+
+def test_missing_class_files_name_both_paths(tmp_path, capsys):
+    assert main(["classes", "--root", str(tmp_path), "--num-classes", "4", "--out", str(tmp_path / "c.parquet")]) == 2
+    message = capsys.readouterr().err
+    assert "LOC_synset_mapping.txt" in message and "meta.mat" in message
+
+
+# ---- ImageNet ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("val_layout", ["folders", "flat"])
+def test_imagenet_index_labels_train_and_both_val_layouts(tmp_path, val_layout):
+    truth = write_imagenet(tmp_path / "imagenet", val_layout)
+    classes = write_class_table(tmp_path / "classes.parquet")
+    code, index, report = run_index(tmp_path, "imagenet", tmp_path / "imagenet", "--classes", str(classes))
+    assert code == 0
+    assert list(index.columns) == INDEX_COLUMNS
+    assert report["rows_per_split"] == {"train": 8, "val": 8}
+    train = index[index["split"] == "train"]
+    assert set(train["id"]) == {f"{wnid}_{1000 + n}" for wnid in WNIDS for n in range(2)}
+    assert (train["label"] == train["wnid"].map(WNIDS.index)).all()
+    val = index[index["split"] == "val"].set_index("id")
+    # Flat: labels come through the ground truth's ILSVRC2012_IDs and meta.mat, not wnid order.
+    assert val["wnid"].to_dict() == truth
+    assert (val["label"] == val["wnid"].map(WNIDS.index)).all()
+    assert (index["image_id"] == index["id"]).all() and (index["caption"] == "").all()
+    assert index["path"].map(lambda p: p.startswith("/")).all()
+    assert list(index["id"]) == sorted(index["id"], key=lambda i: (i.startswith("ILSVRC"), i))
+
+
+def test_imagenet_folder_of_an_unknown_class_is_named(tmp_path):
+    write_imagenet(tmp_path / "imagenet", "folders")
+    write_image(tmp_path / "imagenet" / "train" / "n09999999" / "n09999999_1.JPEG")
+    classes = write_class_table(tmp_path / "classes.parquet")
+    with pytest.raises(DataError, match="n09999999"):
+        read_source("imagenet", tmp_path / "imagenet", classes)
+
+
+def test_flat_imagenet_val_without_ground_truth_names_the_file(tmp_path):
+    write_imagenet(tmp_path / "imagenet", "flat")
+    truth = tmp_path / "imagenet" / "ILSVRC2012_devkit_t12" / "data" / "ILSVRC2012_validation_ground_truth.txt"
+    truth.unlink()
+    with pytest.raises(DataError, match="ILSVRC2012_validation_ground_truth.txt"):
+        read_source("imagenet", tmp_path / "imagenet", write_class_table(tmp_path / "classes.parquet"))
+
+
+def test_missing_imagenet_root_is_named(tmp_path, capsys):
+    classes = write_class_table(tmp_path / "classes.parquet")
+    code, _, _ = run_index(tmp_path, "imagenet", tmp_path / "nowhere", "--classes", str(classes))
+    assert code == 2
+    assert str(tmp_path / "nowhere") in capsys.readouterr().err
+
+
+# ---- ImageNet-A / -R -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["imagenet_a", "imagenet_r"])
+def test_class_folder_sets_get_thousand_way_labels_and_unique_ids(tmp_path, source):
+    root = write_class_folders(tmp_path / source, [WNIDS[1], WNIDS[3]])
+    classes = write_class_table(tmp_path / "classes.parquet")
+    code, index, report = run_index(tmp_path, source, root, "--classes", str(classes))
+    assert code == 0
+    assert report["rows_per_split"] == {"val": 4}
+    assert sorted(set(index["label"])) == [1, 3]  # the labels of the full class table
+    assert set(index["id"]) == {f"{w}_{stem}" for w in (WNIDS[1], WNIDS[3]) for stem in ("art_0", "sketch_1")}
+
+
+def test_class_folder_not_in_the_class_table_is_named(tmp_path):
+    root = write_class_folders(tmp_path / "imagenet-r", [WNIDS[0], "n07777777"])
+    with pytest.raises(DataError, match="n07777777"):
+        read_source("imagenet_r", root, write_class_table(tmp_path / "classes.parquet"))
+
+
+# ---- WebVision -----------------------------------------------------------------------------
+
+
+def test_webvision_lists_map_through_synsets_to_imagenet_labels(tmp_path):
+    # WebVision label 0 is n02119789 here, which is label 2 in the ImageNet class table.
+    synsets = [WNIDS[2], WNIDS[0]]
+    root = write_webvision(
+        tmp_path / "webvision", synsets,
+        google=[("google/q0001/000000.jpg", 0), ("google/q0002/000000.jpg", 1)],
+        flickr=[("flickr/q0001/000000.jpg", 0)],
+        val=[("val000001.jpg", 1), ("val000002.jpg", 0)],
+    )
+    classes = write_class_table(tmp_path / "classes.parquet")
+    code, index, report = run_index(tmp_path, "webvision", root, "--classes", str(classes))
+    assert code == 0
+    assert report["rows_per_split"] == {"train": 3, "val": 2}
+    rows = index.set_index("id")
+    assert rows.loc["google_q0001_000000", ["wnid", "label"]].tolist() == [WNIDS[2], 2]
+    assert rows.loc["flickr_q0001_000000", "label"] == 2
+    assert rows.loc["google_q0002_000000", "label"] == 0
+    assert rows.loc["val000001", ["wnid", "label", "split"]].tolist() == [WNIDS[0], 0, "val"]
+    assert rows.loc["val000002", "path"] == str(root / "val_images_256" / "val000002.jpg")
+
+
+def test_webvision_label_beyond_synsets_names_the_list(tmp_path):
+    root = write_webvision(tmp_path / "webvision", [WNIDS[0]], google=[("google/q0001/0.jpg", 5)], flickr=[], val=[])
+    with pytest.raises(DataError, match=r"train_filelist_google.txt:1: label 5"):
+        read_source("webvision", root, write_class_table(tmp_path / "classes.parquet"))
+
+
+# ---- COCO and Flickr30k --------------------------------------------------------------------
+
+COCO_IMAGES = [
+    {"filepath": "val2014", "filename": "COCO_val2014_000000391895.jpg", "cocoid": 391895, "split": "test",
+     "captions": ["A man rides a bike. ", "b", "c", "d", "e"]},
+    {"filepath": "train2014", "filename": "COCO_train2014_000000000009.jpg", "cocoid": 9, "split": "train",
+     "captions": ["z first", "y", "x", "w", "v", "u sixth"]},
+    {"filepath": "val2014", "filename": "COCO_val2014_000000000042.jpg", "cocoid": 42, "split": "restval",
+     "captions": ["1", "2", "3", "4", "5"]},
+    {"filepath": "val2014", "filename": "COCO_val2014_000000000073.jpg", "cocoid": 73, "split": "val",
+     "captions": ["p", "q", "r", "s", "t"]},
+]
+
+
+def test_coco_one_row_per_caption_in_json_order_with_restval_as_train(tmp_path):
+    json_path = write_karpathy(tmp_path / "coco", tmp_path / "dataset_coco.json", COCO_IMAGES, with_filepath=True)
+    code, index, report = run_index(tmp_path, "coco", tmp_path / "coco", "--karpathy-json", str(json_path))
+    assert code == 0
+    assert report["rows_per_split"] == {"test": 5, "train": 11, "val": 5}
+    assert report["images_per_split"] == {"test": 1, "train": 2, "val": 1}
+    expected_captions = [c.strip() for image in COCO_IMAGES for c in image["captions"]]
+    assert list(index["caption"]) == expected_captions  # the JSON's order, not sorted
+    assert index["id"].iloc[0] == "coco_391895_0"
+    assert index["image_id"].tolist()[:6] == ["coco_391895"] * 5 + ["coco_9"]
+    assert index.loc[index["image_id"] == "coco_42", "split"].unique().tolist() == ["train"]
+    assert index["path"].iloc[5] == str(tmp_path / "coco" / "train2014" / "COCO_train2014_000000000009.jpg")
+    assert (index["label"] == -1).all() and (index["wnid"] == "").all()
+
+
+def test_flickr30k_images_live_in_flickr30k_images(tmp_path):
+    images = [{"filename": "1000092795.jpg", "split": "train", "captions": list("abcde")},
+              {"filename": "10002456.jpg", "split": "test", "captions": list("fghij")}]
+    json_path = write_karpathy(tmp_path / "f30k", tmp_path / "dataset_flickr30k.json", images, with_filepath=False)
+    code, index, report = run_index(tmp_path, "flickr30k", tmp_path / "f30k", "--karpathy-json", str(json_path))
+    assert code == 0
+    assert report["rows_per_split"] == {"test": 5, "train": 5}
+    assert index["image_id"].unique().tolist() == ["flickr30k_1000092795", "flickr30k_10002456"]
+    assert index["id"].iloc[5] == "flickr30k_10002456_15"
+    assert index["path"].iloc[0] == str(tmp_path / "f30k" / "flickr30k-images" / "1000092795.jpg")
+
+
+def test_missing_karpathy_json_is_named(tmp_path, capsys):
+    (tmp_path / "coco").mkdir()
+    code, _, _ = run_index(tmp_path, "coco", tmp_path / "coco", "--karpathy-json", str(tmp_path / "nope.json"))
+    assert code == 2
+    assert str(tmp_path / "nope.json") in capsys.readouterr().err
+
+
+def test_unknown_karpathy_split_is_named(tmp_path):
+    images = [dict(COCO_IMAGES[0], split="holdout")]
+    json_path = write_karpathy(tmp_path / "coco", tmp_path / "dataset_coco.json", images, with_filepath=True)
+    with pytest.raises(DataError, match="holdout"):
+        read_source("coco", tmp_path / "coco", karpathy_json=json_path)
+
+
+# ---- unreadable images ---------------------------------------------------------------------
+
+
+def break_images(tmp_path):
+    """An ImageNet copy with one garbage file and one truncated JPEG."""
+    write_imagenet(tmp_path / "imagenet", "folders", train_per_class=3)
+    garbage = tmp_path / "imagenet" / "train" / WNIDS[1] / f"{WNIDS[1]}_1001.JPEG"
+    garbage.write_bytes(b"this is not a JPEG")
+    truncated = tmp_path / "imagenet" / "val" / WNIDS[0] / "ILSVRC2012_val_00000001.JPEG"
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    return garbage, truncated
+
+
+def test_unreadable_image_fails_naming_the_file_and_the_config_key(tmp_path, capsys):
+    garbage, truncated = break_images(tmp_path)
+    classes = write_class_table(tmp_path / "classes.parquet")
+    code, _, _ = run_index(tmp_path, "imagenet", tmp_path / "imagenet", "--classes", str(classes), "--workers", "2")
+    assert code == 2
+    message = capsys.readouterr().err
+    assert str(garbage) in message or str(truncated) in message
+    assert "on_unreadable_image" in message
+    assert not (tmp_path / "imagenet.parquet").exists()
+
+
+def test_skip_drops_unreadable_images_and_reports_them(tmp_path):
+    garbage, truncated = break_images(tmp_path)
+    classes = write_class_table(tmp_path / "classes.parquet")
+    code, index, report = run_index(tmp_path, "imagenet", tmp_path / "imagenet", "--classes", str(classes),
+                                    "--on-unreadable", "skip", "--workers", "2")
+    assert code == 0
+    assert report["unreadable"]["count"] == 2
+    assert report["unreadable"]["paths"] == sorted([str(garbage), str(truncated)])
+    assert "truncated" in report["unreadable"]["errors"][str(truncated)].lower()
+    assert report["rows_per_split"] == {"train": 11, "val": 7}
+    assert not index["path"].isin([str(garbage), str(truncated)]).any()
+
+
+def test_skip_drops_every_caption_of_an_unreadable_coco_image(tmp_path):
+    json_path = write_karpathy(tmp_path / "coco", tmp_path / "dataset_coco.json", COCO_IMAGES, with_filepath=True)
+    (tmp_path / "coco" / "train2014" / "COCO_train2014_000000000009.jpg").unlink()  # listed but missing
+    code, index, report = run_index(tmp_path, "coco", tmp_path / "coco", "--karpathy-json", str(json_path),
+                                    "--on-unreadable", "skip")
+    assert code == 0
+    assert "coco_9" not in set(index["image_id"])
+    assert report["rows_per_split"]["train"] == 5
+    assert "FileNotFoundError" in next(iter(report["unreadable"]["errors"].values()))
