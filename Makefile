@@ -1,7 +1,8 @@
-# make smoke   set up, then run the whole smoke workflow on the CPU (results/smoke/)
+# make smoke   set up, then run the whole smoke workflow on the CPU (results/smoke/, report.html)
 # make test    set up, then run every test
-# Set-up is a venv in .venv with the exact versions of requirements.lock (torch from this
-# machine's disk where present) and the package installed in editable mode.
+# Set-up: a venv in .venv with the exact versions of requirements.lock (torch from this machine's
+# disk where present), the package installed in editable mode, and the Debian packages the runs
+# need (Java for the caption metrics; for the tests also Chromium and a single-node SLURM).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,9 +10,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install smoke test lint dry-run clean
+.PHONY: install system-packages test-system-packages smoke test lint dry-run bench clean
 
-install: $(STAMP)
+install: $(STAMP) system-packages
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +20,20 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-smoke: install
-	snakemake --cores 1 --configfile config/smoke.yaml
+system-packages:
+	tools/system-packages.sh java=default-jre-headless
 
-test: install
+# The SLURM test cluster (tests/slurm/cluster.py) runs Debian's Slurm 22.05 with slurmdbd and
+# MariaDB. Without root the SLURM tests skip, unless CONTAMINATION_REQUIRE_SLURM is set (CI).
+test-system-packages: system-packages
+	tools/system-packages.sh chromium=chromium
+	tools/system-packages.sh munged=munge slurmctld=slurmctld slurmd=slurmd sinfo=slurm-client \
+	    slurmdbd=slurmdbd mariadbd=mariadb-server || [ -z "$$CONTAMINATION_REQUIRE_SLURM" ]
+
+smoke: install
+	snakemake --cores all --configfile config/smoke.yaml --report results/smoke/report.html --report-after-run
+
+test: install test-system-packages
 	python -m pytest
 
 lint: install
@@ -30,6 +41,9 @@ lint: install
 
 dry-run: install
 	snakemake -n --configfile config/smoke.yaml
+
+bench: install
+	python -m benchmarks.run
 
 clean:
 	rm -rf results/smoke .snakemake

@@ -20,7 +20,17 @@ include: "workflow/rules/sources.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/mixtures.smk"
+include: "workflow/rules/classify.smk"
+include: "workflow/rules/caption.smk"
+include: "workflow/rules/mae.smk"
+include: "workflow/rules/detect.smk"
+include: "workflow/rules/fidelity.smk"
+include: "workflow/rules/iddpm.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
@@ -28,3 +38,7 @@ rule all:
         all_generated_indexes(),
         all_mixture_manifests(),
         all_tables(),
+        RESULTS / "figures" / "figure3.png",
+        all_spectra(),
+        report_files(),
+        RESULTS / "plan.csv",

@@ -30,9 +30,17 @@ def paper_config_with_empty_roots(directory) -> Path:
         if "karpathy_json" in settings:
             settings["karpathy_json"] = str(root / Path(settings["karpathy_json"]).name)
             Path(settings["karpathy_json"]).touch()
-    model = directory / "models" / "stable-diffusion-v1-1"
-    model.mkdir(parents=True)
-    config["models"]["stable_diffusion"] = str(model)
+    # Every model location exists: a weights file (a name with a suffix) or a model directory.
+    for key, location in config["models"].items():
+        if not isinstance(location, str):
+            continue
+        path = directory / "models" / Path(location).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if Path(location).suffix:
+            path.touch()
+        else:
+            path.mkdir()
+        config["models"][key] = str(path)
     return write_yaml(directory / "paper.yaml", {"sources": config["sources"], "models": config["models"]})
 
 

@@ -34,6 +34,29 @@ def atomic_path(final_path):
         temporary.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_directory(final_path):
+    """Yield a temporary directory next to ``final_path``; it replaces ``final_path`` (and
+    whatever was there) only if the block succeeds."""
+    import shutil
+
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent))
+    try:
+        yield temporary
+        if final_path.exists():
+            # A directory cannot be renamed over another: move the old one aside first.
+            stale = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".old", dir=final_path.parent))
+            os.replace(final_path, stale / final_path.name)
+            os.replace(temporary, final_path)
+            shutil.rmtree(stale)
+        else:
+            os.replace(temporary, final_path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
 def write_parquet(frame, path) -> None:
     """Write a pandas DataFrame to Parquet atomically and byte-reproducibly."""
     import pyarrow as pa

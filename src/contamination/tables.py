@@ -90,8 +90,14 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--spec", required=True, type=json.loads, help="JSON: one entry of config `tables`")
     parser.add_argument("--cells", required=True, type=json.loads, help='JSON: {"<row>|<model>": metrics.json}')
     parser.add_argument("--out", required=True)
+    parser.add_argument("--provenance", help="also write the table's provenance sidecar (JSON) here")
     parser.set_defaults(run=run_table)
 
 
 def run_table(args) -> None:
     write_table(build_table(args.spec, args.cells), args.out)
+    if args.provenance:
+        from contamination.io import write_json
+        from contamination.provenance import table_provenance
+
+        write_json(table_provenance(args.spec, args.cells), args.provenance)

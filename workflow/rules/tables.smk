@@ -1,12 +1,14 @@
-# The paper's tables: one CSV per table (measured beside reported), a named target per table
-# (`snakemake ... table6`) and `tables` for all of them.
+# The paper's tables: one CSV per table (measured beside reported) with its provenance sidecar
+# (provenance.py), a named target per table (`snakemake ... table6`) and `tables` for all of them,
+# the tidy all_tables.csv and the spectra (report.smk makes those two).
 
 
 rule table:
     input:
         unpack(table_cells),
     output:
-        RESULTS / "tables" / "{table}.csv",
+        csv=RESULTS / "tables" / "{table}.csv",
+        provenance=RESULTS / "tables" / "{table}.provenance.json",
     log:
         LOGS / "tables" / "{table}.log",
     params:
@@ -16,7 +18,7 @@ rule table:
         ENV
     shell:
         "python -m contamination table --spec {params.spec:q} --cells {params.cells:q}"
-        " --out {output} > {log} 2>&1"
+        " --out {output.csv} --provenance {output.provenance} > {log} 2>&1"
 
 
 for _table in config["tables"]:
@@ -33,4 +35,6 @@ for _table in config["tables"]:
 rule tables:
     input:
         all_tables(),
+        RESULTS / "tables" / "all_tables.csv",
+        spectra_outputs(),
     localrule: True

@@ -1,0 +1,497 @@
+"""Image captioning (paper 4.2, 5.4, A.3): BLIP fine-tuned on a caption mixture, then scored on
+the Karpathy test split of COCO.
+
+The recipe is LAVIS v0.1's ``caption_coco_ft`` (run_scripts/blip/train/train_caption_coco.sh),
+every number from config ``captioning``:
+
+- model: BLIP base pre-trained (capfilt-large) as transformers ``BlipForConditionalGeneration``
+  + ``BlipProcessor`` from the local directory ``models.blip``; the whole model is trained.
+  BLIP's text decoder has dropout 0.1 (its med_config.json; converted checkpoints carry
+  transformers' default 0) and label smoothing 0.1 in its language-model loss.
+- data: one item per (image, caption) row of the mixture manifest. Train images:
+  RandomResizedCrop(384, scale 0.5-1, bicubic), horizontal flip, BLIP's RandomAugment (2 ops of
+  Identity, AutoContrast, Brightness, Sharpness, Equalize, ShearX/Y, TranslateX/Y, Rotate, each
+  applied with probability 1/2 at magnitude 5 of 10), normalised with the processor's mean/std.
+  Text: lower case, the punctuation ``.!"()*#:;~`` removed, at most 50 words, prefixed by the
+  prompt "a picture of "; at most 40 tokens; the loss ignores the prompt and padding.
+  Evaluation images: resized to 384x384, bicubic.
+- optimisation: AdamW (all parameters) lr 1e-5, weight decay 0.05, cosine to 0 over 5 epochs
+  stepped once per epoch, no warm-up; batch 32 per GPU (the paper: 2 GPUs), last partial batch
+  dropped.
+- model selection: after each epoch the Karpathy val split is captioned and the weights with the
+  highest BLEU-4 + CIDEr (LAVIS's ``agg_metrics``) are the ones tested (``select_by``; empty:
+  the last epoch's).
+- decoding: beam search, 3 beams, at most 20 and at least 5 tokens counting the prompt's 4.
+- metrics: caption_metrics (pycocoevalcap scorers) against all reference captions of each test
+  image; the generated captions are written next to metrics.json.
+
+Without ``--manifest`` the starting model is evaluated as it is (Table 2's "w/o fine-tuning").
+Each item's augmentation is drawn from its own seed (run seed, epoch, item), so it does not
+depend on the number of GPUs or data-loading workers, and a resumed run continues bit-identically
+on the CPU. Checkpointing, signals and metrics.json follow contamination.training.
+"""
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+
+from contamination import training
+from contamination.caption_metrics import METRICS
+from contamination.errors import ConfigError, DataError
+
+# BLIP's RandomAugment operations for captioning (LAVIS BlipImageTrainProcessor).
+AUGMENTATIONS = ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize",
+                 "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+MAX_MAGNITUDE = 10
+TRANSLATE_PIXELS = 10  # at full magnitude, in pixels whatever the image size (as in BLIP)
+AUGMENT_FILL = (128, 128, 128)
+CAPTION_PUNCTUATION = re.compile(r"([.!\"()*#:;~])")
+# Settings that change neither the trained weights nor the numbers: a checkpoint stays valid.
+NOT_FINGERPRINTED = ("device", "num_workers", "log_every", "keep_checkpoint", "spice_corenlp_dir")
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "caption",
+        help="fine-tune BLIP on a caption mixture (or not), caption the Karpathy test split and score it",
+        description="Run it under torchrun for several GPUs; a stop signal checkpoints and exits "
+                    f"with {training.EXIT_RESUME}, and running it again resumes.",
+    )
+    parser.add_argument("--index", required=True, help="COCO index Parquet (Karpathy splits: val, test)")
+    parser.add_argument("--model", required=True, help="directory of the starting BlipForConditionalGeneration + BlipProcessor")
+    parser.add_argument("--settings", required=True, type=json.loads, help="JSON: config `captioning`")
+    parser.add_argument("--manifest", help="mixture manifest to fine-tune on; omitted: evaluate the model as it is")
+    parser.add_argument("--checkpoint-dir", help="where the resumable checkpoint lives (not a workflow output)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--out", required=True, help="metrics.json")
+    parser.add_argument("--captions", required=True, help="JSON written with {image id: generated caption}")
+    parser.set_defaults(run=run_caption)
+
+
+def run_caption(args) -> None:
+    import torch
+
+    from contamination.caption_metrics import require_java
+
+    if args.manifest and not args.checkpoint_dir:
+        raise ConfigError("caption: --checkpoint-dir is required with --manifest")
+    require_java()  # fail now, not after hours of training
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        caption_experiment(args.settings, args.index, args.model, args.out, args.captions, seed=args.seed,
+                           manifest=args.manifest, checkpoint_dir=args.checkpoint_dir)
+    except training.Interrupted:
+        print(f"stopped by a signal; checkpoint in {args.checkpoint_dir}, exit {training.EXIT_RESUME}", flush=True)
+        raise SystemExit(training.EXIT_RESUME)
+
+
+# ---- the experiment -------------------------------------------------------------------------
+
+
+def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, manifest=None,
+                       checkpoint_dir=None, stop=None):
+    """Fine-tune (if ``manifest``), caption the test split, write captions and metrics.json.
+
+    ``stop``: anything with a ``requested`` flag (default: a training.StopRequest on SIGTERM and
+    SIGUSR1). Raises training.Interrupted after checkpointing when it is set.
+    """
+    env = training.setup_distributed(settings["device"])
+    try:
+        training.seed_everything(seed, env)
+        model, processor = load_blip(model_dir, settings)
+        model.to(env.device)
+        spec = {"settings": {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED},
+                "model": str(model_dir), "index": file_sha256(index), "seed": seed}
+        status, metrics, reasons, history = "ok", {}, {}, None
+        if manifest is not None:
+            spec["manifest"] = file_sha256(manifest)
+            val = KarpathySplit(index, "val") if settings["select_by"] else None
+            checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec))
+            best = training.Checkpointer(Path(checkpoint_dir) / "best", env, training.fingerprint(spec))
+            try:
+                history = fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer, best,
+                                    stop if stop is not None else training.StopRequest())
+            except training.Diverged as error:
+                status = "diverged"
+                training.log(env, f"diverged: {error}")
+                metrics, reasons = training.unavailable(METRICS, f"training diverged: {error}")
+        captions = {}
+        if status == "ok":
+            test = KarpathySplit(index, "test")
+            captions = generate_captions(model, processor, test, settings, env)
+            if env.is_main:
+                from contamination.caption_metrics import score_captions
+
+                metrics, reasons = score_captions(test.references, captions, settings["spice_corenlp_dir"])
+        if env.is_main:
+            from contamination.io import write_json
+
+            write_json(captions, captions_out)
+            record = training.provenance(spec, seed, env, packages=("torch", "torchvision", "transformers", "pycocoevalcap"))
+            record["fine_tuned"] = manifest is not None
+            if history is not None:
+                record["selection"] = history
+            training.write_metrics(out, metrics, reasons, status, record)
+        if manifest is not None and status == "ok" and not settings["keep_checkpoint"]:
+            checkpointer.remove()
+            best.remove()
+    finally:
+        training.teardown_distributed(env)
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---- model ----------------------------------------------------------------------------------
+
+
+def load_blip(model_dir, settings):
+    """``(model, processor)`` from a local directory saved with save_pretrained (never a hub id)."""
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipProcessor
+
+    directory = Path(model_dir)
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"models.blip: '{directory}' holds no saved BLIP model (config.json); "
+                          "README: 'BLIP weights' explains how to make one")
+    config = BlipConfig.from_pretrained(directory, local_files_only=True)
+    config.text_config.hidden_dropout_prob = settings["text_dropout"]
+    config.text_config.attention_probs_dropout_prob = settings["text_dropout"]
+    config.text_config.label_smoothing = settings["label_smoothing"]
+    model = BlipForConditionalGeneration.from_pretrained(directory, config=config, local_files_only=True)
+    processor = BlipProcessor.from_pretrained(directory, local_files_only=True)
+    tokenizer, text = processor.tokenizer, config.text_config
+    expected = {"bos ([DEC])": (tokenizer.bos_token_id, text.bos_token_id),
+                "sep": (tokenizer.sep_token_id, text.sep_token_id),
+                "pad": (tokenizer.pad_token_id, text.pad_token_id)}
+    for name, (token_id, config_id) in expected.items():
+        if token_id is None or token_id != config_id:
+            raise ConfigError(f"models.blip: '{directory}': the tokenizer's {name} token id is {token_id} "
+                              f"but the model's text config says {config_id}")
+    if config.vision_config.image_size != settings["image_size"]:
+        raise ConfigError(f"captioning.image_size: {settings['image_size']}, but the model in '{directory}' "
+                          f"takes {config.vision_config.image_size} px images")
+    return model, processor
+
+
+# ---- data -----------------------------------------------------------------------------------
+
+
+class RandomAugment:
+    """BLIP's RandomAugment: ``num_ops`` operations drawn with replacement from AUGMENTATIONS,
+    each applied with probability 1/2 at ``magnitude`` (of MAX_MAGNITUDE); shears, translations
+    and rotations take a random sign and fill with grey. Draws from torch's global RNG."""
+
+    def __init__(self, num_ops: int, magnitude: float):
+        self.num_ops = num_ops
+        self.level = magnitude / MAX_MAGNITUDE
+
+    def __call__(self, image):
+        import torch
+
+        for _ in range(self.num_ops):
+            name = AUGMENTATIONS[int(torch.randint(len(AUGMENTATIONS), ()))]
+            if float(torch.rand(())) < 0.5:
+                image = self.apply(name, image)
+        return image
+
+    def apply(self, name, image):
+        import torch
+        from PIL import Image, ImageEnhance, ImageOps
+
+        sign = 1 if float(torch.rand(())) < 0.5 else -1
+        enhance = self.level * 1.8 + 0.1  # 1.0 (no change) at magnitude 5
+        affine = {
+            "ShearX": (1, sign * 0.3 * self.level, 0, 0, 1, 0),
+            "ShearY": (1, 0, 0, sign * 0.3 * self.level, 1, 0),
+            "TranslateX": (1, 0, sign * TRANSLATE_PIXELS * self.level, 0, 1, 0),
+            "TranslateY": (1, 0, 0, 0, 1, sign * TRANSLATE_PIXELS * self.level),
+        }
+        if name in affine:
+            return image.transform(image.size, Image.Transform.AFFINE, affine[name],
+                                   resample=Image.Resampling.BILINEAR, fillcolor=AUGMENT_FILL)
+        if name == "Rotate":
+            return image.rotate(sign * 30 * self.level, resample=Image.Resampling.BILINEAR, fillcolor=AUGMENT_FILL)
+        if name == "AutoContrast":
+            return ImageOps.autocontrast(image)
+        if name == "Equalize":
+            return ImageOps.equalize(image)
+        if name == "Brightness":
+            return ImageEnhance.Brightness(image).enhance(enhance)
+        if name == "Sharpness":
+            return ImageEnhance.Sharpness(image).enhance(enhance)
+        return image  # Identity
+
+
+def train_transform(settings, mean, std):
+    from torchvision import transforms
+    from torchvision.transforms import InterpolationMode
+
+    return transforms.Compose([
+        transforms.RandomResizedCrop(settings["image_size"], scale=(settings["min_crop_scale"], settings["max_crop_scale"]),
+                                     interpolation=InterpolationMode.BICUBIC),
+        transforms.RandomHorizontalFlip(),
+        RandomAugment(settings["randaugment_ops"], settings["randaugment_magnitude"]),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+
+
+def eval_transform(settings, mean, std):
+    from torchvision import transforms
+    from torchvision.transforms import InterpolationMode
+
+    size = settings["image_size"]
+    return transforms.Compose([
+        transforms.Resize((size, size), interpolation=InterpolationMode.BICUBIC),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+
+
+def clean_caption(caption: str, max_words: int) -> str:
+    """BLIP's caption text: lower case, some punctuation removed, spaces collapsed, word limit."""
+    caption = CAPTION_PUNCTUATION.sub(" ", caption.lower())
+    caption = re.sub(r"\s{2,}", " ", caption).rstrip("\n").strip(" ")
+    return " ".join(caption.split(" ")[:max_words])
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{epoch}/{index}".encode()).digest()[:8], "little")
+
+
+class CaptionTrainingSet:
+    """Manifest items as ``(augmented image tensor, prompt + cleaned caption)``; the augmentation
+    of item i in epoch e comes from its own seed, so it is the same however items are loaded."""
+
+    def __init__(self, manifest, transform, prompt: str, max_words: int, seed: int):
+        from contamination.data import ManifestDataset
+
+        self.items = ManifestDataset(manifest, transform=None, target="caption")
+        self.transform = transform
+        self.prompt = prompt
+        self.max_words = max_words
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        image, caption = self.items[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(self.seed, self.epoch, index))
+            pixels = self.transform(image)
+        return pixels, self.prompt + clean_caption(caption, self.max_words)
+
+
+class CaptionCollator:
+    """Batches of (pixels, input ids starting with [DEC], attention mask, labels): labels are the
+    input ids with padding and the prompt's tokens set to -100 (not scored), as in BLIP."""
+
+    def __init__(self, tokenizer, prompt: str, max_tokens: int):
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.prompt_tokens = len(tokenizer(prompt).input_ids) - 1  # [CLS] + prompt words, not [SEP]
+
+    def __call__(self, batch):
+        import torch
+
+        text = self.tokenizer([caption for _, caption in batch], padding="longest", truncation=True,
+                              max_length=self.max_tokens, return_tensors="pt")
+        input_ids = text.input_ids.clone()
+        input_ids[:, 0] = self.tokenizer.bos_token_id
+        labels = input_ids.masked_fill(input_ids == self.tokenizer.pad_token_id, -100)
+        labels[:, : self.prompt_tokens] = -100
+        return torch.stack([pixels for pixels, _ in batch]), input_ids, text.attention_mask, labels
+
+
+class KarpathySplit:
+    """The images of one Karpathy split of the COCO index, each with all its reference captions."""
+
+    def __init__(self, index, split: str):
+        import pandas as pd
+
+        try:
+            frame = pd.read_parquet(index, columns=["image_id", "path", "caption", "split"])
+        except (OSError, ValueError, KeyError) as error:
+            raise DataError(f"cannot read the COCO index {index}: {error}") from error
+        rows = frame[frame["split"] == split]
+        if rows.empty:
+            raise DataError(f"{index}: no images in the Karpathy '{split}' split")
+        self.paths, self.references = {}, {}
+        for image_id, path, caption in zip(rows["image_id"], rows["path"], rows["caption"]):
+            self.paths.setdefault(image_id, path)
+            self.references.setdefault(image_id, []).append(caption)
+        self.image_ids = list(self.paths)
+
+
+class EvaluationImages:
+    def __init__(self, split: KarpathySplit, image_ids, transform):
+        self.split = split
+        self.image_ids = image_ids
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, position: int):
+        from contamination.data import load_image
+
+        return self.transform(load_image(self.split.paths[self.image_ids[position]])), position
+
+
+# ---- training -------------------------------------------------------------------------------
+
+
+class Selection:
+    """Validation scores by epoch (sum of the ``select_by`` metrics); the best epoch's weights are
+    the ones evaluated. Checkpointed with the run, so a resumed run keeps its history."""
+
+    def __init__(self):
+        self.scores = []
+
+    def record(self, score: float) -> bool:
+        """Add the next epoch's score; True if it is the best so far (strictly, as in LAVIS)."""
+        improved = all(score > previous for previous in self.scores)
+        self.scores.append(score)
+        return improved
+
+    @property
+    def best_epoch(self):
+        return max(range(len(self.scores)), key=lambda epoch: (self.scores[epoch], -epoch)) if self.scores else None
+
+    def state_dict(self):
+        return {"scores": list(self.scores)}
+
+    def load_state_dict(self, state):
+        self.scores = list(state["scores"])
+
+
+def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer, best, stop):
+    """Train ``model`` in place (ending with the selected epoch's weights); returns the selection
+    history for provenance, or None without model selection."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    image_processor = processor.image_processor
+    dataset = CaptionTrainingSet(
+        manifest,
+        train_transform(settings, image_processor.image_mean, image_processor.image_std),
+        settings["prompt"], settings["max_words"], seed,
+    )
+    batch_size = settings["batch_size"]
+    if len(dataset) < batch_size * env.world_size:
+        raise DataError(f"manifest {manifest}: {len(dataset)} items, fewer than one batch of "
+                        f"captioning.batch_size {batch_size} per process x {env.world_size} processes")
+    sampler = training.ResumableSampler(training.distributed_sampler(dataset, env, seed), batch_size)
+    collate = CaptionCollator(processor.tokenizer, settings["prompt"], settings["max_text_tokens"])
+    network = model
+    if env.distributed:
+        network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"], eta_min=settings["min_lr"])
+    selection = Selection()
+    position = checkpointer.load(model=model, optimizer=optimizer, scheduler=scheduler, selection=selection)
+    epochs = settings["epochs"]
+    training.log(env, f"fine-tuning on {len(dataset)} captions, {len(sampler) // batch_size} batches per epoch, "
+                      f"{env.world_size} process(es), from epoch {position.epoch} step {position.step}")
+    for epoch in range(position.epoch, epochs):
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch, skip_batches=position.step if epoch == position.epoch else 0)
+        loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=settings["num_workers"],
+            collate_fn=collate, pin_memory=env.device.type == "cuda", drop_last=True,
+            generator=training.loader_generator(seed, env, epoch),
+        )
+        network.train()
+        for step, (pixels, input_ids, attention_mask, labels) in enumerate(loader, start=sampler.skipped_batches):
+            loss = network(pixel_values=pixels.to(env.device), input_ids=input_ids.to(env.device),
+                           attention_mask=attention_mask.to(env.device), labels=labels.to(env.device)).loss
+            stopping = training.check_step(loss, stop, env)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step % settings["log_every"] == 0:
+                training.log(env, f"epoch {epoch} step {step} loss {loss.item():.4f} lr {scheduler.get_last_lr()[0]:.3g}")
+            if stopping:
+                checkpointer.save(training.Position(epoch, step + 1), model=model, optimizer=optimizer,
+                                  scheduler=scheduler, selection=selection)
+                raise training.Interrupted()
+        scheduler.step()
+        if val is not None:
+            score = validation_score(model, processor, val, settings, env)
+            training.log(env, f"epoch {epoch}: val {' + '.join(settings['select_by'])} = {score:.4f}")
+            if selection.record(score):
+                best.save(training.Position(epoch + 1, 0), model=model)
+        checkpointer.save(training.Position(epoch + 1, 0), model=model, optimizer=optimizer,
+                          scheduler=scheduler, selection=selection)
+    if val is None:
+        return None
+    training.log(env, f"testing the weights of epoch {selection.best_epoch} (best val {' + '.join(settings['select_by'])})")
+    best.load(model=model)
+    return {"metric": " + ".join(settings["select_by"]), "val_scores": selection.scores,
+            "epoch": selection.best_epoch}
+
+
+def validation_score(model, processor, val, settings, env) -> float:
+    """Sum of the ``select_by`` metrics on the val split, the same on every rank."""
+    captions = generate_captions(model, processor, val, settings, env)
+    score = -math.inf
+    if env.is_main:
+        from contamination.caption_metrics import score_captions
+
+        values, _ = score_captions(val.references, captions, metrics=settings["select_by"])
+        score = sum(values.values())
+    return training.all_reduce_max([score], env)[0]
+
+
+# ---- captioning -----------------------------------------------------------------------------
+
+
+def generate_captions(model, processor, split: KarpathySplit, settings, env) -> dict:
+    """``{image id: caption}`` for every image of ``split`` (each rank captions a share; every
+    rank gets them all). Captions are the decoded tokens after the prompt, as in LAVIS."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    image_processor, tokenizer = processor.image_processor, processor.tokenizer
+    transform = eval_transform(settings, image_processor.image_mean, image_processor.image_std)
+    share = split.image_ids[env.rank :: env.world_size]
+    loader = DataLoader(EvaluationImages(split, share, transform), batch_size=settings["eval_batch_size"],
+                        num_workers=settings["num_workers"], pin_memory=env.device.type == "cuda")
+    prompt = tokenizer(settings["prompt"], return_tensors="pt").input_ids.to(env.device)  # generate() drops its [SEP]
+    captions = {}
+    model.eval()
+    with torch.no_grad():
+        for pixels, positions in loader:
+            output = model.generate(
+                pixel_values=pixels.to(env.device),
+                input_ids=prompt.repeat(len(pixels), 1),
+                num_beams=settings["num_beams"],
+                max_length=settings["max_length"],
+                min_length=settings["min_length"],
+                repetition_penalty=settings["repetition_penalty"],
+                do_sample=False,
+            )
+            texts = tokenizer.batch_decode(output[:, prompt.shape[1] - 1 :], skip_special_tokens=True)
+            for position, text in zip(positions.tolist(), texts):
+                captions[share[position]] = text.strip()
+    merged = {}
+    for part in training.gather_objects(captions, env):
+        merged.update(part)
+    return {image_id: merged[image_id] for image_id in split.image_ids}

@@ -1,0 +1,302 @@
+"""Image classification (paper sections 4.1, 5.2-5.4, A.2): train a torchvision classifier
+(resnet50, swin_s, convnext_tiny; weights=None) from scratch on a mixture manifest with the
+torchvision reference recipe, then score it on ImageNet val, ImageNet-A and ImageNet-R.
+
+One job per (model, mixture). On GPUs the rule starts one process per GPU with torchrun (DDP);
+on a CPU it is one process. The recipe is config `classification.models.<model>`
+(classify_recipe.py maps it to optimizer, schedule and transforms); checkpointing, resume,
+stop signals and divergence come from training.py.
+
+Evaluation: every rank scores its share of each evaluation set (no padding), rank 0 gathers.
+ImageNet-A and ImageNet-R have 200 of the 1,000 classes: their logits are restricted to the
+classes present in their index before top-k. Scores are percentages, as in the paper. The model
+evaluated is the EMA model when the recipe keeps one (the paper reports Swin-S with EMA weights).
+Besides metrics.json the job saves the ImageNet-val confusion matrix (rows: true class,
+columns: top-1 prediction) as .npy; a diverged run saves a 0x0 matrix.
+"""
+
+import json
+from pathlib import Path
+
+from contamination import training
+from contamination.errors import DataError
+
+EVAL_SETS = ("imagenet_val", "imagenet_a", "imagenet_r")
+TOP_K = (1, 5)
+METRIC_NAMES = [f"top{k}_{name}" for name in EVAL_SETS for k in TOP_K]
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train-classifier",
+        help="train a classifier on a mixture manifest and score it (metrics.json + confusion .npy)",
+        description="Run it under torchrun for several GPUs. Exit code 75: stopped by a signal after "
+        "checkpointing; run the same command again to resume.",
+    )
+    parser.add_argument("--spec", required=True, type=json.loads,
+                        help="JSON: model, recipe (config classification.models.<model>), num_classes, seed, "
+                             "device, num_workers, print_freq, keep_checkpoint")
+    parser.add_argument("--manifest", required=True, help="mixture manifest (Parquet)")
+    parser.add_argument("--imagenet", required=True, help="ImageNet index; its 'val' split is scored")
+    parser.add_argument("--imagenet-a", required=True, help="ImageNet-A index")
+    parser.add_argument("--imagenet-r", required=True, help="ImageNet-R index")
+    parser.add_argument("--checkpoint-dir", required=True, help="resume directory (not a workflow output)")
+    parser.add_argument("--out", required=True, help="metrics.json")
+    parser.add_argument("--confusion", required=True, help="ImageNet-val confusion matrix (.npy)")
+    parser.set_defaults(run=run_train_classifier)
+
+
+def run_train_classifier(args) -> None:
+    import numpy as np
+
+    from contamination.io import atomic_path
+
+    spec = args.spec
+    eval_indexes = {"imagenet_val": args.imagenet, "imagenet_a": args.imagenet_a, "imagenet_r": args.imagenet_r}
+    env = training.setup_distributed(spec["device"])
+    try:
+        status, metrics, reasons, confusion = train_and_evaluate(
+            spec, args.manifest, eval_indexes, args.checkpoint_dir, env
+        )
+    except training.Interrupted:
+        training.log(env, f"stopped by a signal; checkpoint in {args.checkpoint_dir}, exit {training.EXIT_RESUME}")
+        raise SystemExit(training.EXIT_RESUME)
+    finally:
+        training.teardown_distributed(env)
+    if env.is_main:
+        with atomic_path(args.confusion) as temporary:
+            with open(temporary, "wb") as handle:
+                np.save(handle, confusion)
+        provenance = training.provenance(run_identity(spec, args.manifest), spec["seed"], env)
+        training.write_metrics(args.out, metrics, reasons, status, provenance)
+        print(f"{status}: " + ", ".join(f"{name} {value}" for name, value in metrics.items()), flush=True)
+        if not spec["keep_checkpoint"]:
+            # Only now: a job killed before its outputs were written still finds its weights.
+            run_checkpointer(spec, args.manifest, args.checkpoint_dir, env).remove()
+
+
+def run_identity(spec: dict, manifest) -> dict:
+    """What determines the trained weights: a checkpoint is resumed only if this matches."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
+    return {key: spec[key] for key in ("model", "recipe", "num_classes", "seed")} | {"manifest_sha256": digest}
+
+
+def run_checkpointer(spec: dict, manifest, checkpoint_dir, env) -> training.Checkpointer:
+    return training.Checkpointer(checkpoint_dir, env, training.fingerprint(run_identity(spec, manifest)))
+
+
+def train_and_evaluate(spec: dict, manifest, eval_indexes: dict, checkpoint_dir, env):
+    """(status, metrics, reasons, confusion matrix); raises training.Interrupted on a stop signal."""
+    import numpy as np
+
+    try:
+        model = train(spec, manifest, run_checkpointer(spec, manifest, checkpoint_dir, env), env)
+    except training.Diverged as error:
+        training.log(env, f"diverged: {error}")
+        metrics, reasons = training.unavailable(METRIC_NAMES, f"training diverged: {error}")
+        return "diverged", metrics, reasons, np.zeros((0, 0), dtype=np.int64)
+    metrics, confusion = evaluate_all(model, spec, eval_indexes, env)
+    return "ok", metrics, {}, confusion
+
+
+# ---- training -------------------------------------------------------------------------------
+
+
+def train(spec: dict, manifest, checkpointer, env):
+    """Train to the end of the recipe (resuming from the checkpoint if there is one) and return
+    the model to evaluate: the EMA model if the recipe keeps one."""
+    import torch
+    import torchvision
+
+    from contamination import classify_recipe as recipes
+    from contamination.data import ManifestDataset
+
+    recipe = spec["recipe"]
+    training.seed_everything(spec["seed"], env)
+
+    dataset = ManifestDataset(manifest, recipes.train_transform(recipe), target="label")
+    if recipe["ra_sampler"]:
+        sampler = training.RepeatedAugmentSampler(
+            dataset, env, spec["seed"], repetitions=recipe["ra_reps"], round_to=recipe["ra_round_to"]
+        )
+    else:
+        sampler = training.distributed_sampler(dataset, env, spec["seed"])
+    if len(sampler) < 2:
+        raise DataError(f"manifest {manifest}: {len(sampler)} item(s) per epoch, too few to train on")
+    # The reference keeps the last partial batch; a batch of one item would break BatchNorm.
+    drop_last = len(sampler) % recipe["batch_size"] == 1
+    sampler = training.ResumableSampler(sampler, recipe["batch_size"])
+    collate = recipes.collate_function(recipe, spec["num_classes"])
+
+    model = torchvision.models.get_model(spec["model"], weights=None, num_classes=spec["num_classes"])
+    model.to(env.device)
+    trained = model
+    if env.distributed:
+        # DDP copies rank 0's weights to every rank here, so the EMA below starts equal everywhere.
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.local_rank] if env.device.type == "cuda" else None
+        )
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+    optimizer = recipes.build_optimizer(model, recipe)
+    scheduler = recipes.build_scheduler(optimizer, recipe)
+    scaler = torch.amp.GradScaler("cuda") if recipe["amp"] and env.device.type == "cuda" else None
+    ema = None
+    if recipe["model_ema"]:
+        ema = training.ExponentialMovingAverage(
+            model, recipes.ema_decay_per_update(recipe, env.world_size), device=env.device
+        )
+    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "ema": ema, "scaler": scaler}
+    position = checkpointer.load(**state)
+    stop = training.StopRequest()
+
+    training.log(env, f"training {spec['model']} on {len(dataset)} items for {recipe['epochs']} epochs, "
+                      f"{env.world_size} process(es) on {env.device.type}")
+    for epoch in range(position.epoch, recipe["epochs"]):
+        sampler.set_epoch(epoch, skip_batches=position.step if epoch == position.epoch else 0)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=recipe["batch_size"],
+            sampler=sampler,
+            num_workers=spec["num_workers"],
+            pin_memory=env.device.type == "cuda",
+            drop_last=drop_last,
+            collate_fn=collate,
+            generator=training.loader_generator(spec["seed"], env, epoch),
+        )
+        train_one_epoch(trained, criterion, optimizer, loader, sampler.skipped_batches, epoch, recipe,
+                        env, ema, scaler, stop, checkpointer, state, spec["print_freq"])
+        scheduler.step()
+        checkpointer.save(training.Position(epoch + 1, 0), **state)
+    return ema.module if ema is not None else model
+
+
+def train_one_epoch(model, criterion, optimizer, loader, first_step, epoch, recipe, env, ema, scaler, stop,
+                    checkpointer, state, print_freq) -> None:
+    import time
+
+    import torch
+
+    model.train()
+    started, seen, loss_sum = time.monotonic(), 0, 0.0
+    for step, (images, targets) in enumerate(loader, start=first_step):
+        images = images.to(env.device, non_blocking=True)
+        targets = targets.to(env.device, non_blocking=True)
+        with torch.autocast(device_type=env.device.type, enabled=scaler is not None):
+            loss = criterion(model(images), targets)
+        stopping = training.check_step(loss, stop, env)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if recipe["clip_grad_norm"] is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["clip_grad_norm"])
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if recipe["clip_grad_norm"] is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["clip_grad_norm"])
+            optimizer.step()
+        if ema is not None and step % recipe["model_ema_steps"] == 0:
+            ema.update(model.module if env.distributed else model)
+            if epoch < recipe["lr_warmup_epochs"]:
+                # As the reference: during warmup the EMA keeps copying the weights.
+                ema.restart()
+        if stopping:
+            checkpointer.save(training.Position(epoch, step + 1), **state)
+            raise training.Interrupted()
+        seen += images.shape[0]
+        loss_sum += float(loss.detach())
+        if step % print_freq == 0:
+            training.log(env, f"epoch {epoch} step {step}/{first_step + len(loader)} loss {float(loss.detach()):.4f} "
+                              f"lr {optimizer.param_groups[0]['lr']:.3g}")
+    elapsed = time.monotonic() - started
+    batches = max(1, len(loader))
+    training.log(env, f"epoch {epoch} done: mean loss {loss_sum / batches:.4f}, "
+                      f"{seen * env.world_size / max(elapsed, 1e-9):.1f} images/s")
+
+
+# ---- evaluation -----------------------------------------------------------------------------
+
+
+def evaluation_rows(index_path):
+    """The rows of an index to score (split "val") as a manifest frame."""
+    from contamination.io import read_parquet
+
+    index = read_parquet(index_path)
+    rows = index[index["split"] == "val"]
+    if rows.empty:
+        raise DataError(f"index {index_path} has no 'val' rows to evaluate on")
+    return rows.assign(uri=rows["path"], origin=Path(index_path).stem)[["id", "uri", "label", "caption", "origin"]]
+
+
+def evaluate_all(model, spec: dict, eval_indexes: dict, env):
+    """({metric: percent}, ImageNet-val confusion matrix); the numbers are valid on rank 0."""
+    import numpy as np
+
+    num_classes = spec["num_classes"]
+    metrics, confusion = {}, None
+    for name in EVAL_SETS:
+        rows = evaluation_rows(eval_indexes[name])
+        # ImageNet val is scored over all classes; ImageNet-A/-R over the classes they contain.
+        classes = np.arange(num_classes) if name == "imagenet_val" else np.unique(rows["label"].to_numpy())
+        labels, predictions = predict(model, rows, classes, spec, env)
+        for k in TOP_K:
+            metrics[f"top{k}_{name}"] = topk_accuracy(labels, predictions, k)
+        if name == "imagenet_val":
+            confusion = confusion_matrix(labels, predictions[:, 0], num_classes)
+        training.log(env, f"{name}: " + ", ".join(f"top{k} {metrics[f'top{k}_{name}']:.2f}" for k in TOP_K))
+    return metrics, confusion
+
+
+def restricted_topk(logits, classes, k: int):
+    """Top-k class indices among ``classes`` only (logits of other classes are ignored)."""
+    import torch
+
+    classes = torch.as_tensor(classes, device=logits.device)
+    top = logits[:, classes].topk(min(k, len(classes)), dim=1).indices
+    return classes[top]
+
+
+def predict(model, rows, classes, spec: dict, env):
+    """(labels, top-k predictions) of every row, gathered on all ranks in row order."""
+    import numpy as np
+    import torch
+
+    from contamination import classify_recipe as recipes
+    from contamination.data import ManifestDataset
+
+    recipe = spec["recipe"]
+    dataset = ManifestDataset(rows, recipes.eval_transform(recipe), target="label")
+    mine = list(range(env.rank, len(dataset), env.world_size))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, mine), batch_size=recipe["batch_size"],
+        num_workers=spec["num_workers"], pin_memory=env.device.type == "cuda",
+    )
+    model.eval()
+    k = min(max(TOP_K), len(classes))
+    labels, predictions = [np.zeros(0, dtype=np.int64)], [np.zeros((0, k), dtype=np.int64)]
+    with torch.inference_mode():
+        for images, targets in loader:
+            with torch.autocast(device_type=env.device.type, enabled=recipe["amp"] and env.device.type == "cuda"):
+                logits = model(images.to(env.device, non_blocking=True))
+            predictions.append(restricted_topk(logits.float(), classes, k).cpu().numpy())
+            labels.append(targets.numpy())
+    share = (np.asarray(mine, dtype=np.int64), np.concatenate(labels), np.concatenate(predictions))
+    order, all_labels, all_predictions = (np.concatenate(part) for part in zip(*training.gather_objects(share, env)))
+    ranking = np.argsort(order)
+    return all_labels[ranking], all_predictions[ranking]
+
+
+def topk_accuracy(labels, predictions, k: int) -> float:
+    """Percentage of rows whose label is among the first k predictions."""
+    return float((predictions[:, :k] == labels[:, None]).any(axis=1).mean() * 100.0)
+
+
+def confusion_matrix(labels, predicted, num_classes: int):
+    import numpy as np
+
+    flat = np.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes).astype(np.int64)

@@ -1,0 +1,247 @@
+"""Image sets at a fixed size, and their Inception features.
+
+An image set is the images of a mixture manifest, of one split of a source index, or of image
+arrays (uint8, N x H x W x 3, e.g. IDDPM samples). Items are brought to ``size`` x ``size`` as
+openai/improved-diffusion prepares ImageNet-64: halve with a box filter while the short side is
+at least twice the target, then resize the short side to the target with bicubic
+interpolation, then take the centre crop. The same function makes the 64x64 training arrays of
+IDDPM, the 64x64 reference sets of Table 3 and the 299x299 inputs of Table 4, so real and
+generated images are always prepared alike.
+
+Features are the FID Inception's 2048-d pool features (inception.py), float32, one row per item
+in set order, written as one .npy file per (dataset, extractor): the workflow keeps them under
+results/<run>/features/<extractor>/ and every metric that needs a set's features reads that
+file, so each set passes through the network once. Arrays are written through memory maps, so
+neither 1.28M training images nor their features have to fit in memory.
+
+Commands: ``tiny-inception`` (the smoke run's random Inception), ``image-array`` and
+``features``.
+"""
+
+import json
+
+FEATURE_BATCH = 200
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tiny-inception", help="build a random FID Inception-V3 with re-estimated BatchNorm statistics and save it"
+    )
+    parser.add_argument("out", help="weights file (.pth), loaded like config models.inception")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resolution", type=int, default=299, help="input size the statistics are estimated at")
+    parser.set_defaults(run=run_tiny_inception)
+
+    parser = subparsers.add_parser("image-array", help="an image set at a fixed size as one uint8 .npy (N, S, S, 3)")
+    add_image_set_arguments(parser)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--out", required=True)
+    parser.set_defaults(run=run_image_array)
+
+    parser = subparsers.add_parser("features", help="FID Inception features (N, 2048) of an image set as .npy")
+    add_image_set_arguments(parser)
+    parser.add_argument("--images", nargs="+", help="uint8 image arrays (.npy), in order, instead of a manifest/index")
+    parser.add_argument("--extractor", required=True, help="Inception weights (config models.inception)")
+    parser.add_argument("--resolution", type=int, default=299, help="the network's input size")
+    parser.add_argument("--batch-size", type=int, default=FEATURE_BATCH)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--out", required=True)
+    parser.set_defaults(run=run_features)
+
+
+def add_image_set_arguments(parser) -> None:
+    parser.add_argument("--manifest", help="mixture manifest (Parquet)")
+    parser.add_argument("--index", help="source index (Parquet); with --split")
+    parser.add_argument("--split", help="split of --index: train, val or test")
+    parser.add_argument("--size", type=int, help="side of the square images")
+
+
+# ---- image sets -----------------------------------------------------------------------------
+
+
+def downsample(image, size: int):
+    """A PIL image -> uint8 array (size, size, 3): box halvings, bicubic resize of the short side
+    to ``size``, centre crop (openai/improved-diffusion's ImageNet-64 preparation)."""
+    import numpy as np
+    from PIL import Image
+
+    image = image.convert("RGB")
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(side // 2 for side in image.size), resample=Image.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(side * scale) for side in image.size), resample=Image.BICUBIC)
+    array = np.asarray(image)
+    top = (array.shape[0] - size) // 2
+    left = (array.shape[1] - size) // 2
+    return np.array(array[top:top + size, left:left + size])  # a writable copy (PIL's array is read-only)
+
+
+def index_rows(index_path, split: str):
+    """The rows of one split of a source index, as a manifest frame (formats.MANIFEST_COLUMNS)."""
+    from pathlib import Path
+
+    from contamination.errors import DataError
+    from contamination.formats import MANIFEST_COLUMNS
+    from contamination.io import read_parquet
+
+    index = read_parquet(index_path)
+    rows = index[index["split"] == split]
+    if rows.empty:
+        raise DataError(f"index {index_path} has no '{split}' rows")
+    return rows.assign(uri=rows["path"], origin=Path(index_path).stem)[MANIFEST_COLUMNS]
+
+
+class ImagesOnly:
+    """The images of a ManifestDataset, brought to ``size`` x ``size`` (labels dropped)."""
+
+    def __init__(self, manifest, size: int):
+        import functools
+
+        from contamination.data import ManifestDataset
+
+        self.items = ManifestDataset(manifest, functools.partial(downsample, size=size), target="label")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.items[index][0]
+
+
+class ArrayImages:
+    """The images of several uint8 arrays (N_i, H, W, 3) as one set of uint8 (H, W, 3) items.
+
+    The arrays are memory-mapped, and mapped again in each DataLoader worker: a pickled map
+    would carry the whole array with it."""
+
+    def __init__(self, paths):
+        import numpy as np
+
+        from contamination.errors import DataError
+
+        self.paths = [str(path) for path in paths]
+        self.arrays = [np.load(path, mmap_mode="r") for path in self.paths]
+        if any(array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3 for array in self.arrays):
+            raise DataError(f"image arrays must be uint8 (N, H, W, 3): {self.paths}")
+        shapes = {array.shape[1:] for array in self.arrays}
+        if len(shapes) > 1:
+            raise DataError(f"image arrays differ in image size {sorted(shapes)}: {self.paths}")
+        self.offsets = np.cumsum([0] + [len(array) for array in self.arrays])
+
+    def __getstate__(self):
+        return {**self.__dict__, "arrays": None}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int):
+        import numpy as np
+
+        if self.arrays is None:
+            self.arrays = [np.load(path, mmap_mode="r") for path in self.paths]
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return np.array(self.arrays[part][index - self.offsets[part]])  # a writable copy of the mapped row
+
+
+def image_set(args):
+    """The image set named by the command's --manifest / --index --split / --images arguments."""
+    from contamination.errors import ConfigError
+
+    sources = [name for name in ("manifest", "index", "images") if getattr(args, name, None)]
+    if len(sources) != 1:
+        raise ConfigError("give exactly one of --manifest, --index (with --split) or --images")
+    if sources == ["images"]:
+        return ArrayImages(args.images)
+    if not args.size:
+        raise ConfigError(f"--{sources[0]} needs --size")
+    if args.index:
+        if not args.split:
+            raise ConfigError("--index needs --split")
+        return ImagesOnly(index_rows(args.index, args.split), args.size)
+    return ImagesOnly(args.manifest, args.size)
+
+
+def image_batches(dataset, batch_size: int, workers: int):
+    """uint8 tensors (B, H, W, 3) in set order."""
+    import torch
+
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+def write_rows(path, shape, dtype, batches) -> int:
+    """Write ``batches`` (arrays whose rows fill ``shape`` in order) into the .npy ``path`` through
+    a memory map, atomically. Returns the number of rows written."""
+    import numpy as np
+
+    from contamination.errors import DataError
+    from contamination.io import atomic_path
+
+    with atomic_path(path) as temporary:
+        output = np.lib.format.open_memmap(temporary, mode="w+", dtype=dtype, shape=shape)
+        filled = 0
+        for batch in batches:
+            output[filled:filled + len(batch)] = batch
+            filled += len(batch)
+        if filled != shape[0]:
+            raise DataError(f"{path}: expected {shape[0]} rows, the image set gave {filled}")
+        output.flush()
+        del output
+    return filled
+
+
+def run_image_array(args) -> None:
+    dataset = image_set(args)
+    size = args.size
+    batches = (batch.numpy() for batch in image_batches(dataset, 256, args.workers))
+    count = write_rows(args.out, (len(dataset), size, size, 3), "uint8", batches)
+    print(f"{count} images at {size}x{size} -> {args.out}")
+
+
+# ---- features -------------------------------------------------------------------------------
+
+
+def extract(network, batches, device):
+    """Inception features of uint8 image batches (B, H, W, 3), as float32 numpy arrays."""
+    import torch
+
+    network.to(device).eval()
+    with torch.inference_mode():
+        for batch in batches:
+            images = batch.to(device).permute(0, 3, 1, 2).float() / 255.0
+            yield network(images).float().cpu().numpy()
+
+
+def feature_device(name: str):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        # TF32 convolutions would change the features in the 3rd digit; FID is defined in fp32.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return torch.device(name)
+
+
+def run_features(args) -> None:
+    from contamination import inception
+
+    dataset = image_set(args)
+    network = inception.load(args.extractor, args.resolution)
+    device = feature_device(args.device)
+    batches = extract(network, image_batches(dataset, args.batch_size, args.workers), device)
+    count = write_rows(args.out, (len(dataset), inception.FEATURE_DIM), "float32", batches)
+    print(json.dumps({"features": args.out, "items": count, "extractor": args.extractor,
+                      "resolution": args.resolution, "device": device.type}))
+
+
+def run_tiny_inception(args) -> None:
+    import torch
+
+    from contamination import inception
+
+    torch.set_num_threads(1)  # BatchNorm statistics then do not depend on the machine's core count
+    network = inception.build_random(args.seed, args.resolution)
+    inception.save(network, args.out)
+    print(f"random FID Inception (seed {args.seed}, BatchNorm statistics at {args.resolution} px) -> {args.out}")

@@ -1,0 +1,483 @@
+"""Shared training skeleton: distributed setup, seeding, checkpoint/resume, stop signals,
+divergence, EMA, samplers and metrics.json. Every training experiment (classification,
+captioning, IDDPM, MAE) uses it the same way::
+
+    from contamination import training
+
+    env = training.setup_distributed()              # torchrun env vars, or one process
+    training.seed_everything(seed, env)             # + deterministic algorithms on CPU
+    checkpointer = training.Checkpointer(checkpoint_dir, env, fingerprint=training.fingerprint(spec))
+    stop = training.StopRequest()                   # SIGTERM / SIGUSR1 -> stop.requested
+    sampler = training.ResumableSampler(training.distributed_sampler(dataset, env, seed), batch_size)
+    position = checkpointer.load(model=model, optimizer=optimizer, scheduler=scheduler, ema=ema)
+    try:
+        for epoch in range(position.epoch, epochs):
+            sampler.set_epoch(epoch, skip_batches=position.step if epoch == position.epoch else 0)
+            loader = DataLoader(dataset, sampler=sampler, generator=training.loader_generator(seed, env, epoch), ...)
+            for step, batch in enumerate(loader, start=sampler.skipped_batches):
+                loss = ...                                      # forward
+                stopping = training.check_step(loss, stop, env) # raises Diverged on non-finite loss
+                loss.backward(); optimizer.step()
+                if stopping:
+                    checkpointer.save(training.Position(epoch, step + 1), model=model, ...)
+                    raise training.Interrupted()
+            scheduler.step()
+            checkpointer.save(training.Position(epoch + 1, 0), model=model, ...)
+    except training.Diverged as error:
+        metrics, reasons = training.unavailable(METRIC_NAMES, str(error))   # -> status "diverged"
+    ...
+    training.write_metrics(out, metrics, reasons, status, training.provenance(spec, seed, env))
+
+The CLI command turns ``Interrupted`` into exit code ``EXIT_RESUME`` (75): the job failed, so
+Snakemake (or SLURM) retries it, and the retry resumes from the checkpoint. (Under torchrun, the
+agent forwards SIGTERM to the workers, which checkpoint, and then exits non-zero itself.)
+``checkpointer.remove()`` after the outputs are written if the checkpoint need not be kept. A diverged run is not
+a failure: it writes metrics.json with ``status: "diverged"`` and null metrics with the reason,
+and the command exits 0 so the workflow goes on and the table shows NaN.
+
+Pieces:
+- ``DistEnv`` / ``setup_distributed`` / ``teardown_distributed``: rank, world size and device
+  from the torchrun environment; nccl on GPU, gloo on CPU; without torchrun, world size 1 and no
+  process group. ``all_reduce_max`` is a no-op at world size 1.
+- ``seed_everything``: python, numpy and torch seeded with ``seed + rank``; on CPU (or when
+  asked) ``torch.use_deterministic_algorithms(True)`` so the same seed gives the same weights.
+- ``Checkpointer``: one file ``checkpoint.pt`` in a directory that must NOT be a Snakemake output
+  (e.g. results/<run>/checkpoints/<experiment>/<model>/<dataset>/), so a failed job keeps it.
+  Saves the state_dict of every object passed by keyword, the ``Position`` (next epoch, batches
+  already done in it), the RNG states of every rank and a config fingerprint; written with
+  torch.save to a temporary name and renamed. A checkpoint with another fingerprint is ignored.
+- ``StopRequest`` + ``check_step``: signals only set a flag. After each forward pass one
+  all-reduce tells every rank whether any loss is non-finite (raise Diverged before the update
+  touches the weights) and whether any rank was signalled (finish this step, then checkpoint
+  before the next batch is loaded, so a resumed CPU run with num_workers=0 is bit-identical).
+- ``loader_generator``: the DataLoader's generator for an epoch, so DataLoader worker seeds
+  depend only on (seed, rank, epoch): a run resumed at an epoch boundary sees the same
+  augmentations with workers too (mid-epoch, only with num_workers=0).
+- ``ExponentialMovingAverage``: the torchvision reference EMA (an ``AveragedModel`` with
+  ``use_buffers=True``); ``restart()`` makes the next update copy the weights again.
+- ``distributed_sampler`` (torch DistributedSampler, also at world size 1),
+  ``RepeatedAugmentSampler`` (the reference's RASampler) and ``ResumableSampler`` (skips the
+  batches done before a mid-epoch checkpoint without loading them).
+- ``write_metrics``, ``unavailable``, ``provenance``, ``fingerprint``: the metrics.json contract
+  ({"status", "metrics": {name: float | null}, "reasons": {name: why null}, "provenance"}).
+
+This module imports torch only inside functions, like every module of the package.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+from contamination.errors import DataError
+from contamination.io import atomic_path, write_json
+
+EXIT_RESUME = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; run again to resume
+CHECKPOINT_NAME = "checkpoint.pt"
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+class Diverged(Exception):
+    """The loss became non-finite: the run ends with status "diverged" (a result, not a crash)."""
+
+
+class Interrupted(Exception):
+    """A stop signal arrived and a checkpoint was written; exit with EXIT_RESUME."""
+
+
+# ---- processes and devices ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: object  # torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str = "auto") -> DistEnv:
+    """Join the torchrun process group (if any) and pick this process's device.
+
+    ``device``: "auto" (cuda:<local rank> if CUDA is available, else cpu), "cpu" or "cuda".
+    """
+    import torch
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        chosen = torch.device("cuda", local_rank)
+    else:
+        chosen = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+    return DistEnv(rank, world_size, local_rank, chosen)
+
+
+def teardown_distributed(env: DistEnv) -> None:
+    import torch.distributed as dist
+
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    import torch.distributed as dist
+
+    if env.distributed:
+        dist.barrier()
+
+
+def all_reduce_max(values, env: DistEnv):
+    """Element-wise maximum of a list of numbers over all ranks (identity at world size 1)."""
+    import torch
+    import torch.distributed as dist
+
+    if not env.distributed:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=env.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
+
+
+def log(env: DistEnv, message: str) -> None:
+    if env.is_main:
+        print(message, flush=True)
+
+
+# ---- seeds and determinism ------------------------------------------------------------------
+
+
+def seed_everything(seed: int, env: DistEnv, deterministic=None) -> None:
+    """Seed python, numpy and torch with ``seed + rank``.
+
+    ``deterministic`` None means: on CPU yes (bit-identical reruns), on GPU no (cuDNN autotuning,
+    as the torchvision reference does by default).
+    """
+    import numpy as np
+    import torch
+
+    seed = seed + env.rank
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic is None:
+        deterministic = env.device.type == "cpu"
+    torch.use_deterministic_algorithms(deterministic)
+    if env.device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def loader_generator(seed: int, env: DistEnv, epoch: int):
+    """A torch.Generator for one epoch's DataLoader, seeded from (seed, rank, epoch) only."""
+    import numpy as np
+    import torch
+
+    generator = torch.Generator()
+    generator.manual_seed(int(np.random.SeedSequence([seed, env.rank, epoch]).generate_state(1)[0]))
+    return generator
+
+
+def rng_states() -> dict:
+    import numpy as np
+    import torch
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where training continues: ``epoch`` to run next, ``step`` batches of it already done."""
+
+    epoch: int = 0
+    step: int = 0
+
+
+class Checkpointer:
+    """Atomic save/restore of a training run's complete state in ``directory``/checkpoint.pt."""
+
+    def __init__(self, directory, env: DistEnv, fingerprint: str):
+        self.path = Path(directory) / CHECKPOINT_NAME
+        self.env = env
+        self.fingerprint = fingerprint
+
+    def save(self, position: Position, **objects) -> None:
+        """Save the state_dict of each keyword object (None values are skipped) and all RNG states.
+
+        Collective: every rank must call it (RNG states are gathered to rank 0, which writes).
+        """
+        import torch
+
+        states = gather_objects(rng_states(), self.env)
+        if self.env.is_main:
+            payload = {
+                "fingerprint": self.fingerprint,
+                "position": dataclasses.asdict(position),
+                "world_size": self.env.world_size,
+                "rng": states,
+                "state": {name: obj.state_dict() for name, obj in objects.items() if obj is not None},
+            }
+            with atomic_path(self.path) as temporary:
+                torch.save(payload, temporary)
+        barrier(self.env)
+
+    def load(self, **objects) -> Position:
+        """Restore the objects and this rank's RNG state; Position() if there is nothing to resume.
+
+        A checkpoint written for another config (fingerprint) is ignored, so a changed recipe
+        starts over instead of continuing someone else's run.
+        """
+        import torch
+
+        if not self.path.exists():
+            return Position()
+        payload = torch.load(self.path, map_location="cpu", weights_only=False)
+        if payload["fingerprint"] != self.fingerprint:
+            log(self.env, f"ignoring {self.path}: written for another config")
+            return Position()
+        for name, obj in objects.items():
+            if obj is not None:
+                obj.load_state_dict(payload["state"][name])
+        if payload["world_size"] == self.env.world_size:
+            set_rng_states(payload["rng"][self.env.rank])
+        else:
+            log(self.env, f"world size changed ({payload['world_size']} -> {self.env.world_size}): "
+                          "RNG streams are reseeded, so the continuation is not bit-identical")
+        position = Position(**payload["position"])
+        log(self.env, f"resuming from {self.path} at epoch {position.epoch}, step {position.step}")
+        return position
+
+    def remove(self) -> None:
+        """Delete the checkpoint (rank 0 does; not collective, so it works after teardown)."""
+        if self.env.is_main:
+            self.path.unlink(missing_ok=True)
+
+
+def gather_objects(obj, env: DistEnv) -> list:
+    import torch.distributed as dist
+
+    if not env.distributed:
+        return [obj]
+    gathered = [None] * env.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+# ---- stopping: signals and divergence -------------------------------------------------------
+
+
+class StopRequest:
+    """Turns SIGTERM and SIGUSR1 (SLURM's warnings before a time limit) into a flag."""
+
+    def __init__(self, signals=STOP_SIGNALS):
+        self.requested = False
+        self.signal_name = None
+        for name in signals:
+            signal.signal(getattr(signal, name), self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        print(f"received {self.signal_name}: checkpointing after this step", file=sys.stderr, flush=True)
+
+
+def check_step(loss, stop: StopRequest, env: DistEnv) -> bool:
+    """Call after the forward pass, before the update: raise Diverged if any rank's loss is not
+    finite; return True if any rank was asked to stop (then finish the step, checkpoint and
+    raise Interrupted)."""
+    value = float(loss.detach())
+    stop_any, nonfinite_any = all_reduce_max([float(stop.requested), float(not math.isfinite(value))], env)
+    if nonfinite_any:
+        raise Diverged(f"non-finite training loss ({value} on rank {env.rank})")
+    return bool(stop_any)
+
+
+# ---- EMA ------------------------------------------------------------------------------------
+
+
+class ExponentialMovingAverage:
+    """``averaged = decay * averaged + (1 - decay) * model`` over parameters and buffers,
+    as in the torchvision reference (torch.optim.swa_utils.AveragedModel, use_buffers=True).
+
+    ``module`` is the averaged model to evaluate; ``update(model)`` after an optimizer step;
+    the first update (and the first after ``restart()``) copies the weights.
+    """
+
+    def __init__(self, model, decay: float, device=None):
+        from torch.optim.swa_utils import AveragedModel
+
+        self.decay = decay
+
+        def ema_average(averaged, current, num_averaged):
+            return decay * averaged + (1.0 - decay) * current
+
+        self.module = AveragedModel(model, device=device, avg_fn=ema_average, use_buffers=True)
+
+    def update(self, model) -> None:
+        self.module.update_parameters(model)
+
+    def restart(self) -> None:
+        self.module.n_averaged.fill_(0)
+
+    def state_dict(self):
+        return self.module.state_dict()
+
+    def load_state_dict(self, state):
+        self.module.load_state_dict(state)
+
+
+# ---- samplers -------------------------------------------------------------------------------
+
+
+def distributed_sampler(dataset, env: DistEnv, seed: int, shuffle: bool = True):
+    """torch DistributedSampler (also at world size 1, where it is a seeded per-epoch shuffle)."""
+    from torch.utils.data import DistributedSampler
+
+    return DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=shuffle, seed=seed)
+
+
+class RepeatedAugmentSampler:
+    """The torchvision reference's RASampler (from DeiT): each index is repeated ``repetitions``
+    times so the copies land on different ranks with different augmentations; each rank keeps
+    ``len(dataset) // round_to * round_to / world_size`` indices per epoch (the reference rounds
+    to 256; tiny smoke datasets need a smaller multiple)."""
+
+    def __init__(self, dataset, env: DistEnv, seed: int, repetitions: int = 3, round_to: int = 256):
+        self.size = len(dataset)
+        self.env = env
+        self.seed = seed
+        self.repetitions = repetitions
+        self.epoch = 0
+        self.num_samples = math.ceil(self.size * repetitions / env.world_size)
+        self.total_size = self.num_samples * env.world_size
+        self.num_selected = self.size // round_to * round_to // env.world_size
+        if self.num_selected == 0:
+            raise DataError(f"repeated-augment sampler: {self.size} items round down to 0 per process "
+                            f"(a multiple of {round_to}, {env.world_size} processes): too few for this recipe")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        import torch
+
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        indices = [index for index in order for _ in range(self.repetitions)]
+        indices += indices[: self.total_size - len(indices)]
+        return iter(indices[self.env.rank : self.total_size : self.env.world_size][: self.num_selected])
+
+    def __len__(self) -> int:
+        return self.num_selected
+
+
+class ResumableSampler:
+    """Wraps a per-epoch sampler; ``set_epoch(epoch, skip_batches)`` drops the first batches of
+    the epoch (done before a mid-epoch checkpoint) without loading their items."""
+
+    def __init__(self, sampler, batch_size: int):
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.skipped_batches = 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.sampler.set_epoch(epoch)
+        self.skipped_batches = skip_batches
+
+    def __iter__(self):
+        import itertools
+
+        return itertools.islice(iter(self.sampler), self.skipped_batches * self.batch_size, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skipped_batches * self.batch_size)
+
+
+# ---- metrics.json ---------------------------------------------------------------------------
+
+
+def fingerprint(spec) -> str:
+    """SHA-256 of the canonical JSON of a run's spec (config section + inputs that define it)."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def provenance(spec, seed: int, env: DistEnv, packages=("torch", "torchvision", "numpy"), models=None) -> dict:
+    """What produced the numbers: config hash, seed, world size, device type, package versions,
+    and with ``models`` ({role: weights file or model directory}) the fingerprint of each model
+    the run read (provenance.model_fingerprints); pass ``models={}`` for a run that read none."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": sys.version.split()[0]}
+    for name in ("contamination",) + tuple(packages):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    record = {
+        "config_sha256": fingerprint(spec),
+        "seed": seed,
+        "world_size": env.world_size,
+        "device": env.device.type,
+        "packages": versions,
+    }
+    if models is not None:
+        from contamination.provenance import model_fingerprints
+
+        record["models"] = model_fingerprints(models)
+    return record
+
+
+def unavailable(names, reason: str):
+    """(metrics, reasons) with every metric null for the same reason."""
+    return {name: None for name in names}, {name: reason for name in names}
+
+
+def write_metrics(path, metrics: dict, reasons: dict, status: str, provenance: dict) -> None:
+    """Write metrics.json atomically. Non-finite numbers become null; every null needs a reason."""
+    clean, why = {}, dict(reasons)
+    for name, value in metrics.items():
+        if value is not None and math.isfinite(float(value)):
+            clean[name] = float(value)
+            why.pop(name, None)
+        else:
+            clean[name] = None
+            if name not in why:
+                raise ValueError(f"metric {name} is {value} without a reason")
+    write_json({"status": status, "metrics": clean, "reasons": why, "provenance": provenance}, path)

@@ -1,0 +1,307 @@
+"""BLIP captioning: tiny model round trip, data preparation, resume, and the scored run."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from contamination import config as cfg
+from contamination import training
+from contamination.caption import (
+    CaptionCollator,
+    CaptionTrainingSet,
+    KarpathySplit,
+    caption_experiment,
+    clean_caption,
+    fine_tune,
+    load_blip,
+    train_transform,
+)
+from contamination.caption_metrics import METRICS, score_captions
+from contamination.errors import ConfigError
+from contamination.io import read_json, write_parquet
+from contamination.tiny_blip import build_tiny_blip
+from contamination.tiny_sd import save_atomically
+from helpers import SMOKE_CONFIG, cli, job_counts, paper_config_with_empty_roots, snakemake
+
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the PTB tokenizer and METEOR need Java")
+SIZE = 32
+COLOURS = {"red": (200, 40, 40), "green": (40, 190, 60), "blue": (50, 60, 210)}
+SPLITS = {"train": 6, "val": 2, "test": 3}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def caption_data(tmp_path_factory):
+    """A COCO-like index (Karpathy train/val/test, two captions per image) and a manifest of its
+    training captions; noisy images so augmentations change pixels."""
+    directory = tmp_path_factory.mktemp("captions")
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, count in SPLITS.items():
+        for number in range(count):
+            colour = list(COLOURS)[number % len(COLOURS)]
+            pixels = np.clip(rng.normal(COLOURS[colour], 30, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+            path = directory / f"{split}-{number}.png"
+            from PIL import Image
+
+            Image.fromarray(pixels).save(path)
+            for sentence, caption in enumerate([f"A {colour} square.", f"a noisy {colour} picture"]):
+                rows.append({"id": f"{split}{number}_{sentence}", "path": str(path), "label": -1, "wnid": "",
+                             "caption": caption, "image_id": f"{split}{number}", "split": split})
+    index = pd.DataFrame(rows)
+    write_parquet(index, directory / "coco.parquet")
+    train = index[index["split"] == "train"]
+    manifest = pd.DataFrame({"id": train["id"], "uri": train["path"], "label": -1, "caption": train["caption"],
+                             "origin": "coco"})
+    write_parquet(manifest, directory / "manifest.parquet")
+    return directory / "coco.parquet", directory / "manifest.parquet"
+
+
+@pytest.fixture(scope="module")
+def tiny_blip_dir(caption_data, tmp_path_factory):
+    index, _ = caption_data
+    out = tmp_path_factory.mktemp("models") / "tiny-blip"
+    texts = list(pd.read_parquet(index)["caption"]) + ["a picture of "]
+    save_atomically(build_tiny_blip(texts, seed=0, image_size=SIZE), out)
+    return out
+
+
+@pytest.fixture
+def settings():
+    settings = dict(cfg.load(SMOKE_CONFIG)["captioning"])
+    settings.update(image_size=SIZE, epochs=2, batch_size=4, eval_batch_size=4, device="cpu", num_workers=0, log_every=1)
+    return settings
+
+
+# ---- the tiny model -----------------------------------------------------------------------
+
+
+def test_tiny_blip_loads_identically_and_generates(caption_data, tiny_blip_dir, settings):
+    index, _ = caption_data
+    texts = list(pd.read_parquet(index)["caption"]) + ["a picture of "]
+    built = build_tiny_blip(texts, seed=0, image_size=SIZE).model.state_dict()
+    model, processor = load_blip(tiny_blip_dir, settings)
+    assert built.keys() == model.state_dict().keys()
+    assert all(torch.equal(built[name], value) for name, value in model.state_dict().items())
+    # Every caption word is in the vocabulary, and the special tokens are BLIP's.
+    tokenizer = processor.tokenizer
+    assert tokenizer.unk_token_id not in tokenizer("A noisy green picture. a blue square").input_ids
+    assert tokenizer.bos_token == "[DEC]" and model.config.text_config.sep_token_id == tokenizer.sep_token_id
+    # BLIP's recipe is applied on load: dropout 0.1 and label smoothing 0.1 in the text decoder.
+    assert model.text_decoder.label_smoothing == settings["label_smoothing"] == 0.1
+    assert model.config.text_config.hidden_dropout_prob == settings["text_dropout"] == 0.1
+    model.eval()
+    prompt = tokenizer(settings["prompt"], return_tensors="pt").input_ids
+    output = model.generate(pixel_values=torch.zeros(2, 3, SIZE, SIZE), input_ids=prompt.repeat(2, 1),
+                            num_beams=3, max_length=20, min_length=5)
+    assert output.shape[0] == 2 and 5 <= output.shape[1] <= 20
+    assert output[:, : prompt.shape[1] - 1].tolist() == [[tokenizer.bos_token_id] + prompt[0, 1:-1].tolist()] * 2
+
+
+def test_the_same_seed_builds_the_same_tiny_model():
+    first = build_tiny_blip(["a cat"], seed=3).model.state_dict()
+    second = build_tiny_blip(["a cat"], seed=3).model.state_dict()
+    other = build_tiny_blip(["a cat"], seed=4).model.state_dict()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+def test_a_mismatched_image_size_names_the_config_key(tiny_blip_dir, settings):
+    with pytest.raises(ConfigError, match="captioning.image_size: 64"):
+        load_blip(tiny_blip_dir, dict(settings, image_size=64))
+
+
+def test_a_missing_model_directory_names_models_blip(tmp_path, settings):
+    with pytest.raises(ConfigError, match="models.blip"):
+        load_blip(tmp_path / "nowhere", settings)
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+
+def test_captions_are_cleaned_like_blip():
+    assert clean_caption("  A Dog (brown) runs; FAST!\n", 50) == "a dog brown runs fast"
+    assert clean_caption("one two three four", 2) == "one two"
+
+
+def test_labels_score_the_caption_not_the_prompt_or_padding(tiny_blip_dir, settings):
+    _, processor = load_blip(tiny_blip_dir, settings)
+    tokenizer = processor.tokenizer
+    collate = CaptionCollator(tokenizer, "a picture of ", max_tokens=40)
+    pixels = torch.zeros(3, SIZE, SIZE)
+    _, input_ids, mask, labels = collate([(pixels, "a picture of a red square"), (pixels, "a picture of red")])
+    assert collate.prompt_tokens == 4  # [DEC] a picture of
+    assert input_ids[:, 0].tolist() == [tokenizer.bos_token_id] * 2
+    words = tokenizer.convert_ids_to_tokens(labels[0][labels[0] != -100].tolist())
+    assert words == ["a", "red", "square", "[SEP]"]
+    assert labels[1].tolist()[-2:] == [-100, -100] and mask[1].tolist()[-2:] == [0, 0]  # padding
+
+
+def test_augmentation_depends_only_on_seed_epoch_and_item(caption_data, settings):
+    _, manifest = caption_data
+    transform = train_transform(settings, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    dataset = CaptionTrainingSet(manifest, transform, "a picture of ", 50, seed=0)
+    first, caption = dataset[3]
+    torch.rand(5)  # the global RNG state does not matter
+    again, _ = dataset[3]
+    dataset.set_epoch(1)
+    next_epoch, _ = dataset[3]
+    assert torch.equal(first, again) and not torch.equal(first, next_epoch)
+    assert first.shape == (3, SIZE, SIZE) and caption == "a picture of a noisy green picture"
+
+
+def test_the_karpathy_split_groups_every_reference(caption_data):
+    index, _ = caption_data
+    test = KarpathySplit(index, "test")
+    assert test.image_ids == ["test0", "test1", "test2"]
+    assert test.references["test1"] == ["A green square.", "a noisy green picture"]
+
+
+# ---- resume -------------------------------------------------------------------------------
+
+
+class StopAfterSteps:
+    """A stop request that arrives after ``steps`` optimizer steps (what SIGTERM does, on cue)."""
+
+    def __init__(self, steps=None):
+        self.steps = steps
+        self.checks = 0
+
+    @property
+    def requested(self):
+        self.checks += 1
+        return self.steps is not None and self.checks >= self.steps
+
+
+@needs_java
+def test_a_stopped_fine_tune_resumes_to_identical_weights(caption_data, tiny_blip_dir, settings, tmp_path):
+    index, manifest = caption_data
+    env = training.setup_distributed("cpu")
+    val = KarpathySplit(index, "val")
+
+    def fine_tune_in(directory, stop):
+        training.seed_everything(0, env)
+        model, processor = load_blip(tiny_blip_dir, settings)
+        checkpointer = training.Checkpointer(directory, env, "spec")
+        best = training.Checkpointer(directory / "best", env, "spec")
+        history = fine_tune(model, processor, manifest, val, settings, 0, env, checkpointer, best, stop)
+        return model.state_dict(), history
+
+    initial = load_blip(tiny_blip_dir, settings)[0].state_dict()
+    reference, reference_history = fine_tune_in(tmp_path / "straight", StopAfterSteps())
+    # 12 captions in batches of 4: 3 steps per epoch; stop after step 2 of epoch 1 (mid-epoch,
+    # after epoch 0's validation).
+    with pytest.raises(training.Interrupted):
+        fine_tune_in(tmp_path / "stopped", StopAfterSteps(5))
+    assert (tmp_path / "stopped" / training.CHECKPOINT_NAME).exists()
+    continuation = StopAfterSteps()
+    resumed, resumed_history = fine_tune_in(tmp_path / "stopped", continuation)
+    assert continuation.checks == 1  # only the last of the 6 steps was left to do
+    assert resumed_history == reference_history and len(reference_history["val_scores"]) == 2
+    assert not all(torch.equal(initial[name], reference[name]) for name in initial)  # it trained
+    assert all(torch.equal(reference[name], resumed[name]) for name in reference)
+
+
+# ---- the whole run ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fine_tuned_run(caption_data, tiny_blip_dir, tmp_path_factory):
+    if shutil.which("java") is None:
+        pytest.skip("the PTB tokenizer and METEOR need Java")
+    index, manifest = caption_data
+    out = tmp_path_factory.mktemp("run")
+    settings = dict(cfg.load(SMOKE_CONFIG)["captioning"])
+    settings.update(image_size=SIZE, epochs=2, batch_size=4, eval_batch_size=4, device="cpu", num_workers=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.set_num_threads(1)
+        caption_experiment(settings, index, tiny_blip_dir, out / "metrics.json", out / "captions.json", seed=0,
+                           manifest=manifest, checkpoint_dir=out / "checkpoints", stop=StopAfterSteps())
+    return index, out
+
+
+def test_every_metric_but_spice_is_measured(fine_tuned_run):
+    _, out = fine_tuned_run
+    run = read_json(out / "metrics.json")
+    assert run["status"] == "ok" and sorted(run["metrics"]) == sorted(METRICS)
+    measured = {name: value for name, value in run["metrics"].items() if name != "SPICE"}
+    assert all(value is not None and 0 <= value for value in measured.values())
+    assert all(value <= 1 for name, value in measured.items() if name != "CIDEr")
+    assert run["metrics"]["SPICE"] is None and "captioning.spice_corenlp_dir" in run["reasons"]["SPICE"]
+    assert run["provenance"]["fine_tuned"] and len(run["provenance"]["selection"]["val_scores"]) == 2
+    assert not (out / "checkpoints" / training.CHECKPOINT_NAME).exists()  # removed after success
+
+
+def test_rescoring_the_saved_captions_gives_the_saved_metrics(fine_tuned_run):
+    index, out = fine_tuned_run
+    captions = json.loads((out / "captions.json").read_text())
+    test = KarpathySplit(index, "test")
+    assert list(captions) == test.image_ids and all(isinstance(text, str) for text in captions.values())
+    values, reasons = score_captions(test.references, captions)
+    saved = read_json(out / "metrics.json")
+    assert values == saved["metrics"] and reasons == saved["reasons"]
+
+
+@needs_java
+def test_the_cli_evaluates_the_starting_model_without_training(caption_data, tiny_blip_dir, tmp_path):
+    index, _ = caption_data
+    settings = dict(cfg.load(SMOKE_CONFIG)["captioning"], image_size=SIZE, device="cpu", eval_batch_size=4)
+    cli("caption", "--index", index, "--model", tiny_blip_dir, "--settings", json.dumps(settings), "--threads", 1,
+        "--out", tmp_path / "metrics.json", "--captions", tmp_path / "captions.json")
+    run = read_json(tmp_path / "metrics.json")
+    assert run["status"] == "ok" and not run["provenance"]["fine_tuned"] and "selection" not in run["provenance"]
+    assert run["metrics"]["CIDEr"] is not None and run["metrics"]["SPICE"] is None
+    assert sorted(read_json(tmp_path / "captions.json")) == ["test0", "test1", "test2"]
+
+
+def test_the_cli_names_a_bad_model_directory(caption_data, tmp_path):
+    index, _ = caption_data
+    settings = dict(cfg.load(SMOKE_CONFIG)["captioning"], device="cpu")
+    result = cli("caption", "--index", index, "--model", tmp_path / "missing", "--settings", json.dumps(settings),
+                 "--out", tmp_path / "metrics.json", "--captions", tmp_path / "captions.json", check=False)
+    assert result.returncode == 2 and "models.blip" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---- the workflow -------------------------------------------------------------------------
+
+
+@pytest.mark.workflow
+def test_paper_dry_run_fine_tunes_once_per_caption_mixture(tmp_path):
+    overlay = paper_config_with_empty_roots(tmp_path)
+    paper = cfg.load(overlay)
+    counts = job_counts(snakemake("-n", "--configfile", overlay, "--", "table2", "table9", cwd=tmp_path).stdout)
+    runs = {row["mixture"] for table in paper["tables"] if table["experiment"] == "caption" for row in table["rows"]}
+    assert len(runs) == 11 and "pretrained" in runs  # Tables 2 and 9 share CO/SD-80%
+    assert counts["caption_finetune"] == len(runs) - 1 == 10
+    assert counts["caption_pretrained"] == 1
+    assert "tiny_blip" not in counts
+
+
+@pytest.mark.workflow
+def test_smoke_dry_run_builds_the_tiny_blip(tmp_path):
+    counts = job_counts(snakemake("-n", "--configfile", SMOKE_CONFIG, "--", "table2", cwd=tmp_path).stdout)
+    assert counts["tiny_blip"] == 1 and counts["caption_finetune"] == 7 and counts["caption_pretrained"] == 1
+
+
+def test_a_diverged_fine_tune_writes_null_metrics_with_the_reason(caption_data, tiny_blip_dir, tmp_path):
+    index, manifest = caption_data
+    settings = dict(cfg.load(SMOKE_CONFIG)["captioning"])
+    settings.update(image_size=SIZE, batch_size=4, device="cpu", num_workers=0, select_by=[], lr=1e30)
+    with torch.random.fork_rng(devices=[]):
+        caption_experiment(settings, index, tiny_blip_dir, tmp_path / "metrics.json", tmp_path / "captions.json",
+                           manifest=manifest, checkpoint_dir=tmp_path / "checkpoints", stop=StopAfterSteps())
+    run = read_json(tmp_path / "metrics.json")
+    assert run["status"] == "diverged" and set(run["metrics"].values()) == {None}
+    assert all(reason.startswith("training diverged: non-finite training loss") for reason in run["reasons"].values())
+    assert read_json(tmp_path / "captions.json") == {}

@@ -1,0 +1,234 @@
+"""Classifier training and evaluation on tiny colour-coded image sets (CPU, 32 px, 1 thread):
+learning, resume after a crash or a stop signal, divergence, logit restriction, Figure 3."""
+
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import imagesets
+from contamination import classify, confusion, training
+from contamination import config as cfg
+from contamination.__main__ import main as cli_main
+
+CLASSES = 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread_and_own_signal_handlers():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    saved = {name: signal.getsignal(getattr(signal, name)) for name in training.STOP_SIGNALS}
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
+    for name, handler in saved.items():
+        signal.signal(getattr(signal, name), handler)
+
+
+@pytest.fixture(scope="module")
+def image_sets(tmp_path_factory):
+    """A 4-class training manifest and ImageNet / -A / -R indexes; -A and -R hold 3 of the 4
+    classes, as the real ones hold 200 of 1,000."""
+    root = tmp_path_factory.mktemp("images")
+    images, labels = imagesets.class_images(48, CLASSES, 32, seed=0)  # same palette for all sets
+    train = imagesets.write_images(root / "train", images[:32], "train")
+    val = imagesets.write_images(root / "val", images[32:], "val")
+    imagenet = imagesets.source_index(
+        root / "imagenet.parquet", train + val, labels, ["train"] * 32 + ["val"] * 16
+    )
+    subset = [k for k in range(32, 48) if labels[k] != 3]
+    paths = {"imagenet_val": imagenet}
+    for name in ("imagenet_a", "imagenet_r"):
+        paths[name] = imagesets.source_index(
+            root / f"{name}.parquet", [val[k - 32] for k in subset], labels[subset], ["val"] * len(subset)
+        )
+    manifest = imagesets.manifest(root / "manifest.parquet", train, labels[:32])
+    return manifest, paths
+
+
+def tiny_spec(**recipe_changes):
+    recipe = dict(cfg.load()["classification"]["models"]["resnet50"])
+    recipe.update(epochs=3, batch_size=8, lr=0.01, train_crop_size=32, val_resize_size=32, val_crop_size=32)
+    recipe.update(recipe_changes)
+    return {"model": "resnet18", "recipe": recipe, "num_classes": CLASSES, "seed": 0, "device": "cpu",
+            "num_workers": 0, "print_freq": 100, "keep_checkpoint": True}
+
+
+CPU = training.DistEnv(0, 1, 0, torch.device("cpu"))
+
+
+def final_checkpoint(directory):
+    return torch.load(directory / training.CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+
+
+def run(spec, image_sets, directory):
+    manifest, indexes = image_sets
+    return classify.train_and_evaluate(spec, manifest, indexes, directory, CPU)
+
+
+def assert_same_weights(first, second):
+    for key in ("model", "optimizer"):
+        assert first["state"][key].keys() == second["state"][key].keys()
+    for name, tensor in first["state"]["model"].items():
+        assert torch.equal(tensor, second["state"]["model"][name]), name
+
+
+def test_a_tiny_model_learns_a_separable_set_well_above_chance(image_sets, tmp_path):
+    status, metrics, reasons, matrix = run(tiny_spec(epochs=10, lr=0.003), image_sets, tmp_path)
+    assert status == "ok" and reasons == {}
+    assert metrics["top1_imagenet_val"] >= 75.0  # chance: 25%
+    assert matrix.shape == (CLASSES, CLASSES) and matrix.sum() == 16
+    assert np.trace(matrix) / 16 * 100 == pytest.approx(metrics["top1_imagenet_val"])
+    assert set(metrics) == set(classify.METRIC_NAMES)
+
+
+def test_resume_after_a_crash_at_an_epoch_end_gives_identical_weights(image_sets, tmp_path, monkeypatch):
+    spec = tiny_spec()
+    run(spec, image_sets, tmp_path / "straight")
+    straight = final_checkpoint(tmp_path / "straight")
+
+    real_save = training.Checkpointer.save
+
+    def crash_after_epoch_one(self, position, **objects):
+        real_save(self, position, **objects)
+        if position == training.Position(2, 0):
+            raise KeyboardInterrupt("killed")  # like a node failure: nothing after the checkpoint runs
+
+    monkeypatch.setattr(training.Checkpointer, "save", crash_after_epoch_one)
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, image_sets, tmp_path / "crashed")
+    assert final_checkpoint(tmp_path / "crashed")["position"] == {"epoch": 2, "step": 0}
+    monkeypatch.setattr(training.Checkpointer, "save", real_save)
+    torch.manual_seed(999)  # the rerun must not depend on the state the crash left behind
+
+    _, metrics, _, _ = run(spec, image_sets, tmp_path / "crashed")
+    resumed = final_checkpoint(tmp_path / "crashed")
+    assert resumed["position"] == straight["position"] == {"epoch": 3, "step": 0}
+    assert_same_weights(straight, resumed)
+
+
+def test_stop_signal_checkpoints_mid_epoch_exits_75_and_resumes_identically(image_sets, tmp_path, monkeypatch):
+    """SIGTERM during epoch 1: the step finishes, the checkpoint holds (1, 1), the CLI exits 75;
+    the rerun continues from that batch and ends with the uninterrupted run's weights."""
+    spec = tiny_spec(model_ema=True, model_ema_steps=1, model_ema_decay=0.9)
+    run(spec, image_sets, tmp_path / "straight")
+    straight = final_checkpoint(tmp_path / "straight")
+
+    arguments = cli_arguments(spec, image_sets, tmp_path)
+    real_save = training.Checkpointer.save
+
+    def signal_after_epoch_zero(self, position, **objects):
+        real_save(self, position, **objects)
+        if position == training.Position(1, 0):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(training.Checkpointer, "save", signal_after_epoch_zero)
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(arguments)
+    assert stopped.value.code == training.EXIT_RESUME
+    assert final_checkpoint(tmp_path / "checkpoints")["position"] == {"epoch": 1, "step": 1}
+    assert not (tmp_path / "metrics.json").exists()
+
+    monkeypatch.setattr(training.Checkpointer, "save", real_save)
+    assert cli_main(arguments) == 0
+    resumed = final_checkpoint(tmp_path / "checkpoints")
+    assert_same_weights(straight, resumed)
+    for name, tensor in straight["state"]["ema"].items():
+        assert torch.equal(tensor, resumed["state"]["ema"][name]), name
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"
+
+
+def cli_arguments(spec, image_sets, directory):
+    manifest, indexes = image_sets
+    return [
+        "train-classifier", "--spec", json.dumps(spec), "--manifest", str(manifest),
+        "--imagenet", str(indexes["imagenet_val"]), "--imagenet-a", str(indexes["imagenet_a"]),
+        "--imagenet-r", str(indexes["imagenet_r"]), "--checkpoint-dir", str(directory / "checkpoints"),
+        "--out", str(directory / "metrics.json"), "--confusion", str(directory / "confusion.npy"),
+    ]
+
+
+def test_checkpoint_is_deleted_after_the_outputs_unless_kept(image_sets, tmp_path):
+    spec = dict(tiny_spec(epochs=1), keep_checkpoint=False)
+    assert cli_main(cli_arguments(spec, image_sets, tmp_path)) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"
+    assert np.load(tmp_path / "confusion.npy").shape == (CLASSES, CLASSES)
+    assert not (tmp_path / "checkpoints" / training.CHECKPOINT_NAME).exists()
+
+
+def test_a_changed_recipe_does_not_resume_an_old_checkpoint(image_sets, tmp_path):
+    run(tiny_spec(epochs=1), image_sets, tmp_path)
+    spec = tiny_spec(epochs=2)
+    checkpointer = training.Checkpointer(tmp_path, CPU, training.fingerprint(classify.run_identity(spec, image_sets[0])))
+    assert checkpointer.load(model=torch.nn.Linear(1, 1)) == training.Position()
+
+
+def test_divergence_ends_cleanly_with_null_metrics_and_a_nan_table_cell(image_sets, tmp_path):
+    from contamination import tables
+
+    out, matrix = tmp_path / "metrics.json", tmp_path / "confusion.npy"
+    spec = tiny_spec(lr=1e38)  # SGD at this rate overflows the weights within a few steps
+    code = cli_main(cli_arguments(spec, image_sets, tmp_path))
+    assert code == 0  # the workflow goes on
+    written = json.loads(out.read_text())
+    assert written["status"] == "diverged"
+    assert written["metrics"] == {name: None for name in classify.METRIC_NAMES}
+    assert all("training diverged: non-finite training loss" in written["reasons"][name] for name in classify.METRIC_NAMES)
+    assert np.load(matrix).shape == (0, 0)
+
+    spec_table = {"name": "table1", "reported_table": "1", "models": ["resnet50"], "metrics": ["top1_imagenet_val"],
+                  "rows": [{"dataset": "IN/WV-80%", "mixture": "in_wv_80"}]}
+    table = tables.build_table(spec_table, {"IN/WV-80%|resnet50": out})
+    assert math.isnan(table.loc[0, "measured"]) and table.loc[0, "status"] == "diverged"
+    assert "non-finite training loss" in table.loc[0, "note"]
+
+
+def test_restricted_topk_only_ranks_the_given_classes():
+    logits = torch.tensor([[9.0, 1.0, 3.0, 2.0, 8.0], [0.0, 5.0, 1.0, 7.0, 6.0]])
+    classes = [1, 2, 3]
+    top = classify.restricted_topk(logits, classes, k=5)
+    assert top.tolist() == [[2, 3, 1], [3, 1, 2]]  # class 0 / 4 would win unrestricted
+
+
+def test_topk_accuracy_and_confusion_matrix():
+    labels = np.array([0, 1, 2, 2])
+    predictions = np.array([[0, 1], [2, 1], [2, 0], [1, 0]])
+    assert classify.topk_accuracy(labels, predictions, 1) == 50.0
+    assert classify.topk_accuracy(labels, predictions, 2) == 75.0
+    matrix = classify.confusion_matrix(labels, predictions[:, 0], 3)
+    assert matrix.tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
+
+
+def test_evaluation_rows_are_the_val_split(image_sets):
+    rows = classify.evaluation_rows(image_sets[1]["imagenet_val"])
+    assert len(rows) == 16 and list(rows.columns) == ["id", "uri", "label", "caption", "origin"]
+
+
+def test_figure3_groups_classes_and_refuses_a_diverged_run(tmp_path):
+    classes = tmp_path / "classes.parquet"
+    import pandas as pd
+
+    pd.DataFrame({"label": range(6), "wnid": [f"n{k:08d}" for k in range(6)], "names": [["x"]] * 6}).to_parquet(classes)
+    superclasses = tmp_path / "big_12.csv"
+    superclasses.write_text("wnid,superclass\nn00000004,dog\nn00000001,dog\nn00000002,bird\nn99999999,fish\n")
+    groups = confusion.superclass_groups([f"n{k:08d}" for k in range(6)], confusion.read_superclasses(superclasses))
+    assert groups == [("dog", [1, 4]), ("bird", [2])]  # classes 0, 3, 5 are in no superclass
+    ordered, bounds = confusion.regroup(np.arange(36).reshape(6, 6), groups)
+    assert ordered.tolist() == [[7, 10, 8], [25, 28, 26], [13, 16, 14]] and bounds == [(0, 2), (2, 3)]
+    assert [labels for _, labels in confusion.index_block_groups(6, 4)] == [[0, 1], [2, 3], [4], [5]]
+
+    matrix = tmp_path / "ok.npy"
+    np.save(matrix, np.diag([3, 1, 2, 0, 5, 1]))
+    out = tmp_path / "figure3.png"
+    assert cli_main(["plot-confusion", "--matrices", str(matrix), str(matrix), "--titles", "ImageNet", "SD-ImageNet",
+                     "--classes", str(classes), "--superclasses", str(superclasses), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    diverged = tmp_path / "diverged.npy"
+    np.save(diverged, np.zeros((0, 0), dtype=np.int64))
+    assert cli_main(["plot-confusion", "--matrices", str(diverged), "--titles", "x", "--classes", str(classes),
+                     "--out", str(out)]) == 2

@@ -1,0 +1,157 @@
+"""FID against scipy's sqrtm formula; improved precision/recall against brute force and prdc;
+the metrics.json a fidelity run writes."""
+
+import types
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from contamination import fidelity
+from contamination.io import read_json, write_json
+
+torch.set_num_threads(1)
+
+
+def correlated_features(seed, count, dim, shift=0.0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    return (rng.normal(size=(count, dim)) @ mixing * scale + shift).astype(np.float32)
+
+
+def sqrtm_fid(features_1, features_2):
+    """pytorch-fid's formula: scipy.linalg.sqrtm of the covariance product."""
+    mean_1, mean_2 = features_1.mean(axis=0, dtype=np.float64), features_2.mean(axis=0, dtype=np.float64)
+    covariance_1 = np.cov(features_1.astype(np.float64), rowvar=False)
+    covariance_2 = np.cov(features_2.astype(np.float64), rowvar=False)
+    root = scipy.linalg.sqrtm(covariance_1 @ covariance_2).real
+    return float(((mean_1 - mean_2) ** 2).sum() + np.trace(covariance_1) + np.trace(covariance_2) - 2 * np.trace(root))
+
+
+def brute_force_precision_recall(real, generated, k):
+    """Every pairwise Euclidean distance in float64; radius = (k+1)-th smallest distance in the
+    own set (the point itself included); covered = within the radius of some point."""
+    real, generated = real.astype(np.float64), generated.astype(np.float64)
+
+    def distances(a, b):
+        return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=-1))
+
+    real_radii = np.sort(distances(real, real), axis=1)[:, k]
+    generated_radii = np.sort(distances(generated, generated), axis=1)[:, k]
+    across = distances(real, generated)
+    precision = (across <= real_radii[:, None]).any(axis=0).mean()
+    recall = (across <= generated_radii[None, :]).any(axis=1).mean()
+    return precision, recall
+
+
+@pytest.fixture(scope="module")
+def feature_sets():
+    real = correlated_features(0, 300, 24)
+    generated = correlated_features(1, 240, 24, shift=0.3, scale=0.8)
+    return real, generated
+
+
+def test_fid_agrees_with_sqrtm_to_nine_digits():
+    features_1 = correlated_features(2, 3000, 64)
+    features_2 = correlated_features(3, 2500, 64, shift=0.1, scale=1.3)
+    reference = sqrtm_fid(features_1, features_2)
+    assert reference > 1.0
+    assert fidelity.fid(features_1, features_2) == pytest.approx(reference, rel=1e-9)
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+    features = correlated_features(4, 500, 16)
+    assert abs(fidelity.fid(features, features)) < 1e-9
+
+
+def test_blocked_statistics_equal_numpy_mean_and_cov():
+    features = correlated_features(5, 1001, 12)
+    mean, covariance = fidelity.feature_statistics(features, block_rows=97)
+    np.testing.assert_allclose(mean, features.mean(axis=0, dtype=np.float64), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(covariance, np.cov(features.astype(np.float64), rowvar=False), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_precision_recall_equal_brute_force(feature_sets, k, dtype):
+    real, generated = feature_sets
+    scores = fidelity.precision_recall(real, generated, k=k, block_size=64, dtype=dtype)
+    precision, recall = brute_force_precision_recall(real, generated, k)
+    assert 0.0 < precision < 1.0 and 0.0 < recall < 1.0  # the sets overlap only partly
+    assert scores["precision"] == precision
+    assert scores["recall"] == recall
+
+
+def test_precision_recall_do_not_depend_on_the_block_size(feature_sets):
+    real, generated = feature_sets[0][:80], feature_sets[1][:70]
+    results = {size: fidelity.precision_recall(real, generated, k=5, block_size=size) for size in (1, 6, 33, 79, 10000)}
+    counts = {(r["precision_count"], r["recall_count"]) for r in results.values()}
+    assert len(counts) == 1, results
+    assert all(0 < count < total for count, total in zip(counts.pop(), (len(generated), len(real))))
+
+
+def test_precision_recall_equal_prdc(feature_sets):
+    import prdc  # the reference implementation, pinned in requirements.lock
+
+    real, generated = feature_sets
+    reference = prdc.compute_prdc(real_features=real, fake_features=generated, nearest_k=5)
+    scores = fidelity.precision_recall(real, generated, k=5, block_size=50)
+    # prdc uses "<" where NVlabs uses "<="; continuous features have no ties, so they agree.
+    assert scores["precision"] == reference["precision"]
+    assert scores["recall"] == reference["recall"]
+
+
+def test_neighbourhood_radius_needs_k_plus_one_points():
+    with pytest.raises(ValueError, match="at least 6 points"):
+        fidelity.precision_recall(correlated_features(6, 5, 4), correlated_features(7, 20, 4), k=5)
+
+
+def run_fidelity(tmp_path, generated, references, kind, training=None):
+    paths = {}
+    for name, features in {"generated": generated, **references}.items():
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], features)
+    out = tmp_path / "metrics.json"
+    args = types.SimpleNamespace(
+        generated=str(paths["generated"]), reference=[f"{name}={paths[name]}" for name in references], kind=kind,
+        k=5, block_size=32, device="cpu", training=training, out=str(out),
+    )
+    fidelity.run_fidelity(args)
+    return read_json(out)
+
+
+def test_samples_run_writes_fid_and_precision_recall_at_k(tmp_path, feature_sets):
+    real, generated = feature_sets
+    run = run_fidelity(tmp_path, generated, {"imagenet64_val": real, "webvision64_val": real[:100]}, "samples")
+    assert run["status"] == "ok"
+    assert set(run["metrics"]) == {f"{metric}_vs_{reference}" for metric in ("FID", "precision@5", "recall@5")
+                                   for reference in ("imagenet64_val", "webvision64_val")}
+    precision, recall = brute_force_precision_recall(real, generated, 5)
+    assert run["metrics"]["precision@5_vs_imagenet64_val"] == precision
+    assert run["metrics"]["recall@5_vs_imagenet64_val"] == recall
+    assert run["metrics"]["FID_vs_imagenet64_val"] == pytest.approx(sqrtm_fid(generated, real), rel=1e-6)
+
+
+def test_dataset_run_writes_precision_and_recall(tmp_path, feature_sets):
+    real, generated = feature_sets
+    run = run_fidelity(tmp_path, generated, {"imagenet_val": real}, "dataset")
+    assert set(run["metrics"]) == {"precision_vs_imagenet_val", "recall_vs_imagenet_val"}
+    assert all(0.0 < value < 1.0 for value in run["metrics"].values())
+
+
+def test_too_few_points_give_null_metrics_with_the_reason(tmp_path, feature_sets):
+    real, _ = feature_sets
+    run = run_fidelity(tmp_path, real[:4], {"imagenet_val": real}, "dataset")
+    assert run["metrics"] == {"precision_vs_imagenet_val": None, "recall_vs_imagenet_val": None}
+    assert "at least k+1=6 images in each set: 4 generated" in run["reasons"]["precision_vs_imagenet_val"]
+
+
+def test_a_model_that_did_not_train_gives_null_metrics_with_its_reason(tmp_path, feature_sets):
+    real, _ = feature_sets
+    status = tmp_path / "training.json"
+    write_json({"status": "diverged", "reason": "training diverged: non-finite training loss (nan on rank 0)"}, status)
+    run = run_fidelity(tmp_path, np.zeros((0, 24), np.float32), {"imagenet64_val": real}, "samples", str(status))
+    assert run["status"] == "diverged"
+    assert set(run["metrics"].values()) == {None}
+    assert "non-finite training loss" in run["reasons"]["FID_vs_imagenet64_val"]

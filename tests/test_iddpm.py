@@ -1,0 +1,231 @@
+"""Improved DDPM: the L_vlb terms against closed forms, the sampler against the training
+parameterisation, resume after a stop, per-image sampling seeds, the diverged path."""
+
+import math
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from contamination import diffusion, fidelity, iddpm, training
+from contamination.io import read_json
+
+torch.set_num_threads(1)
+
+T = 4000
+
+
+@pytest.fixture(scope="module")
+def gaussian():
+    return diffusion.GaussianDiffusion.from_scheduler(diffusion.scheduler(T))
+
+
+@pytest.fixture(scope="module")
+def chain():
+    """The forward process from the betas alone: betas and cumulative alpha products (float64)."""
+    betas = diffusion.scheduler(T).betas.double()
+    return betas, torch.cumprod(1.0 - betas, dim=0)
+
+
+def toy_case(seed, t_values):
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.tensor(t_values)
+    x_start = torch.rand(len(t), 3, 4, 4, generator=generator, dtype=torch.float64) * 2 - 1
+    x_t = torch.randn(len(t), 3, 4, 4, generator=generator, dtype=torch.float64)
+    eps = torch.randn(len(t), 3, 4, 4, generator=generator, dtype=torch.float64)
+    v = torch.rand(len(t), 3, 4, 4, generator=generator, dtype=torch.float64) * 2 - 1
+    return t, x_start, x_t, torch.cat([eps, v], dim=1)
+
+
+def bayes_posterior(chain, x_start, x_t, t):
+    """q(x_{t-1} | x_t, x_0) as the product of q(x_t | x_{t-1}) and q(x_{t-1} | x_0)."""
+    betas, alphas_cumprod = chain
+    beta = betas[t].view(-1, 1, 1, 1)
+    previous = alphas_cumprod[t - 1].view(-1, 1, 1, 1)
+    precision = 1.0 / (1.0 - previous) + (1.0 - beta) / beta
+    variance = 1.0 / precision
+    mean = variance * (previous.sqrt() * x_start / (1.0 - previous) + (1.0 - beta).sqrt() * x_t / beta)
+    return mean, variance
+
+
+def test_vlb_term_equals_closed_form_gaussian_kl(gaussian, chain):
+    t, x_start, x_t, output = toy_case(0, [1, 7, 250, 2000, 3999])
+    betas, alphas_cumprod = chain
+    true_mean, true_variance = bayes_posterior(chain, x_start, x_t, t)
+    eps, v = output.split(3, dim=1)
+    predicted_x_start = (x_t - (1.0 - alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1) * eps) / alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
+    model_mean, _ = bayes_posterior(chain, predicted_x_start, x_t, t)
+    fraction = (v + 1) / 2
+    model_variance = torch.exp(fraction * betas[t].log().view(-1, 1, 1, 1) + (1 - fraction) * true_variance.log())
+    kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(true_mean, true_variance.sqrt()),
+        torch.distributions.Normal(model_mean, model_variance.sqrt()),
+    )
+    expected = kl.mean(dim=(1, 2, 3)) / math.log(2.0)
+    measured = gaussian.vlb_terms(output, x_start, x_t, t)
+    assert (expected > 0).all()
+    torch.testing.assert_close(measured, expected, rtol=1e-9, atol=0.0)
+
+
+def test_vlb_term_at_t0_is_the_discretised_decoder_nll(gaussian, chain):
+    t, x_start, noise, output = toy_case(1, [0, 0])
+    x_start = torch.round((x_start + 1) * 127.5) / 127.5 - 1  # 256 pixel levels
+    x_start[0, 0, 0, :2] = torch.tensor([-1.0, 1.0])  # both edge bins
+    x_t = gaussian.q_sample(x_start, t, noise)
+    output[:, :3] = noise + 0.3 * output[:, :3]  # a decent eps, so the decoder is near x_0
+    mean, log_variance, _ = gaussian.p_mean_variance(output, x_t, t)
+    decoder = torch.distributions.Normal(mean, torch.exp(0.5 * log_variance))
+    upper = torch.where(x_start > 0.999, torch.ones_like(x_start), decoder.cdf(x_start + 1 / 255))
+    lower = torch.where(x_start < -0.999, torch.zeros_like(x_start), decoder.cdf(x_start - 1 / 255))
+    expected = -torch.log(upper - lower).mean(dim=(1, 2, 3)) / math.log(2.0)
+    torch.testing.assert_close(gaussian.vlb_terms(output, x_start, x_t, t), expected, rtol=1e-6, atol=0.0)
+
+
+def test_hybrid_loss_trains_the_mean_by_mse_only(gaussian):
+    t, x_start, x_t, output = toy_case(2, [3, 900, 3999])
+    output.requires_grad_(True)
+    noise = torch.randn_like(x_start)
+    loss, mse, vlb = gaussian.hybrid_loss(output, x_start, x_t, t, noise, vlb_weight=0.001)
+    torch.testing.assert_close(loss, mse + 0.001 * T * vlb)
+    (gradient,) = torch.autograd.grad((loss - mse).sum(), output)
+    assert torch.count_nonzero(gradient[:, :3]) == 0  # stop-gradient on the mean (eps)
+    assert torch.count_nonzero(gradient[:, 3:]) > 0  # L_vlb trains the variance
+
+
+def test_respaced_sampler_step_is_improved_ddpm_respacing():
+    """diffusers' step at 250 respaced steps = the mean and variance of a diffusion whose betas
+    are recomputed between the kept timesteps (improved-diffusion's SpacedDiffusion)."""
+    ddpm = diffusion.scheduler(T)
+    alphas_cumprod = ddpm.alphas_cumprod.double()
+    ddpm.set_timesteps(250)
+    kept = ddpm.timesteps.flip(0)
+    assert kept.tolist() == [round(x) for x in np.linspace(0, T - 1, 250)]
+    respaced_cumprod = alphas_cumprod[kept]
+    respaced_betas = 1 - respaced_cumprod / torch.cat([torch.ones(1, dtype=torch.float64), respaced_cumprod[:-1]])
+    respaced = diffusion.GaussianDiffusion(respaced_betas)
+    for index in (1, 100, 249):
+        timestep = kept[index]
+        generator = torch.Generator().manual_seed(index)
+        x_start = torch.rand(2, 3, 4, 4, generator=generator) - 0.5
+        noise = torch.randn(2, 3, 4, 4, generator=generator)
+        x_t = respaced.q_sample(x_start, torch.tensor([index, index]), noise)
+        v = torch.rand(2, 3, 4, 4, generator=generator) * 2 - 1
+        output = torch.cat([noise, v], dim=1)  # exact eps: x0 stays inside the clip range
+        stepped = ddpm.step(output, timestep, x_t, generator=torch.Generator().manual_seed(99)).prev_sample
+        mean, log_variance, _ = respaced.p_mean_variance(output, x_t, torch.tensor([index, index]))
+        z = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(99))
+        torch.testing.assert_close(stepped, mean + torch.exp(0.5 * log_variance) * z, rtol=1e-4, atol=1e-4)
+
+
+# ---- training, resume, sampling -------------------------------------------------------------
+
+TINY_SPEC = {
+    "image_size": 16,
+    "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "attention_resolutions": [8],
+             "attention_head_dim": 16, "norm_num_groups": 8, "dropout": 0.0},
+    "diffusion_steps": T, "rescale_timesteps": True, "vlb_weight": 0.001, "iterations": 7, "batch_size": 4,
+    "lr": 1e-3, "weight_decay": 0.0, "ema_decay": 0.9, "seed": 3, "checkpoint_every": 100, "log_every": 100,
+    "num_workers": 0, "device": "cpu", "keep_checkpoint": False,
+    "sample_count": 6, "sample_steps": 8, "sample_batch_size": 4, "sample_shard_size": 4,
+}
+
+
+@pytest.fixture
+def images(tmp_path):
+    path = tmp_path / "images.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8))
+    return path
+
+
+class StopAfter:
+    """A StopRequest whose flag rises once ``steps`` training steps have checked it."""
+
+    def __init__(self, steps):
+        self.remaining = steps
+
+    @property
+    def requested(self):
+        self.remaining -= 1
+        return self.remaining < 0
+
+
+def train(spec, images, checkpoint_dir, stop=None):
+    env = training.setup_distributed("cpu")
+    checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec))
+    return iddpm.train(spec, images, checkpointer, env, stop=stop), checkpointer
+
+
+def test_resumed_training_ends_with_identical_weights(tmp_path, images):
+    # 12 images in batches of 4: 3 steps per epoch; stop inside the second epoch.
+    straight, _ = train(TINY_SPEC, images, tmp_path / "straight", stop=StopAfter(100))
+    with pytest.raises(training.Interrupted):
+        train(TINY_SPEC, images, tmp_path / "resumed", stop=StopAfter(4))
+    checkpoint = torch.load(tmp_path / "resumed" / training.CHECKPOINT_NAME, weights_only=False)
+    assert checkpoint["position"] == {"epoch": 1, "step": 2}  # 5 steps done (the 5th saw the flag)
+    resumed, _ = train(TINY_SPEC, images, tmp_path / "resumed", stop=StopAfter(100))
+    straight_state, resumed_state = straight.state_dict(), resumed.state_dict()
+    assert straight_state.keys() == resumed_state.keys()
+    assert all(torch.equal(straight_state[name], resumed_state[name]) for name in straight_state)
+    fresh = iddpm.build_unet(TINY_SPEC["unet"], 16).state_dict()
+    assert not all(torch.equal(fresh[name], straight_state[name]) for name in fresh)  # it did train
+
+
+def test_samples_depend_on_their_number_only(tmp_path, images):
+    unet, _ = train(dict(TINY_SPEC, iterations=2), images, tmp_path / "run", stop=StopAfter(100))
+    device = torch.device("cpu")
+    together = np.concatenate(list(iddpm.sample(unet, TINY_SPEC, range(0, 4), device)))
+    alone = np.concatenate(list(iddpm.sample(unet, dict(TINY_SPEC, sample_batch_size=1), range(2, 4), device)))
+    assert together.shape == (4, 16, 16, 3) and together.dtype == np.uint8
+    # Batch composition changes float round-off (1e-6), which can move a pixel by one level.
+    assert np.abs(together[2:].astype(int) - alone.astype(int)).max() <= 1
+    assert not np.array_equal(together[0], together[1])
+
+
+def test_shards_cover_the_sample_count_once():
+    numbers = [n for shard in range(2) for n in iddpm.shard_numbers(TINY_SPEC, shard)]
+    assert numbers == list(range(TINY_SPEC["sample_count"]))
+    with pytest.raises(Exception, match="iddpm.sample_count"):
+        iddpm.shard_numbers(TINY_SPEC, 2)
+
+
+def test_diverged_training_writes_status_and_empty_samples(tmp_path, images):
+    manifest = tmp_path / "manifest.parquet"
+    manifest.write_bytes(b"identity of the training data")
+    spec = dict(TINY_SPEC, lr=1e30, iterations=20)  # Adam steps of 1e30 make the loss non-finite
+    train_args = types.SimpleNamespace(spec=spec, images=str(images), manifest=str(manifest),
+                                       checkpoint_dir=str(tmp_path / "checkpoint"), out=str(tmp_path / "model"),
+                                       status=str(tmp_path / "training.json"))
+    iddpm.run_train(train_args)
+    status = read_json(tmp_path / "training.json")
+    assert status["status"] == "diverged" and "non-finite training loss" in status["reason"]
+    assert list((tmp_path / "model").iterdir()) == []
+    iddpm.run_sample(types.SimpleNamespace(spec=spec, model=str(tmp_path / "model"), status=train_args.status,
+                                           shard=0, out=str(tmp_path / "samples.npy")))
+    assert np.load(tmp_path / "samples.npy").shape == (0, 16, 16, 3)
+    np.save(tmp_path / "generated.npy", np.zeros((0, 8), np.float32))
+    np.save(tmp_path / "real.npy", np.random.default_rng(1).normal(size=(10, 8)).astype(np.float32))
+    fidelity.run_fidelity(types.SimpleNamespace(
+        generated=str(tmp_path / "generated.npy"), reference=[f"imagenet64_val={tmp_path / 'real.npy'}"],
+        kind="samples", k=5, block_size=8, device="cpu", training=train_args.status, out=str(tmp_path / "m.json")))
+    metrics = read_json(tmp_path / "m.json")
+    assert metrics["status"] == "diverged" and metrics["metrics"]["FID_vs_imagenet64_val"] is None
+    assert "non-finite training loss" in metrics["reasons"]["recall@5_vs_imagenet64_val"]
+
+
+def test_trained_model_is_saved_and_sampled_through_from_pretrained(tmp_path, images):
+    manifest = tmp_path / "manifest.parquet"
+    manifest.write_bytes(b"identity of the training data")
+    spec = dict(TINY_SPEC, iterations=3)
+    train_args = types.SimpleNamespace(spec=spec, images=str(images), manifest=str(manifest),
+                                       checkpoint_dir=str(tmp_path / "checkpoint"), out=str(tmp_path / "model"),
+                                       status=str(tmp_path / "training.json"))
+    iddpm.run_train(train_args)
+    assert read_json(tmp_path / "training.json")["status"] == "ok"
+    assert not (tmp_path / "checkpoint" / training.CHECKPOINT_NAME).exists()  # keep_checkpoint: false
+    for shard in (0, 1):
+        iddpm.run_sample(types.SimpleNamespace(spec=spec, model=train_args.out, status=train_args.status,
+                                               shard=shard, out=str(tmp_path / f"samples-{shard}.npy")))
+    shards = [np.load(tmp_path / f"samples-{shard}.npy") for shard in (0, 1)]
+    assert [len(shard) for shard in shards] == [4, 2]
+    assert all(shard.dtype == np.uint8 and shard.shape[1:] == (16, 16, 3) for shard in shards)

@@ -1,0 +1,147 @@
+"""The shared training skeleton: EMA, checkpoints, stop signals, divergence, samplers, metrics.json."""
+
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from contamination import training
+from contamination.errors import DataError
+
+CPU = training.DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+@pytest.fixture
+def restore_signal_handlers():
+    saved = {name: signal.getsignal(getattr(signal, name)) for name in training.STOP_SIGNALS}
+    yield
+    for name, handler in saved.items():
+        signal.signal(getattr(signal, name), handler)
+
+
+def small_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+
+
+def test_ema_copies_first_then_averages_parameters_and_buffers():
+    model = small_model()
+    ema = training.ExponentialMovingAverage(model, decay=0.9)
+    ema.update(model)  # the first update copies
+    first = [p.detach().clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(ema.module.module.parameters(), first))
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+        model[1].running_mean.fill_(2.0)
+    ema.update(model)
+    for averaged, before, now in zip(ema.module.module.parameters(), first, model.parameters()):
+        assert torch.allclose(averaged, 0.9 * before + 0.1 * now)
+    # use_buffers=True: BatchNorm statistics are averaged too (0.9 * 0 + 0.1 * 2)
+    assert torch.allclose(ema.module.module[1].running_mean, torch.full((4,), 0.2))
+
+    ema.restart()
+    ema.update(model)
+    assert all(torch.equal(a, b) for a, b in zip(ema.module.module.parameters(), model.parameters()))
+
+
+def test_checkpoint_round_trip_restores_state_position_and_rng(tmp_path):
+    model = small_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(5, 3)).sum().backward()
+    optimizer.step()
+    checkpointer = training.Checkpointer(tmp_path, CPU, fingerprint="abc")
+    checkpointer.save(training.Position(epoch=3, step=2), model=model, optimizer=optimizer, ema=None)
+    expected_draw = torch.rand(4)
+
+    fresh_model = small_model()
+    fresh_optimizer = torch.optim.SGD(fresh_model.parameters(), lr=0.1, momentum=0.9)
+    torch.manual_seed(123)
+    position = checkpointer.load(model=fresh_model, optimizer=fresh_optimizer, ema=None)
+
+    assert position == training.Position(epoch=3, step=2)
+    assert torch.equal(torch.rand(4), expected_draw)
+    for a, b in zip(fresh_model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert fresh_optimizer.state_dict()["state"][0]["momentum_buffer"].equal(
+        optimizer.state_dict()["state"][0]["momentum_buffer"]
+    )
+    assert [p.name for p in tmp_path.iterdir()] == [training.CHECKPOINT_NAME]  # no temporary left
+
+
+def test_checkpoint_of_another_config_is_ignored(tmp_path):
+    model = small_model()
+    training.Checkpointer(tmp_path, CPU, fingerprint="old").save(training.Position(5, 0), model=model)
+    other = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    before = [p.clone() for p in other.parameters()]
+    position = training.Checkpointer(tmp_path, CPU, fingerprint="new").load(model=other)
+    assert position == training.Position()
+    assert all(torch.equal(a, b) for a, b in zip(other.parameters(), before))
+
+
+def test_no_checkpoint_means_start_from_scratch(tmp_path):
+    assert training.Checkpointer(tmp_path / "missing", CPU, "x").load(model=small_model()) == training.Position()
+
+
+def test_stop_signal_sets_the_flag_and_check_step_reports_it(restore_signal_handlers):
+    stop = training.StopRequest()
+    assert training.check_step(torch.tensor(1.0), stop, CPU) is False
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert stop.requested and stop.signal_name == "SIGUSR1"
+    assert training.check_step(torch.tensor(1.0), stop, CPU) is True
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_check_step_raises_diverged_on_non_finite_loss(value, restore_signal_handlers):
+    with pytest.raises(training.Diverged, match="non-finite training loss"):
+        training.check_step(torch.tensor(value), training.StopRequest(), CPU)
+
+
+def test_repeated_augment_sampler_repeats_each_index_and_rounds_the_epoch():
+    dataset = list(range(40))
+    sampler = training.RepeatedAugmentSampler(dataset, CPU, seed=0, repetitions=4, round_to=16)
+    indices = list(sampler)
+    assert len(indices) == len(sampler) == 32  # 40 rounded down to a multiple of 16
+    assert indices[:4] == [indices[0]] * 4  # each index comes `repetitions` times in a row
+    sampler.set_epoch(1)
+    assert list(sampler) != indices  # a new order per epoch
+    with pytest.raises(DataError, match="10 items round down to 0"):
+        training.RepeatedAugmentSampler(list(range(10)), CPU, seed=0, round_to=16)
+
+
+def test_resumable_sampler_skips_done_batches_of_the_same_order():
+    base = training.distributed_sampler(list(range(20)), CPU, seed=0)
+    sampler = training.ResumableSampler(base, batch_size=4)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.set_epoch(2, skip_batches=3)
+    assert list(sampler) == full[12:] and len(sampler) == 8
+
+
+def test_loader_generator_depends_on_seed_rank_and_epoch_only():
+    draw = lambda seed, epoch: torch.randint(0, 2**30, (1,), generator=training.loader_generator(seed, CPU, epoch))
+    assert torch.equal(draw(0, 1), draw(0, 1))
+    assert not torch.equal(draw(0, 1), draw(0, 2)) and not torch.equal(draw(0, 1), draw(1, 1))
+
+
+def test_write_metrics_nulls_non_finite_values_and_requires_reasons(tmp_path):
+    path = tmp_path / "metrics.json"
+    provenance = training.provenance({"a": 1}, seed=0, env=CPU)
+    training.write_metrics(path, {"top1": 12.5, "fid": math.nan}, {"fid": "no Inception weights"}, "ok", provenance)
+    written = json.loads(path.read_text())
+    assert written["metrics"] == {"top1": 12.5, "fid": None}
+    assert written["reasons"] == {"fid": "no Inception weights"}
+    assert written["provenance"]["config_sha256"] == training.fingerprint({"a": 1})
+    assert written["provenance"]["packages"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert written["provenance"]["seed"] == 0 and written["status"] == "ok"
+    with pytest.raises(ValueError, match="fid is nan without a reason"):
+        training.write_metrics(path, {"fid": math.nan}, {}, "ok", provenance)
+
+
+def test_unavailable_gives_every_metric_null_with_the_reason():
+    metrics, reasons = training.unavailable(["a", "b"], "training diverged")
+    assert metrics == {"a": None, "b": None} and reasons == {"a": "training diverged", "b": "training diverged"}

@@ -1,0 +1,73 @@
+# Image captioning (Tables 2 and 9): BLIP fine-tuned on each caption mixture of the tables, and
+# the starting model evaluated as it is ("w/o fine-tuning", run id `pretrained`); every run
+# captions the Karpathy test split of COCO and writes metrics.json + captions.json.
+# Training runs one process per GPU of the job (torchrun, from the profile's `gpu` resource); a run
+# killed or stopped by SLURM resumes from RESULTS/checkpoints/caption/blip/<mixture>/.
+EXPERIMENTS.add("caption")
+
+
+if config["models"]["build_tiny"]:
+
+    rule tiny_blip:
+        input:
+            RESULTS / "index" / "coco.parquet",
+        output:
+            directory(config["models"]["blip"]),
+        log:
+            LOGS / "models" / "tiny_blip.log",
+        params:
+            prompt=config["captioning"]["prompt"],
+            image_size=config["captioning"]["image_size"],
+            seed=config["seed"],
+        conda:
+            ENV
+        shell:
+            "python -m contamination tiny-blip {output} --captions {input} --prompt {params.prompt:q}"
+            " --image-size {params.image_size} --seed {params.seed} > {log} 2>&1"
+
+
+rule caption_finetune:
+    input:
+        manifest=RESULTS / "mixtures" / "{mixture}.parquet",
+        index=RESULTS / "index" / "coco.parquet",
+        model=blip_dir(),
+    output:
+        metrics=RESULTS / "caption" / "blip" / "{mixture}" / "metrics.json",
+        captions=RESULTS / "caption" / "blip" / "{mixture}" / "captions.json",
+    log:
+        LOGS / "caption" / "blip" / "{mixture}.log",
+    params:
+        launcher=torch_launcher,
+        settings=captioning_settings(),
+        checkpoints=caption_checkpoint_dir,
+        seed=config["seed"],
+    threads: 2
+    conda:
+        ENV
+    shell:
+        "{params.launcher} -m contamination caption"
+        " --manifest {input.manifest} --index {input.index} --model {input.model}"
+        " --settings {params.settings:q} --checkpoint-dir {params.checkpoints} --seed {params.seed}"
+        " --threads {threads} --out {output.metrics} --captions {output.captions} > {log} 2>&1"
+
+
+rule caption_pretrained:
+    input:
+        index=RESULTS / "index" / "coco.parquet",
+        model=blip_dir(),
+    output:
+        metrics=RESULTS / "caption" / "blip" / "pretrained" / "metrics.json",
+        captions=RESULTS / "caption" / "blip" / "pretrained" / "captions.json",
+    log:
+        LOGS / "caption" / "blip" / "pretrained.log",
+    params:
+        launcher=torch_launcher,
+        settings=captioning_settings(),
+        seed=config["seed"],
+    threads: 2
+    conda:
+        ENV
+    shell:
+        "{params.launcher} -m contamination caption"
+        " --index {input.index} --model {input.model} --settings {params.settings:q} --seed {params.seed}"
+        " --threads {threads} --out {output.metrics} --captions {output.captions} > {log} 2>&1"

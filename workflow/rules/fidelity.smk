@@ -1,0 +1,72 @@
+# Inception features, one .npy per (image set, extractor) under results/<run>/features/inception/,
+# and Table 4: the precision and recall of datasets themselves against ImageNet val. IDDPM's
+# metrics (Tables 3, 10) read the same feature files (iddpm.smk).
+EXPERIMENTS.add("fidelity")
+
+
+if config["models"]["build_tiny"]:
+
+    rule tiny_inception:
+        output:
+            config["models"]["inception"],
+        log:
+            LOGS / "models" / "tiny_inception.log",
+        params:
+            seed=config["seed"],
+            resolution=config["fidelity"]["inception_resolution"],
+        conda:
+            ENV
+        shell:
+            "python -m contamination tiny-inception {output} --seed {params.seed}"
+            " --resolution {params.resolution} > {log} 2>&1"
+
+
+rule index_features:
+    input:
+        index=RESULTS / "index" / "{source}.parquet",
+        extractor=inception_weights(),
+    output:
+        features_path("index", "{source}-{split}-{size}px"),
+    log:
+        LOGS / "features" / "index" / "{source}-{split}-{size}px.log",
+    params:
+        settings=feature_settings,
+    conda:
+        ENV
+    shell:
+        "python -m contamination features --index {input.index} --split {wildcards.split} --size {wildcards.size}"
+        " --extractor {input.extractor} {params.settings} --out {output} > {log} 2>&1"
+
+
+rule mixture_features:
+    input:
+        manifest=RESULTS / "mixtures" / "{mixture}.parquet",
+        extractor=inception_weights(),
+    output:
+        features_path("mixtures", "{mixture}-{size}px"),
+    log:
+        LOGS / "features" / "mixtures" / "{mixture}-{size}px.log",
+    params:
+        settings=feature_settings,
+    conda:
+        ENV
+    shell:
+        "python -m contamination features --manifest {input.manifest} --size {wildcards.size}"
+        " --extractor {input.extractor} {params.settings} --out {output} > {log} 2>&1"
+
+
+rule dataset_fidelity:
+    input:
+        unpack(dataset_fidelity_input),
+    output:
+        metrics_path("fidelity", FIDELITY_MODEL, "{mixture}"),
+    log:
+        LOGS / "fidelity" / "{mixture}.log",
+    params:
+        references=reference_arguments,
+        settings=fidelity_settings(),
+    conda:
+        ENV
+    shell:
+        "python -m contamination fidelity --kind dataset --generated {input.generated} {params.references}"
+        " {params.settings} --out {output} > {log} 2>&1"

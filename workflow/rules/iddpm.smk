@@ -1,0 +1,93 @@
+# Tables 3 and 10: improved DDPM trained on the 64x64 version of each mixture a table asks for,
+# sampled in shards, scored by FID and precision/recall against the 64x64 reference sets. The
+# training job runs one process per GPU (torchrun) when the profile gives it GPUs; stopped by a
+# signal it checkpoints and exits 75, and its retry resumes from results/<run>/checkpoints/.
+EXPERIMENTS.add("iddpm")
+
+
+rule image_array:
+    input:
+        RESULTS / "mixtures" / "{mixture}.parquet",
+    output:
+        RESULTS / "images" / "{mixture}-{size}px.npy",
+    log:
+        LOGS / "images" / "{mixture}-{size}px.log",
+    params:
+        workers=config["iddpm"]["num_workers"],
+    conda:
+        ENV
+    shell:
+        "python -m contamination image-array --manifest {input} --size {wildcards.size}"
+        " --workers {params.workers} --out {output} > {log} 2>&1"
+
+
+rule iddpm_train:
+    input:
+        images=iddpm_images,
+        manifest=RESULTS / "mixtures" / "{mixture}.parquet",
+    output:
+        model=directory(iddpm_run_dir("{mixture}") / "model"),
+        status=iddpm_run_dir("{mixture}") / "training.json",
+    log:
+        LOGS / "iddpm" / "{mixture}" / "train.log",
+    params:
+        spec=iddpm_spec(iddpm_recipe.TRAIN_SPEC_KEYS),
+        checkpoints=iddpm_checkpoint_dir,
+        launcher=torch_launcher,
+    conda:
+        ENV
+    shell:
+        "{params.launcher} -m contamination iddpm-train --spec {params.spec:q} --images {input.images}"
+        " --manifest {input.manifest} --checkpoint-dir {params.checkpoints} --out {output.model}"
+        " --status {output.status} > {log} 2>&1"
+
+
+rule iddpm_sample:
+    input:
+        model=iddpm_run_dir("{mixture}") / "model",
+        status=iddpm_run_dir("{mixture}") / "training.json",
+    output:
+        iddpm_run_dir("{mixture}") / "samples" / "shard-{shard}.npy",
+    log:
+        LOGS / "iddpm" / "{mixture}" / "sample-{shard}.log",
+    params:
+        spec=iddpm_spec(iddpm_recipe.SAMPLE_SPEC_KEYS),
+    conda:
+        ENV
+    shell:
+        "python -m contamination iddpm-sample --spec {params.spec:q} --model {input.model}"
+        " --status {input.status} --shard {wildcards.shard} --out {output} > {log} 2>&1"
+
+
+rule iddpm_sample_features:
+    input:
+        samples=iddpm_sample_shards,
+        extractor=inception_weights(),
+    output:
+        features_path("iddpm", "{mixture}"),
+    log:
+        LOGS / "features" / "iddpm" / "{mixture}.log",
+    params:
+        settings=feature_settings,
+    conda:
+        ENV
+    shell:
+        "python -m contamination features --images {input.samples} --extractor {input.extractor}"
+        " {params.settings} --out {output} > {log} 2>&1"
+
+
+rule iddpm_fidelity:
+    input:
+        unpack(iddpm_fidelity_input),
+    output:
+        metrics_path("iddpm", IDDPM_MODEL, "{mixture}"),
+    log:
+        LOGS / "iddpm" / "{mixture}" / "fidelity.log",
+    params:
+        references=reference_arguments,
+        settings=fidelity_settings(),
+    conda:
+        ENV
+    shell:
+        "python -m contamination fidelity --kind samples --generated {input.generated} {params.references}"
+        " --training {input.status} {params.settings} --out {output} > {log} 2>&1"

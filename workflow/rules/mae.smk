@@ -1,0 +1,44 @@
+# Table 11: MAE pre-training of a ViT on each mixture, then linear probing of its frozen encoder
+# on ImageNet. Both jobs run one process per GPU (torchrun) when the profile gives them GPUs; a
+# job stopped by a signal exits 75 and its retry resumes from results/<run>/checkpoints/.
+EXPERIMENTS.add("mae")
+
+
+rule mae_pretrain:
+    input:
+        manifest=RESULTS / "mixtures" / "{mixture}.parquet",
+    output:
+        model=directory(RESULTS / "mae" / MAE_MODEL / "{mixture}" / "pretrained"),
+        summary=RESULTS / "mae" / MAE_MODEL / "{mixture}" / "pretrain.json",
+    log:
+        LOGS / "mae" / "{mixture}" / "pretrain.log",
+    params:
+        spec=mae_pretrain_spec(),
+        checkpoints=str(RESULTS / "checkpoints" / "mae_pretrain" / MAE_MODEL / "{mixture}"),
+        launcher=torch_launcher,
+    conda:
+        ENV
+    shell:
+        "{params.launcher} -m contamination mae-pretrain --spec {params.spec:q} --manifest {input.manifest}"
+        " --checkpoint-dir {params.checkpoints} --out {output.model} --summary {output.summary} > {log} 2>&1"
+
+
+rule mae_linear_probe:
+    input:
+        model=RESULTS / "mae" / MAE_MODEL / "{mixture}" / "pretrained",
+        summary=RESULTS / "mae" / MAE_MODEL / "{mixture}" / "pretrain.json",
+        imagenet=RESULTS / "index" / "imagenet.parquet",
+    output:
+        metrics_path("mae", MAE_MODEL, "{mixture}"),
+    log:
+        LOGS / "mae" / "{mixture}" / "linear_probe.log",
+    params:
+        spec=mae_probe_spec(),
+        checkpoints=str(RESULTS / "checkpoints" / "mae_linear_probe" / MAE_MODEL / "{mixture}"),
+        launcher=torch_launcher,
+    conda:
+        ENV
+    shell:
+        "{params.launcher} -m contamination mae-linear-probe --spec {params.spec:q} --pretrained {input.model}"
+        " --pretrain-summary {input.summary} --imagenet {input.imagenet} --checkpoint-dir {params.checkpoints}"
+        " --out {output} > {log} 2>&1"
