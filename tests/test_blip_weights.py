@@ -10,7 +10,7 @@ from contamination.blip_weights import convert_blip, interpolate_position_embedd
 from contamination.caption import load_blip
 from contamination.errors import DataError
 from contamination.tiny_blip import TinyBlip
-from contamination.tiny_sd import save_atomically
+from contamination.io import save_pretrained
 from helpers import SMOKE_CONFIG
 
 # transformers name -> BLIP name for the ViT (BLIP's models/vit.py), the inverse of the converter.
@@ -84,7 +84,7 @@ def test_every_weight_comes_from_the_checkpoint(original_checkpoint):
 
 def test_the_converted_directory_loads_and_captions(original_checkpoint, tmp_path):
     checkpoint, vocab, _, _ = original_checkpoint
-    save_atomically(TinyBlip(*convert_blip(checkpoint, vocab, image_size=32)), tmp_path / "blip")
+    save_pretrained(TinyBlip(*convert_blip(checkpoint, vocab, image_size=32)), tmp_path / "blip")
     settings = dict(cfg.load(SMOKE_CONFIG)["captioning"], image_size=32)
     model, processor = load_blip(tmp_path / "blip", settings)
     prompt = processor.tokenizer("a picture of", return_tensors="pt").input_ids

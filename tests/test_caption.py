@@ -24,7 +24,7 @@ from contamination.caption_metrics import METRICS, score_captions
 from contamination.errors import ConfigError
 from contamination.io import read_json, write_parquet
 from contamination.tiny_blip import build_tiny_blip
-from contamination.tiny_sd import save_atomically
+from contamination.io import save_pretrained
 from helpers import SMOKE_CONFIG, cli, job_counts, paper_config_with_empty_roots, snakemake
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the PTB tokenizer and METEOR need Java")
@@ -73,7 +73,7 @@ def tiny_blip_dir(caption_data, tmp_path_factory):
     index, _ = caption_data
     out = tmp_path_factory.mktemp("models") / "tiny-blip"
     texts = list(pd.read_parquet(index)["caption"]) + ["a picture of "]
-    save_atomically(build_tiny_blip(texts, seed=0, image_size=SIZE), out)
+    save_pretrained(build_tiny_blip(texts, seed=0, image_size=SIZE), out)
     return out
 
 

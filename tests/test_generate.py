@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from contamination import generate, tiny_sd
+from contamination.io import save_pretrained
 from contamination.__main__ import main
 from contamination.config import PROJECT_ROOT, load
 from contamination.errors import DataError
@@ -42,7 +43,7 @@ def settings():
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "tiny-sd"
-    tiny_sd.save_atomically(tiny_sd.build_pipeline(0), out)
+    save_pretrained(tiny_sd.build_pipeline(0), out)
     return out
 
 

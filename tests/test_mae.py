@@ -12,7 +12,7 @@ import torch
 from contamination import mae, training
 from contamination.__main__ import build_parser
 from contamination.errors import ConfigError
-from contamination.tiny_sd import save_atomically
+from contamination.io import save_pretrained
 from helpers import environment
 from imagesets import class_images, manifest, source_index, write_images
 
@@ -142,7 +142,7 @@ def test_probe_head_is_batchnorm_without_affine_and_a_small_linear_layer():
 def test_features_are_deterministic_cls_tokens_of_the_saved_encoder(tmp_path):
     torch.manual_seed(0)
     model = mae.build_mae(MODEL, PRETRAIN)
-    save_atomically(model, tmp_path / "pretrained")
+    save_pretrained(model, tmp_path / "pretrained")
     encoder = mae.load_encoder(tmp_path / "pretrained")
     assert encoder.config.mask_ratio == 0.0 and not any(p.requires_grad for p in encoder.parameters())
     assert states_equal(encoder.state_dict(), model.vit.state_dict())
@@ -210,7 +210,7 @@ def test_a_batch_larger_than_the_data_names_the_config_key(images, tmp_path):
 
 def test_linear_probe_learns_classes_from_frozen_features(images, tmp_path):
     torch.manual_seed(0)
-    save_atomically(mae.build_mae(MODEL, PRETRAIN), tmp_path / "pretrained")
+    save_pretrained(mae.build_mae(MODEL, PRETRAIN), tmp_path / "pretrained")
     # LARS steps are a fraction (lr x trust coefficient) of the weight norm: at the paper's 0.001 the
     # head needs thousands of steps (the paper: about 7,000); 0.02 and lr 1 make 40 enough.
     probe = dict(PROBE, epochs=20, warmup_epochs=2, base_lr=16.0, trust_coefficient=0.02, crop_scale=[0.9, 1.0])
@@ -263,7 +263,7 @@ def test_cli_pretraining_killed_by_sigterm_resumes_and_the_probe_writes_metrics(
 
 def test_probe_after_diverged_pretraining_writes_null_metrics_with_the_reason(images, tmp_path):
     torch.manual_seed(0)
-    save_atomically(mae.build_mae(MODEL, PRETRAIN), tmp_path / "pretrained")
+    save_pretrained(mae.build_mae(MODEL, PRETRAIN), tmp_path / "pretrained")
     (tmp_path / "pretrain.json").write_text(json.dumps(
         {"status": "diverged", "reason": "non-finite training loss (nan on rank 0)", "loss_per_epoch": []}))
     run_command("mae-linear-probe", "--spec", json.dumps(PROBE_SPEC), "--pretrained", tmp_path / "pretrained",

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from contamination import tiny_sd
+from contamination.io import save_pretrained
 from contamination.__main__ import main
 
 
@@ -48,8 +49,8 @@ def test_saved_pipeline_loads_through_from_pretrained_and_generates(saved):
 
 def test_same_seed_gives_identical_files_and_another_seed_differs(saved, tmp_path):
     again, other = tmp_path / "again", tmp_path / "other"
-    tiny_sd.save_atomically(tiny_sd.build_pipeline(0), again)
-    tiny_sd.save_atomically(tiny_sd.build_pipeline(1), other)
+    save_pretrained(tiny_sd.build_pipeline(0), again)
+    save_pretrained(tiny_sd.build_pipeline(1), other)
 
     reference = files_of(saved)
     assert files_of(again) == reference
@@ -63,7 +64,7 @@ def test_saving_over_an_existing_directory_replaces_it_and_leaves_no_temporaries
     out = tmp_path / "tiny-sd"
     out.mkdir()
     (out / "stale.txt").write_text("from an older build")
-    tiny_sd.save_atomically(tiny_sd.build_pipeline(0), out)
+    save_pretrained(tiny_sd.build_pipeline(0), out)
 
     assert not (out / "stale.txt").exists() and (out / "model_index.json").is_file()
     assert [path.name for path in tmp_path.iterdir()] == ["tiny-sd"]

@@ -58,10 +58,10 @@ def add_commands(subparsers) -> None:
 
 def run_convert_blip(args) -> None:
     from contamination.tiny_blip import TinyBlip
-    from contamination.tiny_sd import save_atomically
+    from contamination.io import save_pretrained
 
     model, processor = convert_blip(args.checkpoint, args.vocab, args.image_size)
-    save_atomically(TinyBlip(model, processor), args.out)
+    save_pretrained(TinyBlip(model, processor), args.out)
     print(f"converted {args.checkpoint} ({sum(p.numel() for p in model.parameters()):,} parameters, "
           f"{args.image_size} px) to {args.out}")
     if args.check_image:

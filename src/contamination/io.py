@@ -57,6 +57,16 @@ def atomic_directory(final_path):
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+def save_pretrained(model, out) -> None:
+    """``model.save_pretrained`` (a transformers or diffusers model or pipeline) into ``out``,
+    atomically: written to a temporary directory beside it, then renamed into place."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    with atomic_directory(out) as directory:
+        model.save_pretrained(directory, safe_serialization=True)
+
+
 def write_parquet(frame, path) -> None:
     """Write a pandas DataFrame to Parquet atomically and byte-reproducibly."""
     import pyarrow as pa

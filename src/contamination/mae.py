@@ -72,7 +72,7 @@ def add_commands(subparsers) -> None:
 
 def run_pretrain(args) -> None:
     from contamination.io import write_json
-    from contamination.tiny_sd import save_atomically
+    from contamination.io import save_pretrained
 
     spec = args.spec
     env = training.setup_distributed(spec["device"])
@@ -81,7 +81,7 @@ def run_pretrain(args) -> None:
     try:
         model, history, status, reason = pretrain(spec, args.manifest, checkpointer, env)
         if env.is_main:
-            save_atomically(model, args.out)
+            save_pretrained(model, args.out)
             write_json({"status": status, "reason": reason, "loss_per_epoch": history.losses,
                         "provenance": training.provenance(identity, spec["seed"], env, packages=PACKAGES)},
                        args.summary)

@@ -29,10 +29,10 @@ def add_commands(subparsers) -> None:
 
 
 def run_tiny_blip(args) -> None:
-    from contamination.tiny_sd import save_atomically
+    from contamination.io import save_pretrained
 
     texts = caption_texts(args.captions) + [args.prompt]
-    save_atomically(build_tiny_blip(texts, args.seed, args.image_size), args.out)
+    save_pretrained(build_tiny_blip(texts, args.seed, args.image_size), args.out)
     print(f"tiny BLIP (seed {args.seed}, {args.image_size} px) saved to {args.out}")
 
 

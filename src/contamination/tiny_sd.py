@@ -7,11 +7,6 @@ the same ``StableDiffusionPipeline.from_pretrained(<local dir>)`` call as the re
 Nothing is downloaded: the tokenizer is built in code from the byte-level alphabet.
 """
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 MAX_PROMPT_TOKENS = 77  # CLIP's context length; the pipeline pads every prompt to it
 START_TOKEN = "<|startoftext|>"
 END_TOKEN = "<|endoftext|>"
@@ -26,7 +21,9 @@ def add_commands(subparsers) -> None:
 
 
 def run_tiny_sd(args) -> None:
-    save_atomically(build_pipeline(args.seed), args.out)
+    from contamination.io import save_pretrained
+
+    save_pretrained(build_pipeline(args.seed), args.out)
     print(f"tiny Stable Diffusion (seed {args.seed}) saved to {args.out}")
 
 
@@ -119,25 +116,3 @@ def build_pipeline(seed: int):
         feature_extractor=None,
         requires_safety_checker=False,
     )
-
-
-def save_atomically(pipeline, out) -> None:
-    """``save_pretrained`` into a temporary directory beside ``out``, then rename it into place."""
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        pipeline.save_pretrained(temporary, safe_serialization=True)
-        if out.exists():
-            # A directory cannot be replaced by rename: move the old one aside first.
-            stale = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, stale / out.name)
-            os.replace(temporary, out)
-            shutil.rmtree(stale)
-        else:
-            os.replace(temporary, out)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
