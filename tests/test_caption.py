@@ -33,14 +33,6 @@ COLOURS = {"red": (200, 40, 40), "green": (40, 190, 60), "blue": (50, 60, 210)}
 SPLITS = {"train": 6, "val": 2, "test": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def caption_data(tmp_path_factory):
     """A COCO-like index (Karpathy train/val/test, two captions per image) and a manifest of its

@@ -18,18 +18,6 @@ from contamination.__main__ import main as cli_main
 CLASSES = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread_and_own_signal_handlers():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    saved = {name: signal.getsignal(getattr(signal, name)) for name in training.STOP_SIGNALS}
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
-    for name, handler in saved.items():
-        signal.signal(getattr(signal, name), handler)
-
-
 @pytest.fixture(scope="module")
 def image_sets(tmp_path_factory):
     """A 4-class training manifest and ImageNet / -A / -R indexes; -A and -R hold 3 of the 4

@@ -14,14 +14,6 @@ from imagesets import generated_index, source_index, write_images
 SPEC = {"iterations": 1000, "batch_size": 64, "lr": 1e-3, "mlp_hidden": 64, "standardize_features": True, "seed": 0}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def split_sets(real, generated, test_per_source):
     features = np.concatenate([real, generated]).astype(np.float32)
     targets = np.repeat([detect.REAL, detect.GENERATED], [len(real), len(generated)])

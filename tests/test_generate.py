@@ -26,14 +26,6 @@ SHARD_SIZE = 4
 BATCH_SIZE = 3  # shard 0 is made in batches of 3 and 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def settings():
     generation = load(PROJECT_ROOT / "config" / "smoke.yaml")["generation"]

@@ -36,20 +36,6 @@ PRETRAIN_SPEC = dict(RUN, model=MODEL, pretrain=PRETRAIN)
 PROBE_SPEC = dict(RUN, linear_probe=PROBE, num_classes=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread_and_restored_process_state():
-    """One thread; afterwards the determinism flag and the signal handlers training installs are
-    put back, so in-process runs leave pytest as they found it."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    handlers = {name: signal.getsignal(getattr(signal, name)) for name in training.STOP_SIGNALS}
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
-    for name, handler in handlers.items():
-        signal.signal(getattr(signal, name), handler)
-
-
 def run_command(*arguments):
     """A CLI command in this process (parsed by the real parser; no interpreter start-up)."""
     args = build_parser().parse_args([str(argument) for argument in arguments])

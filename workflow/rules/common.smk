@@ -1,14 +1,17 @@
 # Shared by every stage: config checks, result paths and the named input functions of the rules.
 import json
+import shlex
 import sys
 from pathlib import Path
 
-# The Snakefile only needs the package's light config module; putting src/ on the path lets a
-# dry run work from any Python that has Snakemake, even before the package is installed.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# The rules run `python -m contamination` from this checkout's src/, in whatever Python runs the
+# job (the venv, or a conda env of envs/ with --sdm conda): the package need not be installed
+# there. Parsing the Snakefile needs only the light config module.
+SOURCE_DIR = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SOURCE_DIR)
+shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(SOURCE_DIR)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 from contamination import config as cfg
-from contamination.formats import INDEX_COLUMNS  # noqa: F401  (documents the index contract)
 
 cfg.check(config)
 
