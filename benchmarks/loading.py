@@ -1,0 +1,278 @@
+"""Data loading: images/s of ManifestDataset + DataLoader vs. torchvision ImageFolder on the same
+images, for (a) loose JPEGs shaped like ImageNet's and (b) PNGs in a generation shard (ImageFolder
+reads the same PNGs as loose files), at 224 px (the ResNet-50 training transform of the config)
+and at 64 px (features.downsample, the IDDPM image arrays of Tables 3 and 10).
+
+At 64 px a JPEG need not be decoded at full size: libjpeg's scaled IDCT decodes at 1/2, 1/4 or
+1/8 size directly (PIL ``Image.draft``). ``draft_load_image`` is the proposed change to
+data.load_image (benchmarks/proposals/data-reduced-jpeg-decode.diff), measured here beside the
+current code, with how far its 64 px arrays move from the current ones.
+
+Also: what one open generation shard costs a reading process (ShardReader keeps every shard it
+has read open, with its parsed ZIP directory).
+"""
+
+import functools
+
+from benchmarks.measure import alternate, group_main, measured, rate_row, row, timed
+
+GROUP = "loading"
+CLASSES = 8
+BATCH = 32
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+
+def sample_photo():
+    """A real photograph that ships with matplotlib (Grace Hopper, 512 x 600 JPEG)."""
+    from pathlib import Path
+
+    import matplotlib
+    from PIL import Image
+
+    return Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB")
+
+
+def photo_like(rng, width: int, height: int, photo):
+    """An RGB image with a photograph's statistics (so its JPEG/PNG size and decoding cost are a
+    photo's): a random crop of ``photo``, resized, maybe mirrored, with per-channel gains."""
+    import numpy as np
+    from PIL import Image
+
+    scale = rng.uniform(0.5, 1.0)
+    crop_width, crop_height = int(photo.width * scale), int(photo.height * scale)
+    left, top = rng.integers(0, photo.width - crop_width + 1), rng.integers(0, photo.height - crop_height + 1)
+    image = photo.crop((left, top, left + crop_width, top + crop_height)).resize((width, height), Image.BICUBIC)
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    gains = rng.uniform(0.8, 1.2, 3)
+    return Image.fromarray(np.clip(np.asarray(image) * gains, 0, 255).astype(np.uint8))
+
+
+def make_jpeg_folder(root, count: int):
+    """ImageFolder layout, ImageNet-like: JPEG quality 90, mostly 500 x 375/333 and portraits."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    photo = sample_photo()
+    shapes = [(500, 375), (500, 333), (375, 500), (500, 400), (640, 480)]
+    for number in range(count):
+        path = root / f"class_{number % CLASSES}" / f"image_{number:05d}.JPEG"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        width, height = shapes[number % len(shapes)]
+        photo_like(rng, width, height, photo).save(path, quality=90)
+
+
+def make_shard_and_folder(shard_path, root, count: int):
+    """A generation shard of 512 x 512 PNGs (the paper's output), and the same PNGs as loose files."""
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    from contamination.shards import write_shard
+
+    rng = np.random.default_rng(1)
+    photo = sample_photo()
+    members, encoded = [], []
+    for number in range(count):
+        buffer = io.BytesIO()
+        photo_like(rng, 512, 512, photo).save(buffer, format="PNG")
+        members.append(f"sd_{number:05d}.png")
+        encoded.append(buffer.getvalue())
+        path = root / f"class_{number % CLASSES}" / members[-1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encoded[-1])
+    write_shard(shard_path, zip(members, encoded), pd.DataFrame({"member": members}))
+    return members
+
+
+def folder_manifest(folder):
+    """The manifest of an ImageFolder's files, in its order (so both read the same sequence)."""
+    import pandas as pd
+    from torchvision.datasets import ImageFolder
+
+    samples = ImageFolder(folder).samples
+    return pd.DataFrame({"id": [f"i{n}" for n in range(len(samples))], "uri": [path for path, _ in samples],
+                         "label": [label for _, label in samples], "caption": "", "origin": "bench"})
+
+
+def shard_manifest(folder, shard_path):
+    """The same images as ``folder_manifest(folder)``, as members of the shard."""
+    from pathlib import Path
+
+    from contamination.formats import shard_uri
+
+    manifest = folder_manifest(folder)
+    manifest["uri"] = [shard_uri(str(shard_path), Path(path).name) for path in manifest["uri"]]
+    return manifest
+
+
+# ---- the proposal -----------------------------------------------------------------------------
+
+
+def draft_load_image(uri: str, decode_size=None):
+    """data.load_image as the proposal changes it: with ``decode_size``, a JPEG is decoded at
+    reduced size (``reduced_jpeg``); other formats as before."""
+    import io
+
+    from PIL import Image
+
+    from contamination.shards import read_item
+
+    with Image.open(io.BytesIO(read_item(uri))) as image:
+        if decode_size is not None and image.format == "JPEG":
+            image = reduced_jpeg(image, decode_size)
+        return image.convert("RGB")
+
+
+def reduced_jpeg(image, decode_size: int):
+    """A JPEG (not yet loaded) decoded at the smallest of 1, 1/2, 1/4, 1/8 scale whose sides stay
+    >= ``decode_size`` (libjpeg's scaled inverse DCT), cut to floor(side / scale) as repeated box
+    halvings would leave it (libjpeg rounds the sides up): the geometry of features.downsample."""
+    width, height = image.size
+    image.draft("RGB", (decode_size, decode_size))
+    scale = next(scale for scale in (8, 4, 2, 1) if image.size == (-(-width // scale), -(-height // scale)))
+    return image.crop((0, 0, width // scale, height // scale)) if scale > 1 else image
+
+
+class DraftManifestDataset:
+    """ManifestDataset with the proposed ``decode_size`` (what the patch adds to data.py)."""
+
+    def __init__(self, manifest, transform, decode_size):
+        from contamination.data import ManifestDataset
+
+        self.items = ManifestDataset(manifest, transform=None, target="label")
+        self.transform = transform
+        self.decode_size = decode_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        image = draft_load_image(self.items.uris[index].as_py(), self.decode_size)
+        return self.transform(image), int(self.items.targets[index])
+
+
+# ---- measurement ------------------------------------------------------------------------------
+
+
+def train_transform_224():
+    from contamination import config
+    from contamination.classify_recipe import train_transform
+
+    return train_transform(config.load()["classification"]["models"]["resnet50"])
+
+
+def read_all(dataset) -> None:
+    """One epoch through a DataLoader: shuffled with a fixed seed, in the main process."""
+    import torch
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=0,
+                                         generator=torch.Generator().manual_seed(0))
+    for _ in loader:
+        pass
+
+
+def compare(label, count, datasets: dict, repeats: int, **keywords):
+    """``datasets``: {"baseline": ..., "ours": ...}; one row, each read ``repeats`` times alternately."""
+    for dataset in datasets.values():
+        read_all(dataset)  # warm the page cache and the open shard handle for both
+    results = alternate({name: timed(read_all, dataset) for name, dataset in datasets.items()}, repeats)
+    return rate_row(GROUP, label, count, results["baseline"], results["ours"], unit="images/s", **keywords)
+
+
+def array_difference(first, second) -> str:
+    import numpy as np
+
+    difference = np.abs(np.stack([first[i][0] for i in range(len(first))]).astype(int)
+                        - np.stack([second[i][0] for i in range(len(second))]).astype(int))
+    return (f"64 px pixels vs. full decode: mean |difference| {difference.mean():.2f}, 99th percentile "
+            f"{np.percentile(difference, 99):.0f}, largest {difference.max()} (of 255)")
+
+
+def open_shard_cost(workdir, members: int = 1000, shards: int = 64) -> dict:
+    """Resident MiB and file descriptors per shard held open by a ShardReader (the ZIP central
+    directory of ``members`` items, parsed into ZipInfo objects, and the open file)."""
+    import os
+
+    import pandas as pd
+
+    from contamination.shards import ShardReader, write_shard
+
+    shard = workdir / "directory-cost.zip"
+    names = [f"sd_imagenet_{n:07d}.png" for n in range(members)]
+    if not shard.is_file():
+        write_shard(shard, ((name, b"x") for name in names), pd.DataFrame({"member": names}))
+    links = []
+    for number in range(shards):
+        link = workdir / "links" / f"shard-{number:05d}.zip"
+        link.parent.mkdir(exist_ok=True)
+        if not link.exists():
+            link.symlink_to(shard)
+        links.append(str(link))
+    reader = ShardReader()
+    descriptors = len(os.listdir("/proc/self/fd"))
+    with measured() as measurement:
+        for link in links:
+            reader.read(link, names[0])
+    return {"mib_per_shard": (measurement.peak_mib - measurement.start_mib) / shards,
+            "fds_per_shard": (len(os.listdir("/proc/self/fd")) - descriptors) / shards, "members": members}
+
+
+def run_group(workdir, quick: bool, long: bool):
+    from torchvision.datasets import ImageFolder
+
+    from contamination.data import ManifestDataset
+    from contamination.features import downsample
+
+    jpeg_count, png_count = (48, 24) if quick else (256, 96)
+    repeats = 1 if quick else 3
+    jpeg_folder, png_folder = workdir / f"photo-jpeg-{jpeg_count}", workdir / f"photo-png-{png_count}"
+    shard = workdir / f"photo-shard-{png_count}.zip"
+    if not jpeg_folder.is_dir():
+        make_jpeg_folder(jpeg_folder, jpeg_count)
+    if not shard.is_file():
+        make_shard_and_folder(shard, png_folder, png_count)
+
+    to_64 = functools.partial(downsample, size=64)
+    transforms = {"224 px (ResNet-50 train transform)": train_transform_224(), "64 px (features.downsample)": to_64}
+    sets = {"loose JPEG": (jpeg_folder, folder_manifest(jpeg_folder), jpeg_count),
+            "PNG in shard": (png_folder, shard_manifest(png_folder, shard), png_count)}
+    rows = []
+    for set_name, (folder, manifest, count) in sets.items():
+        for size_name, transform in transforms.items():
+            datasets = {"baseline": ImageFolder(folder, transform=transform),
+                        "ours": ManifestDataset(manifest, transform)}
+            rows.append(compare(f"{set_name}, {size_name}", count, datasets, repeats,
+                                baseline_label="torchvision ImageFolder",
+                                target="", note="DataLoader, batch 32, main process"))
+    jpeg_manifest = sets["loose JPEG"][1]
+    current = ManifestDataset(jpeg_manifest, to_64)
+    target = ">= 2x ImageFolder"
+    rows[1].update(target=target, target_met=rows[1]["speedup"] >= 2)
+    # decode_size 64 is the proposal; 128 leaves the last box halving to features.downsample,
+    # closer to the current pixels for less speed.
+    for decode_size in (64, 128):
+        proposed = DraftManifestDataset(jpeg_manifest, to_64, decode_size=decode_size)
+        speed = compare(f"loose JPEG, 64 px, proposed decode_size={decode_size}", jpeg_count,
+                        {"baseline": ImageFolder(jpeg_folder, transform=to_64), "ours": proposed}, repeats,
+                        baseline_label="torchvision ImageFolder", target=target,
+                        note=array_difference(current, proposed)
+                        + " (benchmarks/proposals/data-reduced-jpeg-decode.diff)")
+        rows.append(dict(speed, target_met=speed["speedup"] >= 2))
+
+    cost = open_shard_cost(workdir)
+    shards_per_dataset = 1400
+    rows.append(row(GROUP, "open shard handles (ShardReader)", unit="MiB per shard", basis="-",
+                    baseline_label="-", baseline=None, ours=cost["mib_per_shard"], higher_is_better=False,
+                    note=(f"{cost['members']} members per shard, {cost['fds_per_shard']:.0f} file descriptor(s) "
+                          f"per shard; SD-ImageNet's {shards_per_dataset} shards: "
+                          f"{cost['mib_per_shard'] * shards_per_dataset:,.0f} MiB and {shards_per_dataset} open files "
+                          "per DataLoader worker"), **cost))
+    return rows
+
+
+if __name__ == "__main__":
+    group_main(run_group, __doc__.splitlines()[0])

@@ -1,0 +1,79 @@
+"""The benchmark harness measures what it says (no timing is asserted: benchmarks time, tests
+check): per-block and per-command peak memory, the baselines' own correctness, the synthetic
+inputs' shapes."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
+
+from benchmarks import loading, manifests, measure, metrics  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+def test_measured_block_gets_its_own_peak():
+    with measure.measured() as big:
+        block = np.ones(200 * MIB // 8)
+        block[::512] = 2.0
+    del block
+    with measure.measured() as small:
+        sum(range(1000))
+    assert big.peak_mib - big.start_mib > 150
+    assert small.peak_mib - small.start_mib < 50
+    assert big.cpu_seconds >= 0 and big.seconds > 0
+
+
+def test_command_peak_is_its_own_not_the_parents():
+    held = np.ones(300 * MIB // 8)  # a parent holding memory must not inflate the child's peak
+    held[::512] = 2.0
+    bare = measure.run_command([sys.executable, "-c", "pass"])
+    allocating = measure.run_command([sys.executable, "-c", "import numpy; numpy.ones(100 * 2**20 // 8)[::512] = 2"])
+    assert bare["peak_mib"] < 100 < allocating["peak_mib"] < 300
+    assert bare["returncode"] == 0 and bare["cpu_seconds"] >= 0
+
+
+def test_failing_command_raises_with_its_output():
+    with pytest.raises(RuntimeError, match="exit-code-7"):
+        measure.run_command([sys.executable, "-c", "import sys; print('exit-code-7'); sys.exit(7)"])
+    result = measure.run_command([sys.executable, "-c", "import sys; sys.exit(7)"], check=False)
+    assert result["returncode"] == 7
+
+
+def test_speedup_is_above_one_when_ours_is_better_whatever_the_unit():
+    faster = measure.row("g", "rate", unit="images/s", baseline_label="b", baseline=10.0, ours=20.0,
+                         higher_is_better=True)
+    quicker = measure.row("g", "time", unit="s", baseline_label="b", baseline=10.0, ours=5.0, higher_is_better=False)
+    assert faster["speedup"] == quicker["speedup"] == 2.0
+    table = measure.format_table([faster, quicker])
+    assert "2x" in table and "rate" in table.splitlines()[2]
+
+
+def test_reduced_jpeg_has_the_geometry_of_box_halvings(tmp_path):
+    gradient = np.linspace(0, 255, 500).astype(np.uint8)[None, :, None].repeat(375, axis=0).repeat(3, axis=2)
+    Image.fromarray(gradient).save(tmp_path / "photo.jpg", quality=95)
+    reduced = loading.draft_load_image(str(tmp_path / "photo.jpg"), decode_size=64)
+    full = loading.draft_load_image(str(tmp_path / "photo.jpg"))
+    assert reduced.size == (125, 93) and full.size == (500, 375)
+    halved_twice = np.asarray(full.crop((0, 0, 500, 372)).reduce(4), dtype=int)
+    assert np.abs(np.asarray(reduced, dtype=int) - halved_twice).mean() < 1.5
+
+
+def test_synthetic_class_sizes_have_the_real_total_and_bounds():
+    sizes = manifests.class_sizes(manifests.IMAGENET_TRAIN, 1000, 732, 1300, seed=0)
+    assert sizes.sum() == 1_281_167 and sizes.min() == 732 and sizes.max() == 1300 and len(set(sizes)) > 20
+    webvision = manifests.class_sizes(manifests.WEBVISION_TRAIN, 1000, 300, 10_000, seed=1)
+    assert webvision.sum() == 2_439_574 and webvision.min() >= 300 and webvision.max() <= 10_000
+
+
+def test_scipy_fid_baseline_agrees_with_ours():
+    from contamination.fidelity import fid
+
+    rng = np.random.default_rng(0)
+    first = rng.standard_normal((400, 16))
+    second = rng.standard_normal((300, 16)) @ rng.standard_normal((16, 16)) * 0.5 + 1.0
+    assert metrics.scipy_fid(first, second) == pytest.approx(fid(first, second), rel=1e-8)
