@@ -40,6 +40,7 @@ from pathlib import Path
 from contamination import training
 from contamination.caption_metrics import METRICS
 from contamination.errors import ConfigError, DataError
+from contamination.provenance import sha256_of_file
 
 # BLIP's RandomAugment operations for captioning (LAVIS BlipImageTrainProcessor).
 AUGMENTATIONS = ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize",
@@ -105,10 +106,10 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
         model, processor = load_blip(model_dir, settings)
         model.to(env.device)
         spec = {"settings": {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED},
-                "model": str(model_dir), "index": file_sha256(index), "seed": seed}
+                "model": str(model_dir), "index": sha256_of_file(index), "seed": seed}
         status, metrics, reasons, history = "ok", {}, {}, None
         if manifest is not None:
-            spec["manifest"] = file_sha256(manifest)
+            spec["manifest"] = sha256_of_file(manifest)
             val = KarpathySplit(index, "val") if settings["select_by"] else None
             checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec))
             best = training.Checkpointer(Path(checkpoint_dir) / "best", env, training.fingerprint(spec))
@@ -143,12 +144,6 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
         training.teardown_distributed(env)
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---- model ----------------------------------------------------------------------------------

@@ -27,11 +27,9 @@ METRIC_NAMES = [f"top{k}_{name}" for name in EVAL_SETS for k in TOP_K]
 
 
 def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train-classifier",
-        help="train a classifier on a mixture manifest and score it (metrics.json + confusion .npy)",
-        description="Run it under torchrun for several GPUs. Exit code 75: stopped by a signal after "
-        "checkpointing; run the same command again to resume.",
+    parser = training.add_resumable_command(
+        subparsers, "train-classifier",
+        "train a classifier on a mixture manifest and score it (metrics.json + confusion .npy)",
     )
     parser.add_argument("--spec", required=True, type=json.loads,
                         help="JSON: model, recipe (config classification.models.<model>), num_classes, seed, "

@@ -41,11 +41,9 @@ OUT_CHANNELS = 6  # eps (3) and v (3)
 
 
 def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "iddpm-train",
-        help="train improved DDPM on an image array; save the EMA UNet and training.json",
-        description="Run it under torchrun for several GPUs. Exit code 75: stopped by a signal after "
-        "checkpointing; run the same command again to resume.",
+    parser = training.add_resumable_command(
+        subparsers, "iddpm-train",
+        "train improved DDPM on an image array; save the EMA UNet and training.json",
     )
     parser.add_argument("--spec", required=True, type=json.loads, help="JSON: config iddpm + seed")
     parser.add_argument("--images", required=True, help="uint8 image array (N, S, S, 3) of the mixture")

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 from contamination import training
+from contamination.provenance import sha256_of_file
 
 MODEL_NAME = "mae_vit_b"
 PROBE_METRICS = ["linear_probe_top1_imagenet_val", "linear_probe_top5_imagenet_val"]
@@ -35,11 +36,9 @@ PACKAGES = ("torch", "torchvision", "transformers", "numpy")
 
 
 def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "mae-pretrain",
-        help="MAE pre-training of a ViT on a mixture manifest (saves the model + a summary JSON)",
-        description="Run it under torchrun for several GPUs. Exit code 75: stopped by a signal after "
-        "checkpointing; run the same command again to resume.",
+    parser = training.add_resumable_command(
+        subparsers, "mae-pretrain",
+        "MAE pre-training of a ViT on a mixture manifest (saves the model + a summary JSON)",
     )
     parser.add_argument("--spec", required=True, type=json.loads,
                         help="JSON: model, pretrain (config mae.model, mae.pretrain), seed, device, "
@@ -50,11 +49,9 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--summary", required=True, help="JSON: status, loss per epoch, provenance")
     parser.set_defaults(run=run_pretrain)
 
-    parser = subparsers.add_parser(
-        "mae-linear-probe",
-        help="linear probing of a pre-trained MAE encoder on ImageNet (metrics.json)",
-        description="Run it under torchrun for several GPUs. Exit code 75: stopped by a signal after "
-        "checkpointing; run the same command again to resume.",
+    parser = training.add_resumable_command(
+        subparsers, "mae-linear-probe",
+        "linear probing of a pre-trained MAE encoder on ImageNet (metrics.json)",
     )
     parser.add_argument("--spec", required=True, type=json.loads,
                         help="JSON: linear_probe (config mae.linear_probe), num_classes, seed, "
@@ -126,26 +123,18 @@ def run_linear_probe(args) -> None:
         training.teardown_distributed(env)
 
 
-def file_digest(path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pretrain_identity(spec: dict, manifest) -> dict:
     """What determines the pre-trained weights: a checkpoint is resumed only if this matches."""
-    return {key: spec[key] for key in ("model", "pretrain", "seed")} | {"manifest_sha256": file_digest(manifest)}
+    return {key: spec[key] for key in ("model", "pretrain", "seed")} | {"manifest_sha256": sha256_of_file(manifest)}
 
 
 def probe_identity(spec: dict, pretrained, imagenet_index) -> dict:
     files = sorted(path for path in Path(pretrained).iterdir() if path.is_file())
     return {key: spec[key] for key in ("linear_probe", "num_classes", "seed")} | {
-        "pretrained_sha256": {path.name: file_digest(path) for path in files},
-        "imagenet_index_sha256": file_digest(imagenet_index),
+        "pretrained_sha256": {path.name: sha256_of_file(path) for path in files},
+        "imagenet_index_sha256": sha256_of_file(imagenet_index),
     }
 
 

@@ -82,6 +82,16 @@ CHECKPOINT_NAME = "checkpoint.pt"
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
+def add_resumable_command(subparsers, name: str, help: str):
+    """A CLI training command; its help says how it runs under torchrun and resumes."""
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=f"Run it under torchrun for several GPUs. Exit code {EXIT_RESUME}: stopped by a signal "
+        "after checkpointing; run the same command again to resume.",
+    )
+
+
 class Diverged(Exception):
     """The loss became non-finite: the run ends with status "diverged" (a result, not a crash)."""
 
