@@ -83,25 +83,20 @@ def shard_pixels(path):
 
 
 def apply_speed_options(pipeline, options: dict):
-    """Speed options on a loaded pipeline: channels-last memory and torch.compile of the UNet (as
-    benchmarks/proposals/generation-speed-options.diff adds them to generate.load_pipeline),
-    fused QKV projections (measured, not proposed: no gain), and attention "math", which swaps
-    SDPA (diffusers' default) for the classic processor to show what SDPA is worth. TF32 matmuls
+    """Speed options on a loaded pipeline: the job's own (generate.with_speed_options:
+    channels-last memory, torch.compile of the UNet), plus two measured here only: fused QKV
+    projections (no gain, so not offered) and attention "math", which swaps SDPA (diffusers'
+    default) for the classic processor to show what SDPA is worth. TF32 matmuls
     (``matmul_precision``) are a process-wide switch, set by the caller around each call."""
-    import torch
+    from contamination.generate import with_speed_options
 
-    if options.get("channels_last"):
-        pipeline.unet.to(memory_format=torch.channels_last)
-        pipeline.vae.to(memory_format=torch.channels_last)
     if options.get("fuse_qkv"):
         pipeline.fuse_qkv_projections()
     if options.get("attention") == "math":
         from diffusers.models.attention_processor import AttnProcessor
 
         pipeline.unet.set_attn_processor(AttnProcessor())
-    if options.get("compile"):
-        pipeline.unet = torch.compile(pipeline.unet)
-    return pipeline
+    return with_speed_options(pipeline, options)
 
 
 def tiny_pipeline_dir(workdir):

@@ -15,7 +15,7 @@ from contamination import generate, tiny_sd
 from contamination.io import save_pretrained
 from contamination.__main__ import main
 from contamination.config import PROJECT_ROOT, load
-from contamination.errors import DataError
+from contamination.errors import ConfigError, DataError
 from contamination.formats import GENERATED_COLUMNS, PROMPT_COLUMNS, parse_uri
 from contamination.io import write_parquet
 from contamination.prompts import image_seed
@@ -221,3 +221,19 @@ def test_bad_inputs_name_the_key(
     assert generate_cli(prompt_table, pipeline, shard, dict(settings, **settings_change), out) == 2
     assert re.match(message, capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_speed_options_change_pixels_by_float_rounding_only(prompt_table, pipeline_dir, settings):
+    rows = pd.read_parquet(prompt_table).head(2)
+    default = generate.load_pipeline(pipeline_dir, settings)
+    fast = generate.load_pipeline(pipeline_dir, dict(settings, channels_last=True))
+    assert fast.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    expected, _ = generate.generate_images(default, rows["prompt"], rows["seed"], settings)
+    images, _ = generate.generate_images(fast, rows["prompt"], rows["seed"], settings)
+    for image, reference in zip(images, expected):
+        assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= 2
+
+
+def test_unknown_matmul_precision_names_its_key(settings):
+    with pytest.raises(ConfigError, match="generation.matmul_precision"):
+        generate.check_settings(dict(settings, matmul_precision="fast"))
