@@ -4,12 +4,14 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from contamination.__main__ import main
 from contamination.errors import ConfigError, DataError
 from contamination.formats import GENERATED_COLUMNS, INDEX_COLUMNS, MANIFEST_COLUMNS
-from contamination.mixtures import build_mixture, read_items
+from contamination import mixtures
+from contamination.mixtures import read_items
 
 # Class sizes chosen so that some fractions land on halves (5 * 0.1, 15 * 0.3, 10 * 0.95).
 CLASS_SIZES = {0: 20, 1: 13, 2: 5, 3: 10, 4: 15}
@@ -63,9 +65,21 @@ def captions_generated(name, real, skip=()):
 
 
 def items(frame, name, tmp_path):
+    """The frame as the mixture command reads it back from an index file (as a frame, to assert with
+    pandas)."""
     path = tmp_path / f"{name}.parquet"
     frame.to_parquet(path)
-    return read_items(path, name)
+    return read_items(path, name).to_pandas()
+
+
+def build_mixture(spec, base, by=None):
+    """mixtures.build_mixture on frames; the manifest comes back as a frame."""
+    manifest, summary = mixtures.build_mixture(spec, arrow_table(base), None if by is None else arrow_table(by))
+    return manifest.to_pandas(), summary
+
+
+def arrow_table(frame):
+    return mixtures.as_items(pa.Table.from_pandas(frame, preserve_index=False))
 
 
 @pytest.fixture
@@ -372,8 +386,18 @@ def test_cli_writes_manifest_and_summary(coco_frame, tmp_path, capsys):
     assert "co_sd_20" in capsys.readouterr().err
 
 
-def test_repeated_ids_in_an_input_are_reported(imagenet, sd_imagenet):
-    repeated = imagenet.copy()
-    repeated.loc[1, "id"] = repeated.loc[0, "id"]
-    with pytest.raises(DataError, match="mix.*repeat the id 'imagenet/imagenet_0_0'"):
-        build_mixture(spec("mix", "replace", 0.2, by="sd_imagenet"), repeated, sd_imagenet)
+def test_a_reuse_suffix_that_meets_an_input_id_is_reported(imagenet, tmp_path):
+    webvision = real_index("webvision", {0: 3, 1: 2, 2: 6, 3: 1, 4: 4})
+    webvision.loc[webvision["id"] == "webvision_3_0", "id"] = "webvision_3_0~1"
+    webvision.loc[webvision["id"] == "webvision_2_0", "id"] = "webvision_3_0~1~1"
+    with pytest.raises(DataError, match=r"in_wv.*the id 'webvision/webvision_3_0~1~1' occurs twice"):
+        build_mixture(spec("in_wv", "replace", 0.8, by="webvision", with_replacement=True), imagenet,
+                      items(webvision, "webvision", tmp_path))
+
+
+def test_ids_with_a_tilde_pass_when_nothing_collides(imagenet, webvision, tmp_path):
+    tilde = real_index("webvision", {0: 3, 1: 2, 2: 6, 3: 1, 4: 4})
+    tilde["id"] = tilde["id"] + "~x"
+    manifest, summary = build_mixture(spec("in_wv", "replace", 0.8, by="webvision", with_replacement=True),
+                                      imagenet, items(tilde, "webvision", tmp_path))
+    assert manifest["id"].is_unique and summary["reused"] > 0

@@ -267,3 +267,14 @@ def test_skip_drops_every_caption_of_an_unreadable_coco_image(tmp_path):
     assert "coco_9" not in set(index["image_id"])
     assert report["rows_per_split"]["train"] == 5
     assert "FileNotFoundError" in next(iter(report["unreadable"]["errors"].values()))
+
+
+def test_an_index_refuses_a_repeated_item_id(tmp_path):
+    """Mixtures rely on unique ids within an index (mixtures.assembled does not compare them)."""
+    from contamination.sources.common import caption_row, index_frame
+
+    rows = [caption_row("coco_1_0", tmp_path / "1.jpg", "a dog", "coco_1", "train"),
+            caption_row("coco_1_0", tmp_path / "1.jpg", "a cat", "coco_1", "train")]
+    with pytest.raises(DataError, match="karpathy.json: item id 'coco_1_0' occurs more than once"):
+        index_frame(rows, "karpathy.json")
+    assert len(index_frame(rows[:1], "karpathy.json")) == 1

@@ -103,7 +103,7 @@ def sample_items(index_path, name: str, count: int, seed: int, key: str):
     from contamination.errors import ConfigError
     from contamination.mixtures import read_items
 
-    items = read_items(index_path, name).assign(origin=name)
+    items = read_items(index_path, name).to_pandas().assign(origin=name)
     if count > len(items):
         raise ConfigError(f"{key}: {count} images wanted, but '{name}' ({index_path}) has only {len(items)}")
     name_entropy = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
