@@ -4,12 +4,12 @@ reads the same PNGs as loose files), at 224 px (the ResNet-50 training transform
 and at 64 px (features.downsample, the IDDPM image arrays of Tables 3 and 10).
 
 At 64 px a JPEG need not be decoded at full size: libjpeg's scaled IDCT decodes at 1/2, 1/4 or
-1/8 size directly (PIL ``Image.draft``). ``draft_load_image`` is the proposed change to
-data.load_image (benchmarks/proposals/data-reduced-jpeg-decode.diff), measured here beside the
-current code, with how far its 64 px arrays move from the current ones.
+1/8 size directly (PIL ``Image.draft``). Config ``image_sets.reduced_jpeg_decode`` switches this on
+(features.draft_halvings; off by default, see config/README.md); it is measured here beside the
+default, with how far its 64 px arrays move from the default's.
 
-Also: what one open generation shard costs a reading process (ShardReader keeps every shard it
-has read open, with its parsed ZIP directory).
+Also: what one generation shard costs a reading process (ShardReader keeps each shard's member
+table, not an open file).
 """
 
 import functools
@@ -109,52 +109,6 @@ def shard_manifest(folder, shard_path):
     return manifest
 
 
-# ---- the proposal -----------------------------------------------------------------------------
-
-
-def draft_load_image(uri: str, decode_size=None):
-    """data.load_image as the proposal changes it: with ``decode_size``, a JPEG is decoded at
-    reduced size (``reduced_jpeg``); other formats as before."""
-    import io
-
-    from PIL import Image
-
-    from contamination.shards import read_item
-
-    with Image.open(io.BytesIO(read_item(uri))) as image:
-        if decode_size is not None and image.format == "JPEG":
-            image = reduced_jpeg(image, decode_size)
-        return image.convert("RGB")
-
-
-def reduced_jpeg(image, decode_size: int):
-    """A JPEG (not yet loaded) decoded at the smallest of 1, 1/2, 1/4, 1/8 scale whose sides stay
-    >= ``decode_size`` (libjpeg's scaled inverse DCT), cut to floor(side / scale) as repeated box
-    halvings would leave it (libjpeg rounds the sides up): the geometry of features.downsample."""
-    width, height = image.size
-    image.draft("RGB", (decode_size, decode_size))
-    scale = next(scale for scale in (8, 4, 2, 1) if image.size == (-(-width // scale), -(-height // scale)))
-    return image.crop((0, 0, width // scale, height // scale)) if scale > 1 else image
-
-
-class DraftManifestDataset:
-    """ManifestDataset with the proposed ``decode_size`` (what the patch adds to data.py)."""
-
-    def __init__(self, manifest, transform, decode_size):
-        from contamination.data import ManifestDataset
-
-        self.items = ManifestDataset(manifest, transform=None, target="label")
-        self.transform = transform
-        self.decode_size = decode_size
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        image = draft_load_image(self.items.uris[index].as_py(), self.decode_size)
-        return self.transform(image), int(self.items.targets[index])
-
-
 # ---- measurement ------------------------------------------------------------------------------
 
 
@@ -193,8 +147,8 @@ def array_difference(first, second) -> str:
 
 
 def open_shard_cost(workdir, members: int = 1000, shards: int = 64) -> dict:
-    """Resident MiB and file descriptors per shard held open by a ShardReader (the ZIP central
-    directory of ``members`` items, parsed into ZipInfo objects, and the open file)."""
+    """Resident MiB and file descriptors per shard a ShardReader holds after reading from it (its
+    member table of ``members`` items; no file should stay open)."""
     import os
 
     import pandas as pd
@@ -225,7 +179,7 @@ def run_group(workdir, quick: bool, long: bool):
     from torchvision.datasets import ImageFolder
 
     from contamination.data import ManifestDataset
-    from contamination.features import downsample
+    from contamination.features import downsample, draft_halvings
 
     jpeg_count, png_count = (48, 24) if quick else (256, 96)
     repeats = 1 if quick else 3
@@ -249,23 +203,18 @@ def run_group(workdir, quick: bool, long: bool):
                                 baseline_label="torchvision ImageFolder",
                                 target="", note="DataLoader, batch 32, main process"))
     jpeg_manifest = sets["loose JPEG"][1]
-    current = ManifestDataset(jpeg_manifest, to_64)
     target = ">= 2x ImageFolder"
     rows[1].update(target=target, target_met=rows[1]["speedup"] >= 2)
-    # decode_size 64 is the proposal; 128 leaves the last box halving to features.downsample,
-    # closer to the current pixels for less speed.
-    for decode_size in (64, 128):
-        proposed = DraftManifestDataset(jpeg_manifest, to_64, decode_size=decode_size)
-        speed = compare(f"loose JPEG, 64 px, proposed decode_size={decode_size}", jpeg_count,
-                        {"baseline": ImageFolder(jpeg_folder, transform=to_64), "ours": proposed}, repeats,
-                        baseline_label="torchvision ImageFolder", target=target,
-                        note=array_difference(current, proposed)
-                        + " (benchmarks/proposals/data-reduced-jpeg-decode.diff)")
-        rows.append(dict(speed, target_met=speed["speedup"] >= 2))
+    reduced = ManifestDataset(jpeg_manifest, to_64, jpeg_draft=functools.partial(draft_halvings, size=64))
+    speed = compare("loose JPEG, 64 px, image_sets.reduced_jpeg_decode: true", jpeg_count,
+                    {"baseline": ImageFolder(jpeg_folder, transform=to_64), "ours": reduced}, repeats,
+                    baseline_label="torchvision ImageFolder", target=target,
+                    note=array_difference(ManifestDataset(jpeg_manifest, to_64), reduced))
+    rows.append(dict(speed, target_met=speed["speedup"] >= 2))
 
     cost = open_shard_cost(workdir)
     shards_per_dataset = 1400
-    rows.append(row(GROUP, "open shard handles (ShardReader)", unit="MiB per shard", basis="-",
+    rows.append(row(GROUP, "read shards (ShardReader)", unit="MiB per shard", basis="-",
                     baseline_label="-", baseline=None, ours=cost["mib_per_shard"], higher_is_better=False,
                     note=(f"{cost['members']} members per shard, {cost['fds_per_shard']:.0f} file descriptor(s) "
                           f"per shard; SD-ImageNet's {shards_per_dataset} shards: "

@@ -108,3 +108,19 @@ def test_dataset_works_in_dataloader_workers(manifest):
     assert labels.tolist() == [3, 1, 3, 0]
     expected = [COLORS["file_a"], GRAY_OF_GREEN, COLORS["gen_a"], COLORS["gen_b"]]
     assert [tuple(image[:, 0, 0].tolist()) for image in images] == expected
+
+
+def test_jpeg_draft_applies_to_jpegs_only(tmp_path):
+    image = Image.fromarray(np.full((40, 60, 3), 90, dtype=np.uint8))
+    image.save(tmp_path / "photo.jpg")
+    image.save(tmp_path / "photo.png")
+    seen = []
+
+    def draft(jpeg):
+        seen.append(jpeg.format)
+        jpeg.draft("RGB", (15, 10))
+        return jpeg
+
+    assert load_image(str(tmp_path / "photo.jpg"), draft).size == (15, 10)
+    assert load_image(str(tmp_path / "photo.png"), draft).size == (60, 40)
+    assert seen == ["JPEG"]

@@ -108,7 +108,7 @@ def test_features_of_a_manifest_and_of_its_image_array_are_equal(tmp_path, weigh
     manifest = pd.DataFrame({"id": [f"i{n}" for n in range(5)], "uri": paths, "label": 0, "caption": "",
                              "origin": "imagenet"})
     manifest.to_parquet(tmp_path / "manifest.parquet")
-    common = dict(index=None, split=None, size=24, workers=0)
+    common = dict(index=None, split=None, size=24, workers=0, reduced_jpeg_decode=False)
     features.run_image_array(types.SimpleNamespace(manifest=str(tmp_path / "manifest.parquet"),
                                                    out=str(tmp_path / "images.npy"), **common))
     images = np.load(tmp_path / "images.npy")
@@ -131,3 +131,44 @@ def test_an_image_set_is_named_exactly_once():
                                                  size=8))
     with pytest.raises(ConfigError, match="--index needs --split"):
         features.image_set(types.SimpleNamespace(manifest=None, index="i.parquet", images=None, split=None, size=8))
+
+
+def test_reduced_jpeg_decode_moves_jpeg_pixels_a_little_and_leaves_pngs_alone(tmp_path):
+    """image-array --reduced-jpeg-decode: the 16 px array of 500 x 375 JPEGs stays within a few grey
+    levels of the full decode; the same images as PNGs come out bit-identical."""
+    from contamination.__main__ import main
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:375, 0:500]
+    uris = {"jpeg": [], "png": []}
+    for number in range(3):
+        smooth = 128 + 100 * np.sin(x / (20 + 9 * number))[..., None] * np.cos(y / 31)[..., None] * [1, 0.6, -0.8]
+        image = Image.fromarray(np.clip(smooth + rng.normal(0, 6, smooth.shape), 0, 255).astype(np.uint8))
+        for kind, extension in (("jpeg", "jpg"), ("png", "png")):
+            image.save(tmp_path / f"photo_{number}.{extension}", quality=90)
+            uris[kind].append(str(tmp_path / f"photo_{number}.{extension}"))
+    arrays = {}
+    for kind, paths in uris.items():
+        manifest = tmp_path / f"{kind}.parquet"
+        pd.DataFrame({"id": paths, "uri": paths, "label": 0, "caption": "", "origin": kind}).to_parquet(manifest)
+        for reduced in (False, True):
+            out = tmp_path / f"{kind}-{reduced}.npy"
+            flag = ["--reduced-jpeg-decode"] if reduced else []
+            assert main(["image-array", "--manifest", str(manifest), "--size", "16", *flag, "--out", str(out)]) == 0
+            arrays[kind, reduced] = np.load(out).astype(int)
+    difference = np.abs(arrays["jpeg", True] - arrays["jpeg", False])
+    assert arrays["jpeg", True].shape == (3, 16, 16, 3)
+    assert 0 < difference.mean() < 4
+    np.testing.assert_array_equal(arrays["png", True], arrays["png", False])
+
+
+@pytest.mark.parametrize("width, height, size", [(500, 375, 64), (375, 500, 16), (640, 480, 64), (100, 90, 64),
+                                                 (513, 257, 32)])
+def test_draft_halvings_decodes_small_and_reaches_the_size_of_the_halvings_it_replaces(tmp_path, width, height, size):
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    sizes = features.halving_sizes((width, height), size)
+    with Image.open(path) as image:
+        drafted = features.draft_halvings(image, size)
+        assert drafted.size == sizes[min(len(sizes) - 1, 3)]
+        assert features.downsample(drafted, size).shape == (size, size, 3)

@@ -11,8 +11,10 @@ from contamination.errors import DataError
 TARGETS = ("label", "caption")
 
 
-def load_image(uri: str):
-    """The RGB PIL image at an item URI (a file path or ``zip://shard#member``)."""
+def load_image(uri: str, jpeg_draft=None):
+    """The RGB PIL image at an item URI (a file path or ``zip://shard#member``). ``jpeg_draft``, if
+    given, is called with a JPEG before it is decoded and may return it drafted to a reduced size
+    (features.draft_halvings); other formats are decoded whole."""
     import io
     import zipfile
 
@@ -26,6 +28,8 @@ def load_image(uri: str):
         raise DataError(f"cannot read item {uri}: {error}") from error
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if jpeg_draft is not None and image.format == "JPEG":
+                image = jpeg_draft(image)
             return image.convert("RGB")
     except OSError as error:
         raise DataError(f"item {uri} is not a readable image: {error}") from error
@@ -34,9 +38,10 @@ def load_image(uri: str):
 class ManifestDataset:
     """Map-style dataset over a manifest (a Parquet path or a DataFrame with
     formats.MANIFEST_COLUMNS): item i is ``(transform(image), target)``, the target being the
-    class index (``target="label"``) or the caption text (``target="caption"``)."""
+    class index (``target="label"``) or the caption text (``target="caption"``). ``jpeg_draft``:
+    see ``load_image``."""
 
-    def __init__(self, manifest, transform=None, target: str = "label"):
+    def __init__(self, manifest, transform=None, target: str = "label", jpeg_draft=None):
         import pyarrow as pa
 
         from contamination.formats import MANIFEST_COLUMNS
@@ -53,6 +58,7 @@ class ManifestDataset:
             raise DataError(f"manifest {name} has items without a caption; it is class data")
         self.transform = transform
         self.target = target
+        self.jpeg_draft = jpeg_draft
         self.uris = pa.array(frame["uri"].to_numpy(), type=pa.large_string())
         if target == "label":
             self.targets = frame["label"].to_numpy(dtype="int64")
@@ -63,7 +69,7 @@ class ManifestDataset:
         return len(self.uris)
 
     def __getitem__(self, index: int):
-        image = load_image(self.uris[index].as_py())
+        image = load_image(self.uris[index].as_py(), self.jpeg_draft)
         if self.transform is not None:
             image = self.transform(image)
         if self.target == "label":

@@ -406,7 +406,11 @@ def features_path(kind, name):
 def feature_settings(wildcards):
     settings = config["fidelity"]
     return (f"--resolution {settings['inception_resolution']} --batch-size {settings['feature_batch_size']}"
-            f" --workers {settings['num_workers']} --device {settings['device']}")
+            f" --workers {settings['num_workers']} --device {settings['device']} {image_set_options()}")
+
+
+def image_set_options(wildcards=None):
+    return "--reduced-jpeg-decode" if config["image_sets"]["reduced_jpeg_decode"] else ""
 
 
 def fidelity_settings():

@@ -14,10 +14,11 @@ rule image_array:
         LOGS / "images" / "{mixture}-{size}px.log",
     params:
         workers=config["iddpm"]["num_workers"],
+        options=image_set_options,
     conda:
         ENV
     shell:
-        "python -m contamination image-array --manifest {input} --size {wildcards.size}"
+        "python -m contamination image-array --manifest {input} --size {wildcards.size} {params.options}"
         " --workers {params.workers} --out {output} > {log} 2>&1"
 
 
