@@ -100,11 +100,12 @@ def apply_speed_options(pipeline, options: dict):
 
 
 def tiny_pipeline_dir(workdir):
-    from contamination.tiny_sd import build_pipeline, save_atomically
+    from contamination.io import save_pretrained
+    from contamination.tiny_sd import build_pipeline
 
     directory = workdir / "tiny-sd"
     if not (directory / "model_index.json").is_file():
-        save_atomically(build_pipeline(0), directory)
+        save_pretrained(build_pipeline(0), directory)
     return directory
 
 
