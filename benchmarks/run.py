@@ -1,6 +1,6 @@
 """Run every benchmark group, print one table and write benchmarks/results/<name>.json.
 
-    python -m benchmarks.run                  # all groups: 13 min on 2 shared cores (6 CPU-minutes)
+    python -m benchmarks.run                  # all groups: 6 min on 2 quiet cores (13 when shared)
     python -m benchmarks.run --long           # also torch.compile and a whole `make smoke`
     python -m benchmarks.run --quick --only loading metrics
 
