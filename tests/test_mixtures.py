@@ -401,3 +401,23 @@ def test_ids_with_a_tilde_pass_when_nothing_collides(imagenet, webvision, tmp_pa
     manifest, summary = build_mixture(spec("in_wv", "replace", 0.8, by="webvision", with_replacement=True),
                                       imagenet, items(tilde, "webvision", tmp_path))
     assert manifest["id"].is_unique and summary["reused"] > 0
+
+
+def test_read_items_names_the_index_with_rows_without_a_label(tmp_path):
+    frame = real_index("imagenet", {0: 2, 1: 2}, extra_splits=False)
+    frame["label"] = frame["label"].astype("float64")
+    frame.loc[1, "label"] = np.nan
+    path = tmp_path / "imagenet.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(DataError, match=r"imagenet.parquet: the index of 'imagenet' has 1 rows without a label"):
+        read_items(path, "imagenet")
+
+
+def test_build_mixture_takes_tables_of_any_chunking_and_string_type(imagenet, sd_imagenet):
+    """What read_items gives is one chunk of large_string per column; other Arrow tables work too."""
+    expected, _ = build_mixture(spec("mix", "replace", 0.4, by="sd_imagenet"), imagenet, sd_imagenet)
+    plain = pa.Table.from_pandas(imagenet, preserve_index=False).cast(pa.schema(
+        [(name, pa.int64() if name == "label" else pa.string()) for name in imagenet.columns]))
+    chunked = pa.Table.from_batches(pa.Table.from_pandas(sd_imagenet, preserve_index=False).to_batches(max_chunksize=7))
+    manifest, _ = mixtures.build_mixture(spec("mix", "replace", 0.4, by="sd_imagenet"), plain, chunked)
+    pd.testing.assert_frame_equal(manifest.to_pandas(), expected)

@@ -61,3 +61,21 @@ def test_lint_is_clean():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_reduced_jpeg_decode_reaches_the_jobs_that_decode_images(tmp_path):
+    overlay = tmp_path / "reduced.yaml"
+    overlay.write_text(yaml.safe_dump({"image_sets": {"reduced_jpeg_decode": True}}))
+    commands = {}
+    for name, configs in (("default", [SMOKE_CONFIG]), ("reduced", [SMOKE_CONFIG, overlay])):
+        output = snakemake("-n", "-p", "--configfile", *configs, cwd=tmp_path).stdout
+        commands[name] = [line for line in output.splitlines() if "python -m contamination" in line]
+    decoding = [line for line in commands["reduced"] if decodes_images(line)]
+    assert len(decoding) > 5 and all("--reduced-jpeg-decode" in line for line in decoding)
+    assert sum("--reduced-jpeg-decode" in line for line in commands["reduced"]) == len(decoding)
+    assert not any("--reduced-jpeg-decode" in line for line in commands["default"])
+
+
+def decodes_images(command: str) -> bool:
+    """An image-array job, or a features job over a manifest or an index (not over sample arrays)."""
+    return " image-array " in command or (" features " in command and ("--manifest" in command or "--index" in command))

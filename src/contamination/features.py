@@ -7,10 +7,10 @@ at least twice the target, then resize the short side to the target with bicubic
 interpolation, then take the centre crop. The same function makes the 64x64 training arrays of
 IDDPM, the 64x64 reference sets of Table 3 and the 299x299 inputs of Table 4, so real and
 generated images are always prepared alike. The one exception is opt-in
-(``--reduced-jpeg-decode``, config ``image_sets.reduced_jpeg_decode``): JPEGs, i.e. the real
-images, are then decoded at reduced size by libjpeg's scaled inverse DCT in place of the box
-halvings it saves (draft_halvings), about twice as fast at 64 px with different pixels
-(benchmarks/loading.py measures both), while generated PNGs still take the box path.
+(``--reduced-jpeg-decode``, config ``image_sets.reduced_jpeg_decode``): JPEGs (the real images,
+and generated ones stored as JPEG) are then decoded at reduced size by libjpeg's scaled inverse
+DCT in place of the box halvings it saves (draft_halvings), about twice as fast at 64 px with
+different pixels (benchmarks/loading.py measures both), while PNGs still take the box path.
 
 Features are the FID Inception's 2048-d pool features (inception.py), float32, one row per item
 in set order, written as one .npy file per (dataset, extractor): the workflow keeps them under

@@ -127,9 +127,10 @@ def load_pipeline(pipeline_dir, settings: dict):
     """The pipeline from a local directory, with the configured sampler and speed options, on the
     GPU if there is one.
 
-    Speed options (all off by default, the paper's fp32): ``matmul_precision`` "high" lets float32
-    matrix products use TF32 tensor cores (Ampere and later GPUs; about 8x the fp32 peak, 10 bits of
-    mantissa in the products); ``channels_last`` stores UNet and VAE activations NHWC, which
+    Speed options (all off by default, the paper's fp32 with PyTorch's defaults):
+    ``matmul_precision`` "high" lets float32 matrix products use TF32 tensor cores (Ampere and later
+    GPUs; about 8x the fp32 peak, 10 bits of mantissa in the products; cuDNN convolutions follow
+    PyTorch's own default, which already allows TF32); ``channels_last`` stores UNet and VAE activations NHWC, which
     cuDNN's convolutions prefer in half precision; ``compile`` runs the UNet through
     torch.compile (minutes of compilation per process, then faster steps). Attention is already
     PyTorch's scaled_dot_product_attention (diffusers' default processor)."""

@@ -95,6 +95,8 @@ def read_items(path, name: str):
 
     A source index (formats.INDEX_COLUMNS) gives its "train" rows; a generated index
     (formats.GENERATED_COLUMNS) gives all rows. ``name`` is the dataset's name, for messages.
+    Ids are taken to be unique within the index, as the commands that write indexes (``index``,
+    ``merge-shards``) ensure; ``assembled`` relies on it.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -124,6 +126,8 @@ def read_items(path, name: str):
         )
     if table.num_rows == 0:
         raise DataError(f"{path}: the index of '{name}' has no training rows")
+    if table["label"].null_count:
+        raise DataError(f"{path}: the index of '{name}' has {table['label'].null_count} rows without a label")
     return as_items(table)
 
 
@@ -136,11 +140,12 @@ def as_items(table):
 
 
 def build_mixture(spec: dict, base, by=None):
-    """The manifest (formats.MANIFEST_COLUMNS) and its summary for ``spec`` over ``base``/``by``
-    (frames as ``read_items`` returns them)."""
+    """The manifest (an Arrow table, formats.MANIFEST_COLUMNS) and its summary for ``spec`` over
+    the Arrow tables ``base``/``by`` (with read_items' columns)."""
     import numpy as np
 
     spec = checked_spec(spec)
+    base, by = as_items(base), None if by is None else as_items(by)
     fraction = exact_fraction(spec["fraction"])
     base_key = named_rng(spec["seed"], spec["base"]).permutation(len(base))
     base_strata = strata_of(base, spec["match"])

@@ -406,10 +406,10 @@ def features_path(kind, name):
 def feature_settings(wildcards):
     settings = config["fidelity"]
     return (f"--resolution {settings['inception_resolution']} --batch-size {settings['feature_batch_size']}"
-            f" --workers {settings['num_workers']} --device {settings['device']} {image_set_options()}")
+            f" --workers {settings['num_workers']} --device {settings['device']}")
 
 
-def image_set_options(wildcards=None):
+def image_set_options(wildcards):
     return "--reduced-jpeg-decode" if config["image_sets"]["reduced_jpeg_decode"] else ""
 
 

@@ -31,11 +31,12 @@ rule index_features:
         LOGS / "features" / "index" / "{source}-{split}-{size}px.log",
     params:
         settings=feature_settings,
+        options=image_set_options,
     conda:
         ENV
     shell:
         "python -m contamination features --index {input.index} --split {wildcards.split} --size {wildcards.size}"
-        " --extractor {input.extractor} {params.settings} --out {output} > {log} 2>&1"
+        " {params.options} --extractor {input.extractor} {params.settings} --out {output} > {log} 2>&1"
 
 
 rule mixture_features:
@@ -48,11 +49,12 @@ rule mixture_features:
         LOGS / "features" / "mixtures" / "{mixture}-{size}px.log",
     params:
         settings=feature_settings,
+        options=image_set_options,
     conda:
         ENV
     shell:
         "python -m contamination features --manifest {input.manifest} --size {wildcards.size}"
-        " --extractor {input.extractor} {params.settings} --out {output} > {log} 2>&1"
+        " {params.options} --extractor {input.extractor} {params.settings} --out {output} > {log} 2>&1"
 
 
 rule dataset_fidelity:
