@@ -24,11 +24,12 @@ system-packages:
 	tools/system-packages.sh java=default-jre-headless
 
 # The SLURM test cluster (tests/slurm/cluster.py) runs Debian's Slurm 22.05 with slurmdbd and
-# MariaDB. Without root the SLURM tests skip, unless CONTAMINATION_REQUIRE_SLURM is set (CI).
+# MariaDB. Every test runs: where these cannot be installed (no root), `make test` stops here;
+# run `.venv/bin/python -m pytest -m "not slurm"` to test the rest.
 test-system-packages: system-packages
 	tools/system-packages.sh chromium=chromium
 	tools/system-packages.sh munged=munge slurmctld=slurmctld slurmd=slurmd sinfo=slurm-client \
-	    slurmdbd=slurmdbd mariadbd=mariadb-server || [ -z "$$CONTAMINATION_REQUIRE_SLURM" ]
+	    slurmdbd=slurmdbd mariadbd=mariadb-server
 
 smoke: install
 	snakemake --cores all --configfile config/smoke.yaml --report results/smoke/report.html --report-after-run

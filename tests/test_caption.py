@@ -211,7 +211,7 @@ def test_a_stopped_fine_tune_resumes_to_identical_weights(caption_data, tiny_bli
 @pytest.fixture(scope="module")
 def fine_tuned_run(caption_data, tiny_blip_dir, tmp_path_factory):
     if shutil.which("java") is None:
-        pytest.skip("the PTB tokenizer and METEOR need Java")
+        pytest.fail("the PTB tokenizer and METEOR need Java: `make test` installs it (make system-packages)")
     index, manifest = caption_data
     out = tmp_path_factory.mktemp("run")
     settings = dict(cfg.load(SMOKE_CONFIG)["captioning"])
