@@ -145,3 +145,16 @@ def test_write_metrics_nulls_non_finite_values_and_requires_reasons(tmp_path):
 def test_unavailable_gives_every_metric_null_with_the_reason():
     metrics, reasons = training.unavailable(["a", "b"], "training diverged")
     assert metrics == {"a": None, "b": None} and reasons == {"a": "training diverged", "b": "training diverged"}
+
+
+def test_distributed_run_turns_a_stop_into_the_resume_exit_code(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        with training.distributed_run("cpu", "/scratch/ckpt") as env:
+            assert env.world_size == 1
+            raise training.Interrupted()
+    assert stopped.value.code == training.EXIT_RESUME
+    captured = capsys.readouterr()
+    assert f"checkpoint in /scratch/ckpt, exit {training.EXIT_RESUME}" in captured.out + captured.err
+    with pytest.raises(ValueError):
+        with training.distributed_run("cpu", "/scratch/ckpt"):
+            raise ValueError("other errors pass through")

@@ -15,7 +15,6 @@ Besides metrics.json the job saves the ImageNet-val confusion matrix (rows: true
 columns: top-1 prediction) as .npy; a diverged run saves a 0x0 matrix.
 """
 
-import json
 from pathlib import Path
 
 from contamination import training
@@ -30,15 +29,13 @@ def add_commands(subparsers) -> None:
     parser = training.add_resumable_command(
         subparsers, "train-classifier",
         "train a classifier on a mixture manifest and score it (metrics.json + confusion .npy)",
+        "model, recipe (config classification.models.<model>), num_classes, seed, device, num_workers, "
+        "print_freq, keep_checkpoint",
     )
-    parser.add_argument("--spec", required=True, type=json.loads,
-                        help="JSON: model, recipe (config classification.models.<model>), num_classes, seed, "
-                             "device, num_workers, print_freq, keep_checkpoint")
     parser.add_argument("--manifest", required=True, help="mixture manifest (Parquet)")
     parser.add_argument("--imagenet", required=True, help="ImageNet index; its 'val' split is scored")
     parser.add_argument("--imagenet-a", required=True, help="ImageNet-A index")
     parser.add_argument("--imagenet-r", required=True, help="ImageNet-R index")
-    parser.add_argument("--checkpoint-dir", required=True, help="resume directory (not a workflow output)")
     parser.add_argument("--out", required=True, help="metrics.json")
     parser.add_argument("--confusion", required=True, help="ImageNet-val confusion matrix (.npy)")
     parser.set_defaults(run=run_train_classifier)
@@ -51,16 +48,10 @@ def run_train_classifier(args) -> None:
 
     spec = args.spec
     eval_indexes = {"imagenet_val": args.imagenet, "imagenet_a": args.imagenet_a, "imagenet_r": args.imagenet_r}
-    env = training.setup_distributed(spec["device"])
-    try:
+    with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         status, metrics, reasons, confusion = train_and_evaluate(
             spec, args.manifest, eval_indexes, args.checkpoint_dir, env
         )
-    except training.Interrupted:
-        training.log(env, f"stopped by a signal; checkpoint in {args.checkpoint_dir}, exit {training.EXIT_RESUME}")
-        raise SystemExit(training.EXIT_RESUME)
-    finally:
-        training.teardown_distributed(env)
     if env.is_main:
         with atomic_path(args.confusion) as temporary:
             with open(temporary, "wb") as handle:

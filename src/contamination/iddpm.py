@@ -43,12 +43,10 @@ OUT_CHANNELS = 6  # eps (3) and v (3)
 def add_commands(subparsers) -> None:
     parser = training.add_resumable_command(
         subparsers, "iddpm-train",
-        "train improved DDPM on an image array; save the EMA UNet and training.json",
+        "train improved DDPM on an image array; save the EMA UNet and training.json", "config iddpm + seed",
     )
-    parser.add_argument("--spec", required=True, type=json.loads, help="JSON: config iddpm + seed")
     parser.add_argument("--images", required=True, help="uint8 image array (N, S, S, 3) of the mixture")
     parser.add_argument("--manifest", required=True, help="the mixture manifest the array was made from (run identity)")
-    parser.add_argument("--checkpoint-dir", required=True, help="resume directory (not a workflow output)")
     parser.add_argument("--out", required=True, help="model directory (the EMA UNet)")
     parser.add_argument("--status", required=True, help="training.json")
     parser.set_defaults(run=run_train)
@@ -193,10 +191,9 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
 
 def run_train(args) -> None:
     spec = args.spec
-    env = training.setup_distributed(spec["device"])
-    identity = run_identity(spec, args.manifest)
-    checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
-    try:
+    with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
+        identity = run_identity(spec, args.manifest)
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
         status, reason, ema_unet = "ok", "", None
         try:
             ema_unet = train(spec, args.images, checkpointer, env)
@@ -208,11 +205,6 @@ def run_train(args) -> None:
                         training.provenance(identity, spec["seed"], env, packages=("torch", "diffusers")))
         if status == "ok" and not spec["keep_checkpoint"]:
             checkpointer.remove()  # collective, after the outputs exist
-    except training.Interrupted:
-        training.log(env, f"stopped by a signal; checkpoint in {args.checkpoint_dir}, exit {training.EXIT_RESUME}")
-        raise SystemExit(training.EXIT_RESUME)
-    finally:
-        training.teardown_distributed(env)
 
 
 def write_model(ema_unet, out, status_path, status: str, reason: str, spec: dict, provenance: dict) -> None:

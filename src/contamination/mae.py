@@ -22,7 +22,6 @@ Both stages run under torchrun (DDP) and use training.py for seeding, checkpoint
 signals (exit 75, run again to resume) and divergence (status "diverged", NaN in the table).
 """
 
-import json
 from pathlib import Path
 
 from contamination import training
@@ -39,12 +38,9 @@ def add_commands(subparsers) -> None:
     parser = training.add_resumable_command(
         subparsers, "mae-pretrain",
         "MAE pre-training of a ViT on a mixture manifest (saves the model + a summary JSON)",
+        "model, pretrain (config mae.model, mae.pretrain), seed, device, num_workers, print_freq, keep_checkpoint",
     )
-    parser.add_argument("--spec", required=True, type=json.loads,
-                        help="JSON: model, pretrain (config mae.model, mae.pretrain), seed, device, "
-                             "num_workers, print_freq, keep_checkpoint")
     parser.add_argument("--manifest", required=True, help="mixture manifest (Parquet)")
-    parser.add_argument("--checkpoint-dir", required=True, help="resume directory (not a workflow output)")
     parser.add_argument("--out", required=True, help="directory for the pre-trained model (save_pretrained)")
     parser.add_argument("--summary", required=True, help="JSON: status, loss per epoch, provenance")
     parser.set_defaults(run=run_pretrain)
@@ -52,14 +48,11 @@ def add_commands(subparsers) -> None:
     parser = training.add_resumable_command(
         subparsers, "mae-linear-probe",
         "linear probing of a pre-trained MAE encoder on ImageNet (metrics.json)",
+        "linear_probe (config mae.linear_probe), num_classes, seed, device, num_workers, print_freq, keep_checkpoint",
     )
-    parser.add_argument("--spec", required=True, type=json.loads,
-                        help="JSON: linear_probe (config mae.linear_probe), num_classes, seed, "
-                             "device, num_workers, print_freq, keep_checkpoint")
     parser.add_argument("--pretrained", required=True, help="directory written by mae-pretrain")
     parser.add_argument("--pretrain-summary", required=True, help="summary JSON written by mae-pretrain")
     parser.add_argument("--imagenet", required=True, help="ImageNet index: trained on 'train', scored on 'val'")
-    parser.add_argument("--checkpoint-dir", required=True, help="resume directory (not a workflow output)")
     parser.add_argument("--out", required=True, help="metrics.json")
     parser.set_defaults(run=run_linear_probe)
 
@@ -72,10 +65,9 @@ def run_pretrain(args) -> None:
     from contamination.io import save_pretrained
 
     spec = args.spec
-    env = training.setup_distributed(spec["device"])
-    identity = pretrain_identity(spec, args.manifest)
-    checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
-    try:
+    with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
+        identity = pretrain_identity(spec, args.manifest)
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
         model, history, status, reason = pretrain(spec, args.manifest, checkpointer, env)
         if env.is_main:
             save_pretrained(model, args.out)
@@ -85,22 +77,16 @@ def run_pretrain(args) -> None:
             print(f"pre-training {status}: loss per epoch {history.losses}", flush=True)
         if status == "ok" and not spec["keep_checkpoint"]:
             checkpointer.remove()
-    except training.Interrupted:
-        training.log(env, f"stopped by a signal; checkpoint in {args.checkpoint_dir}, exit {training.EXIT_RESUME}")
-        raise SystemExit(training.EXIT_RESUME)
-    finally:
-        training.teardown_distributed(env)
 
 
 def run_linear_probe(args) -> None:
     from contamination.io import read_json
 
     spec = args.spec
-    env = training.setup_distributed(spec["device"])
-    identity = probe_identity(spec, args.pretrained, args.imagenet)
-    pretraining = read_json(args.pretrain_summary)
-    checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
-    try:
+    with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
+        identity = probe_identity(spec, args.pretrained, args.imagenet)
+        pretraining = read_json(args.pretrain_summary)
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
         if pretraining["status"] == "ok":
             status, metrics, reasons = linear_probe(spec, args.pretrained, args.imagenet, checkpointer, env)
         else:
@@ -116,11 +102,6 @@ def run_linear_probe(args) -> None:
             print(f"{status}: " + ", ".join(f"{name} {value}" for name, value in metrics.items()), flush=True)
         if status == "ok" and not spec["keep_checkpoint"]:
             checkpointer.remove()
-    except training.Interrupted:
-        training.log(env, f"stopped by a signal; checkpoint in {args.checkpoint_dir}, exit {training.EXIT_RESUME}")
-        raise SystemExit(training.EXIT_RESUME)
-    finally:
-        training.teardown_distributed(env)
 
 
 

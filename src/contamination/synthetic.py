@@ -290,21 +290,28 @@ def write_meta_mat(path, classes: list, ilsvrc_ids: list) -> None:
 
 def write_imagenet_a(root, classes: list, spec: dict, stream: Stream) -> int:
     """<root>/<wnid>/*.jpg for a subset of the classes, names with spaces as in ImageNet-A."""
-    subset = [cls for k, cls in enumerate(classes) if k % 4 != 3]
-    for k, cls in enumerate(subset):
-        for n in range(spec["val_per_class"]):
-            path = root / cls["wnid"] / f"0.{n:06d}_{cls['names'][0]} _ {cls['names'][0]}.jpg"
-            save_class_image(path, stream, "val", k * spec["val_per_class"] + n, spec["image_size"], cls, "adversarial")
-    return len(subset) * spec["val_per_class"]
+    def file_name(cls, n):
+        return f"0.{n:06d}_{cls['names'][0]} _ {cls['names'][0]}.jpg"
+
+    return write_class_subset(root, classes, spec, stream, 3, file_name, "adversarial")
 
 
 def write_imagenet_r(root, classes: list, spec: dict, stream: Stream) -> int:
     """<root>/<wnid>/<style>_<n>.jpg for another subset; file names repeat across classes, as in ImageNet-R."""
-    subset = [cls for k, cls in enumerate(classes) if k % 4 != 0]
+    def file_name(cls, n):
+        return f"{IMAGENET_R_STYLES[n % len(IMAGENET_R_STYLES)]}_{n}.jpg"
+
+    return write_class_subset(root, classes, spec, stream, 0, file_name, "rendition")
+
+
+def write_class_subset(root, classes: list, spec: dict, stream: Stream, left_out: int, file_name, look: str) -> int:
+    """``val_per_class`` images of ``look`` in <root>/<wnid>/<file_name(class, n)> for every class
+    but each fourth one (from ``left_out``); how many were written."""
+    subset = [cls for k, cls in enumerate(classes) if k % 4 != left_out]
     for k, cls in enumerate(subset):
         for n in range(spec["val_per_class"]):
-            path = root / cls["wnid"] / f"{IMAGENET_R_STYLES[n % len(IMAGENET_R_STYLES)]}_{n}.jpg"
-            save_class_image(path, stream, "val", k * spec["val_per_class"] + n, spec["image_size"], cls, "rendition")
+            save_class_image(root / cls["wnid"] / file_name(cls, n), stream, "val", k * spec["val_per_class"] + n,
+                             spec["image_size"], cls, look)
     return len(subset) * spec["val_per_class"]
 
 

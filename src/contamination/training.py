@@ -64,6 +64,7 @@ Pieces:
 This module imports torch only inside functions, like every module of the package.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -82,14 +83,18 @@ CHECKPOINT_NAME = "checkpoint.pt"
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
-def add_resumable_command(subparsers, name: str, help: str):
-    """A CLI training command; its help says how it runs under torchrun and resumes."""
-    return subparsers.add_parser(
+def add_resumable_command(subparsers, name: str, help: str, spec_help: str):
+    """A CLI training command with the arguments every one has: ``--spec`` (JSON, described by
+    ``spec_help``) and ``--checkpoint-dir``; its help says how it runs under torchrun and resumes."""
+    parser = subparsers.add_parser(
         name,
         help=help,
         description=f"Run it under torchrun for several GPUs. Exit code {EXIT_RESUME}: stopped by a signal "
         "after checkpointing; run the same command again to resume.",
     )
+    parser.add_argument("--spec", required=True, type=json.loads, help=f"JSON: {spec_help}")
+    parser.add_argument("--checkpoint-dir", required=True, help="resume directory (not a workflow output)")
+    return parser
 
 
 class Diverged(Exception):
@@ -139,6 +144,20 @@ def setup_distributed(device: str = "auto") -> DistEnv:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
     return DistEnv(rank, world_size, local_rank, chosen)
+
+
+@contextlib.contextmanager
+def distributed_run(device: str, checkpoint_dir):
+    """A training command's process group (setup_distributed) for the body, torn down after it;
+    a stop signal (Interrupted) ends the command with EXIT_RESUME, saying where its checkpoint is."""
+    env = setup_distributed(device)
+    try:
+        yield env
+    except Interrupted:
+        log(env, f"stopped by a signal; checkpoint in {checkpoint_dir}, exit {EXIT_RESUME}")
+        raise SystemExit(EXIT_RESUME)
+    finally:
+        teardown_distributed(env)
 
 
 def teardown_distributed(env: DistEnv) -> None:
