@@ -71,6 +71,8 @@ def mixture(config, name):
         (lambda c: mixture(c, "co_fl_40").update(match="source"), "mixtures[22].match: 'source' needs 'flickr30k' to be generated from 'coco'"),
         (lambda c: c.update(on_unreadable_image="ignore"), "on_unreadable_image: 'ignore' is not one of"),
         (lambda c: c["generation"].update(height=500), "generation.height: 500 is not a multiple of 8"),
+        (lambda c: c["generation"].update(matmul_precision="fast"), "generation.matmul_precision: 'fast' is not one of"),
+        (lambda c: c["image_sets"].update(reduced_jpeg_decode="often"), "image_sets.reduced_jpeg_decode: 'often' is not of type 'boolean'"),
     ],
 )
 def test_bad_config_names_key_and_value(paper, change, expected):
