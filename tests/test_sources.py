@@ -220,6 +220,15 @@ def test_unknown_karpathy_split_is_named(tmp_path):
         read_source("coco", tmp_path / "coco", karpathy_json=json_path)
 
 
+@pytest.mark.parametrize("caption", ["", "  \t\n "])
+def test_empty_or_blank_caption_fails_naming_its_position_and_the_file(tmp_path, caption):
+    images = [COCO_IMAGES[0], dict(COCO_IMAGES[1], captions=["z first", "y", caption, "w", "v"])]
+    json_path = write_karpathy(tmp_path / "coco", tmp_path / "dataset_coco.json", images, with_filepath=True)
+    with pytest.raises(DataError, match=r"images\[1\]\.sentences\[2\] has an empty caption") as error:
+        read_source("coco", tmp_path / "coco", karpathy_json=json_path)
+    assert str(json_path) in str(error.value)
+
+
 # ---- unreadable images ---------------------------------------------------------------------
 
 
