@@ -9,7 +9,7 @@ from contamination.__main__ import main
 from contamination.errors import ConfigError, DataError
 from contamination.formats import INDEX_COLUMNS
 from contamination.sources import read_source
-from contamination.sources.imagenet import class_table
+from contamination.sources.imagenet import class_table, official_wnids
 from layouts_real import (
     CLASSES,
     write_class_folders,
@@ -118,21 +118,56 @@ def test_missing_imagenet_root_is_named(tmp_path, capsys):
 # ---- ImageNet-A / -R -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source", ["imagenet_a", "imagenet_r"])
-def test_class_folder_sets_get_thousand_way_labels_and_unique_ids(tmp_path, source):
-    root = write_class_folders(tmp_path / source, [WNIDS[1], WNIDS[3]])
+# Of CLASSES, only the goldfish (label 1) is an ImageNet-R class and only the African elephant
+# (label 3) an ImageNet-A class.
+@pytest.mark.parametrize("source, label", [("imagenet_a", 3), ("imagenet_r", 1)])
+def test_class_folder_sets_get_thousand_way_labels_and_unique_ids(tmp_path, source, label):
+    root = write_class_folders(tmp_path / source, [WNIDS[label]])
     classes = write_class_table(tmp_path / "classes.parquet")
     code, index, report = run_index(tmp_path, source, root, "--classes", str(classes))
     assert code == 0
-    assert report["rows_per_split"] == {"val": 4}
-    assert sorted(set(index["label"])) == [1, 3]  # the labels of the full class table
-    assert set(index["id"]) == {f"{w}_{stem}" for w in (WNIDS[1], WNIDS[3]) for stem in ("art_0", "sketch_1")}
+    assert report["rows_per_split"] == {"val": 2}
+    assert set(index["label"]) == {label}  # the label in the full class table
+    assert set(index["id"]) == {f"{WNIDS[label]}_{stem}" for stem in ("art_0", "sketch_1")}
 
 
 def test_class_folder_not_in_the_class_table_is_named(tmp_path):
-    root = write_class_folders(tmp_path / "imagenet-r", [WNIDS[0], "n07777777"])
+    root = write_class_folders(tmp_path / "imagenet-r", [WNIDS[1], "n07777777"])
     with pytest.raises(DataError, match="n07777777"):
         read_source("imagenet_r", root, write_class_table(tmp_path / "classes.parquet"))
+
+
+def test_official_class_lists_have_200_distinct_imagenet_wnids_each():
+    for source in ("imagenet_a", "imagenet_r"):
+        wnids = official_wnids(source)
+        assert len(wnids) == len(set(wnids)) == 200
+        assert all(len(wnid) == 9 and wnid[0] == "n" and wnid[1:].isdigit() for wnid in wnids)
+    assert "n01443537" in official_wnids("imagenet_r") and "n02504458" in official_wnids("imagenet_a")
+
+
+def official_class_table(path, wnids):
+    return write_class_table(path, [(wnid, f"class {wnid}", 0) for wnid in wnids])
+
+
+def test_a_partial_imagenet_r_copy_is_refused_naming_the_missing_classes(tmp_path):
+    in_use = official_wnids("imagenet_r")[:10]
+    classes = official_class_table(tmp_path / "classes.parquet", in_use + [WNIDS[0]])  # + tench, not in -R
+    root = write_class_folders(tmp_path / "imagenet-r", in_use[:3] + in_use[7:])
+    (root / in_use[5]).mkdir()  # a folder without images holds no class either
+    with pytest.raises(DataError) as error:
+        read_source("imagenet_r", root, classes)
+    message = str(error.value)
+    assert "no images of 4 of the 10 ImageNet-R classes" in message and str(root) in message
+    assert ", ".join(in_use[3:7]) in message
+    write_class_folders(root, in_use[3:7])
+    assert set(read_source("imagenet_r", root, classes)["wnid"]) == set(in_use)
+
+
+def test_a_class_folder_outside_the_official_list_is_refused(tmp_path):
+    classes = write_class_table(tmp_path / "classes.parquet")
+    root = write_class_folders(tmp_path / "imagenet-a", [WNIDS[3], WNIDS[2]])  # kit fox: not in ImageNet-A
+    with pytest.raises(DataError, match=f"1 class folder\\(s\\) not among the 200 ImageNet-A classes \\(e.g. {WNIDS[2]}\\)"):
+        read_source("imagenet_a", root, classes)
 
 
 # ---- WebVision -----------------------------------------------------------------------------

@@ -9,7 +9,9 @@ Layouts read:
     <imagenet-a or -r root>/<wnid>/<name>.jpg
 
 Labels are positions in sorted wnid order (torchvision's ImageFolder order), the same for all
-three datasets, so ImageNet-A/-R rows carry 1000-way labels.
+three datasets, so ImageNet-A/-R rows carry 1000-way labels. ImageNet-A/-R copies must hold
+exactly their official classes (imagenet_a_wnids.txt, imagenet_r_wnids.txt, shipped with this
+package) among the classes of the ImageNet class table in use.
 """
 
 from pathlib import Path
@@ -28,6 +30,8 @@ SYNSET_MAPPING = "LOC_synset_mapping.txt"
 DEVKIT_DATA = Path("ILSVRC2012_devkit_t12") / "data"
 META_MAT = DEVKIT_DATA / "meta.mat"
 VAL_GROUND_TRUTH = DEVKIT_DATA / "ILSVRC2012_validation_ground_truth.txt"
+OFFICIAL_CLASSES = {"imagenet_a": ("ImageNet-A", "imagenet_a_wnids.txt"),
+                    "imagenet_r": ("ImageNet-R", "imagenet_r_wnids.txt")}
 
 
 def class_table(root, num_classes: int):
@@ -101,11 +105,35 @@ def index_imagenet(root, classes: dict):
     return index_frame(rows + val_rows, root)
 
 
-def index_class_folders(root, classes: dict):
-    """ImageNet-A or ImageNet-R: ``<root>/<wnid>/*.jpg``, all of it the evaluation split."""
-    root = require_dir(root, "class folders")
+def official_wnids(source: str) -> list:
+    """The 200 wnids of ``source`` (imagenet_a or imagenet_r) as published with the dataset."""
+    from importlib import resources
+
+    text = resources.files(__package__).joinpath(OFFICIAL_CLASSES[source][1]).read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def index_class_folders(root, classes: dict, source: str):
+    """ImageNet-A or ImageNet-R: ``<root>/<wnid>/*.jpg``, all of it the evaluation split; a copy
+    must hold every official class of ``source`` that is in the class table, and no other."""
+    root = require_dir(root, f"{OFFICIAL_CLASSES[source][0]} class folders")
     # Their file names repeat across classes (ImageNet-R: art_0.jpg in many folders): prefix the wnid.
-    return index_frame(wnid_folder_rows(root, classes, "val", prefix_wnid=True), root)
+    rows = wnid_folder_rows(root, classes, "val", prefix_wnid=True)
+    name, official = OFFICIAL_CLASSES[source][0], official_wnids(source)
+    held = {row["wnid"] for row in rows}
+    foreign = sorted(held - set(official))
+    if foreign:
+        raise DataError(f"'{root}': {len(foreign)} class folder(s) not among the {len(official)} {name} classes "
+                        f"(e.g. {', '.join(foreign[:3])}): is this {name}?")
+    in_use = set(official) & set(classes)
+    if not in_use:
+        raise DataError(f"'{root}': none of the {len(classes)} classes of the ImageNet class table is one of "
+                        f"the {len(official)} {name} classes, so there is nothing to score {name} on")
+    missing = sorted(in_use - held)
+    if missing:
+        raise DataError(f"'{root}' has no images of {len(missing)} of the {len(in_use)} {name} classes in the "
+                        f"ImageNet class table (e.g. {', '.join(missing[:5])}): incomplete copy?")
+    return index_frame(rows, root)
 
 
 def wnid_folder_rows(directory: Path, classes: dict, split: str, prefix_wnid: bool) -> list:
