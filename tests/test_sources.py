@@ -16,6 +16,7 @@ from layouts_real import (
     write_class_table,
     write_image,
     write_imagenet,
+    write_kaggle_imagenet,
     write_karpathy,
     write_meta_mat,
     write_synset_mapping,
@@ -90,6 +91,35 @@ def test_imagenet_index_labels_train_and_both_val_layouts(tmp_path, val_layout):
     assert (index["image_id"] == index["id"]).all() and (index["caption"] == "").all()
     assert index["path"].map(lambda p: p.startswith("/")).all()
     assert list(index["id"]) == sorted(index["id"], key=lambda i: (i.startswith("ILSVRC"), i))
+
+
+def test_kaggle_imagenet_layout_is_detected_and_labelled_from_its_csv(tmp_path):
+    root = tmp_path / "imagenet-object-localization-challenge"
+    truth = write_kaggle_imagenet(root)
+    classes = tmp_path / "classes.parquet"
+    assert main(["classes", "--root", str(root), "--num-classes", "4", "--out", str(classes)]) == 0
+    code, index, report = run_index(tmp_path, "imagenet", root, "--classes", str(classes))
+    assert code == 0
+    assert report["rows_per_split"] == {"train": 8, "val": 8}  # test/ is not indexed
+    images = root / "ILSVRC" / "Data" / "CLS-LOC"
+    train = index[index["split"] == "train"].set_index("id")
+    assert train.loc[f"{WNIDS[2]}_2001", ["wnid", "label", "path"]].tolist() == [
+        WNIDS[2], 2, str(images / "train" / WNIDS[2] / f"{WNIDS[2]}_2001.JPEG")]
+    assert (train["label"] == train["wnid"].map(WNIDS.index)).all()
+    val = index[index["split"] == "val"].set_index("id")
+    assert val["wnid"].to_dict() == truth and len(set(truth.values())) == 4
+    assert (val["label"] == val["wnid"].map(WNIDS.index)).all()
+    assert val.loc["ILSVRC2012_val_00000001", "path"] == str(images / "val" / "ILSVRC2012_val_00000001.JPEG")
+
+
+def test_kaggle_val_image_missing_from_the_solution_csv_is_named(tmp_path):
+    root = tmp_path / "kaggle"
+    write_kaggle_imagenet(root)
+    solution = root / "LOC_val_solution.csv"
+    lines = solution.read_text().splitlines()
+    solution.write_text("\n".join(line for line in lines if not line.startswith("ILSVRC2012_val_00000003")) + "\n")
+    with pytest.raises(DataError, match=r"LOC_val_solution.csv has no label for 1 image\(s\).*ILSVRC2012_val_00000003"):
+        read_source("imagenet", root, write_class_table(tmp_path / "classes.parquet"))
 
 
 def test_imagenet_folder_of_an_unknown_class_is_named(tmp_path):
