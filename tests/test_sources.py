@@ -193,6 +193,15 @@ def test_a_partial_imagenet_r_copy_is_refused_naming_the_missing_classes(tmp_pat
     assert set(read_source("imagenet_r", root, classes)["wnid"]) == set(in_use)
 
 
+def test_a_full_copy_with_a_class_subset_indexes_the_official_classes_in_use(tmp_path):
+    official = official_wnids("imagenet_a")
+    in_use = [official[4], official[150]]
+    classes = official_class_table(tmp_path / "classes.parquet", [WNIDS[0], *in_use])  # tench: label 0, not in -A
+    index = read_source("imagenet_a", write_class_folders(tmp_path / "imagenet-a", official), classes)
+    assert index.groupby("wnid")["label"].unique().map(list).to_dict() == {in_use[0]: [1], in_use[1]: [2]}
+    assert len(index) == 4
+
+
 def test_a_class_folder_outside_the_official_list_is_refused(tmp_path):
     classes = write_class_table(tmp_path / "classes.parquet")
     root = write_class_folders(tmp_path / "imagenet-a", [WNIDS[3], WNIDS[2]])  # kit fox: not in ImageNet-A

@@ -129,13 +129,12 @@ def image_root(root: Path) -> Path:
 
 def index_class_folders(root, classes: dict, source: str):
     """ImageNet-A or ImageNet-R: ``<root>/<wnid>/*.jpg``, all of it the evaluation split; a copy
-    must hold every official class of ``source`` that is in the class table, and no other."""
+    must hold every official class of ``source`` that is in the class table, and no other. With a
+    class table of fewer classes, the folders of official classes outside it are not indexed."""
     root = require_dir(root, f"{OFFICIAL_CLASSES[source][0]} class folders")
-    # Their file names repeat across classes (ImageNet-R: art_0.jpg in many folders): prefix the wnid.
-    rows = wnid_folder_rows(root, classes, "val", prefix_wnid=True)
     name, official = OFFICIAL_CLASSES[source][0], official_wnids(source)
-    held = {row["wnid"] for row in rows}
-    foreign = sorted(held - set(official))
+    folders = subdirectories(root)
+    foreign = sorted(set(folders) - set(official))
     if foreign:
         raise DataError(f"'{root}': {len(foreign)} class folder(s) not among the {len(official)} {name} classes "
                         f"(e.g. {', '.join(foreign[:3])}): is this {name}?")
@@ -143,16 +142,19 @@ def index_class_folders(root, classes: dict, source: str):
     if not in_use:
         raise DataError(f"'{root}': none of the {len(classes)} classes of the ImageNet class table is one of "
                         f"the {len(official)} {name} classes, so there is nothing to score {name} on")
-    missing = sorted(in_use - held)
+    # Their file names repeat across classes (ImageNet-R: art_0.jpg in many folders): prefix the wnid.
+    rows = wnid_folder_rows(root, classes, "val", prefix_wnid=True, folders=sorted(in_use & set(folders)))
+    missing = sorted(in_use - {row["wnid"] for row in rows})
     if missing:
         raise DataError(f"'{root}' has no images of {len(missing)} of the {len(in_use)} {name} classes in the "
                         f"ImageNet class table (e.g. {', '.join(missing[:5])}): incomplete copy?")
     return index_frame(rows, root)
 
 
-def wnid_folder_rows(directory: Path, classes: dict, split: str, prefix_wnid: bool) -> list:
+def wnid_folder_rows(directory: Path, classes: dict, split: str, prefix_wnid: bool, folders=None) -> list:
+    """Rows of the images in the class folders of ``directory`` (all of them, or ``folders``)."""
     rows = []
-    for wnid in subdirectories(directory):
+    for wnid in subdirectories(directory) if folders is None else folders:
         label = class_label(classes, wnid, directory / wnid)
         for name in image_files(directory / wnid):
             stem = Path(name).stem
