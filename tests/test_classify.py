@@ -254,3 +254,30 @@ def test_an_index_with_images_outside_the_official_classes_is_refused(image_sets
     rows = classify.evaluation_rows(indexes["imagenet_val"])
     with pytest.raises(DataError, match=r"outside the official imagenet_r classes in use \(labels \[3\]\)"):
         classify.official_labels("imagenet_r", indexes["imagenet_val"], rows, indexes["imagenet_val"])
+
+
+class UnofficialClassFirst(torch.nn.Module):
+    """Scores every image the same: class 2 first, then 3, 1, 0."""
+
+    def forward(self, images):
+        return torch.tensor([[1.0, 2.0, 9.0, 5.0]]).expand(images.shape[0], -1)
+
+
+def test_imagenet_a_and_r_scoring_keeps_imagenet_labels_when_the_official_classes_in_use_are_not_the_first(
+        image_sets, tmp_path):
+    # Tench and cock (labels 0, 2) are in neither list; goldfinch and house finch (1, 3) in both.
+    gapped = ["n01440764", "n01498041", "n01514668", "n01531178"]
+    _, indexes = image_sets
+    rows = classify.evaluation_rows(indexes["imagenet_val"])
+    imagenet = imagesets.source_index(tmp_path / "imagenet.parquet", list(rows["uri"]), rows["label"],
+                                      ["val"] * len(rows), gapped)
+    class_3 = rows[rows["label"] == 3]
+    only_class_3 = imagesets.source_index(tmp_path / "class3.parquet", list(class_3["uri"]), class_3["label"],
+                                          ["val"] * len(class_3), gapped)
+    eval_indexes = {"imagenet_val": imagenet, "imagenet_a": only_class_3, "imagenet_r": only_class_3}
+    assert classify.official_labels("imagenet_r", imagenet, class_3, only_class_3).tolist() == [1, 3]
+    metrics, _ = classify.evaluate_all(UnofficialClassFirst(), tiny_spec(), eval_indexes, CPU)
+    # Among classes 1 and 3 the prediction is 3 (right); unrestricted it is 2, and a position in
+    # the restricted list (1) or the first two labels (0, 1) would name class 1: all wrong.
+    assert metrics["top1_imagenet_a"] == metrics["top1_imagenet_r"] == 100.0
+    assert metrics["top1_imagenet_val"] == 25.0
