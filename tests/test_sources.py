@@ -303,6 +303,14 @@ def test_empty_or_blank_caption_fails_naming_its_position_and_the_file(tmp_path,
     assert str(json_path) in str(error.value)
 
 
+def test_empty_flickr30k_caption_fails_naming_its_position_and_the_file(tmp_path):
+    images = [{"filename": "1000092795.jpg", "split": "train", "captions": list("abcde")},
+              {"filename": "10002456.jpg", "split": "test", "captions": ["f", "g", "h", "i", " "]}]
+    json_path = write_karpathy(tmp_path / "f30k", tmp_path / "dataset_flickr30k.json", images, with_filepath=False)
+    with pytest.raises(DataError, match=r"dataset_flickr30k\.json: images\[1\]\.sentences\[4\] has an empty caption"):
+        read_source("flickr30k", tmp_path / "f30k", karpathy_json=json_path)
+
+
 # ---- unreadable images ---------------------------------------------------------------------
 
 
