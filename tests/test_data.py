@@ -194,3 +194,29 @@ def test_images_without_an_eight_bit_scale_are_refused_naming_the_file(tmp_path)
         with pytest.raises(DataError, match=f"{path.name} is not a readable image.*8-bit scale"):
             load_image(str(path))
         assert "8-bit scale" in image_error(str(path))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16L", "I;16B", "I;16N"])
+def test_every_sixteen_bit_grey_byte_order_keeps_its_high_byte(mode):
+    from contamination.data import to_rgb8
+
+    values = np.array([[0, 255, 256, 0x8080, 0xFFFF]], dtype=np.uint16)
+    image = Image.frombytes(mode, (5, 1), values.astype(">u2" if mode == "I;16B" else "=u2").tobytes())
+    assert to_array(to_rgb8(image))[0, :, 0].tolist() == [0, 0, 1, 128, 255]
+
+
+def test_eight_bit_modes_decode_as_before(tmp_path):
+    """Only high-bit-depth images changed: alpha is dropped (not composited), and palettes with
+    a transparent index and CMYK convert as Pillow's convert("RGB") always did."""
+    from contamination.data import to_rgb8
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(6, 8, 4), dtype=np.uint8)
+    grey = np.repeat(pixels[..., :1], 3, axis=2)
+    assert np.array_equal(to_array(to_rgb8(Image.fromarray(pixels, "RGBA"))), pixels[..., :3])
+    assert np.array_equal(to_array(to_rgb8(Image.fromarray(pixels[..., :2], "LA"))), grey)
+    bits = pixels[..., 0] > 127
+    assert np.array_equal(to_array(to_rgb8(Image.fromarray(bits))), np.repeat(bits[..., None] * 255, 3, axis=2))
+    Image.fromarray(pixels[..., :3]).quantize(8).save(tmp_path / "transparent.png", transparency=3)
+    for image in (Image.fromarray(pixels, "CMYK"), Image.open(tmp_path / "transparent.png")):
+        assert image.mode in ("CMYK", "P")
+        assert np.array_equal(to_array(to_rgb8(image)), to_array(image.convert("RGB"))), image.mode
