@@ -1,5 +1,6 @@
 """The dataset adapters on tiny copies of the real layouts (tests/layouts_real.py)."""
 
+import hashlib
 import json
 
 import pandas as pd
@@ -173,6 +174,13 @@ def test_official_class_lists_have_200_distinct_imagenet_wnids_each():
         assert len(wnids) == len(set(wnids)) == 200
         assert all(len(wnid) == 9 and wnid[0] == "n" and wnid[1:].isdigit() for wnid in wnids)
     assert "n01443537" in official_wnids("imagenet_r") and "n02504458" in official_wnids("imagenet_a")
+    # Pinned after checking both lists against hendrycks/natural-adv-examples eval.py (thousand_k_to_200
+    # over imagenet-r eval.py's sorted all_wnids), imagenet-r eval.py (imagenet_r_wnids) and timm's
+    # imagenet_{a,r}_indices.txt: a change to either file must be checked the same way.
+    digests = {source: hashlib.sha256(" ".join(official_wnids(source)).encode()).hexdigest()
+               for source in ("imagenet_a", "imagenet_r")}
+    assert digests == {"imagenet_a": "ff8c384504d3ec59dd70537e83c7ed3dfa0debb07210febc47b58c136a443706",
+                       "imagenet_r": "354baa0a46566aa68cee6a8093d8de471b7d45a1004b81a95c6210f757ad3740"}
 
 
 def official_class_table(path, wnids):
