@@ -20,12 +20,13 @@ def write_images(directory, images, prefix: str) -> list:
     return paths
 
 
-def source_index(path, image_paths, labels, splits) -> Path:
-    """A source index (formats.INDEX_COLUMNS) of the given images."""
+def source_index(path, image_paths, labels, splits, wnids=None) -> Path:
+    """A source index (formats.INDEX_COLUMNS) of the given images; ``wnids[label]`` is a class's
+    wnid (default: made-up ``n<label>``)."""
     ids = [Path(image).stem for image in image_paths]
     frame = pd.DataFrame({
         "id": ids, "path": image_paths, "label": np.asarray(labels, dtype=np.int64),
-        "wnid": [f"n{label:08d}" for label in labels], "caption": "", "image_id": ids, "split": list(splits),
+        "wnid": [wnids[label] if wnids else f"n{label:08d}" for label in labels], "caption": "", "image_id": ids, "split": list(splits),
     })
     frame.to_parquet(path, index=False)
     return Path(path)

@@ -1,4 +1,4 @@
-"""Tiny copies of the real dataset layouts (ILSVRC-2012 with its devkit, ImageNet-A/-R, WebVision
+"""Tiny copies of the real dataset layouts (ILSVRC-2012 with its devkit or as Kaggle ships it, ImageNet-A/-R, WebVision
 1.0, Karpathy's COCO and Flickr30k JSON), built by hand from the published formats and
 independent of contamination.synthetic, for the adapter tests."""
 
@@ -76,6 +76,29 @@ def write_imagenet(root, val_layout: str, train_per_class: int = 2, val_per_clas
         (root / "ILSVRC2012_devkit_t12" / "data" / "ILSVRC2012_validation_ground_truth.txt").write_text(
             "".join(f"{ids[wnid]}\n" for wnid in val_wnids)
         )
+    return truth
+
+
+def write_kaggle_imagenet(root, train_per_class: int = 2, val_per_class: int = 2) -> dict:
+    """Kaggle's "ImageNet Object Localization Challenge" tree: LOC_synset_mapping.txt (wnid order),
+    ILSVRC/Data/CLS-LOC/{train/<wnid>/, flat val/, test/}, and LOC_val_solution.csv, its rows
+    in no particular order, each with one or more boxes. Returns ``{val file stem: wnid}``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"{wnid} {words}\n" for wnid, words, _ in CLASSES))
+    images = root / "ILSVRC" / "Data" / "CLS-LOC"
+    for wnid, _, _ in CLASSES:
+        for n in range(train_per_class):
+            write_image(images / "train" / wnid / f"{wnid}_{2000 + n}.JPEG")
+    truth = {}
+    for number in range(1, len(CLASSES) * val_per_class + 1):
+        stem = f"ILSVRC2012_val_{number:08d}"
+        write_image(images / "val" / f"{stem}.JPEG")
+        truth[stem] = CLASSES[(number * 3) % len(CLASSES)][0]
+    write_image(images / "test" / "ILSVRC2012_test_00000001.JPEG")  # unlabelled: not indexed
+    rows = [f"{stem},{wnid} 12 30 200 180" + (f" {wnid} 1 2 40 50" if k % 2 else "") + " "
+            for k, (stem, wnid) in enumerate(truth.items())]
+    (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "".join(f"{row}\n" for row in reversed(rows)))
     return truth
 
 

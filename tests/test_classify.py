@@ -14,26 +14,29 @@ import imagesets
 from contamination import classify, confusion, training
 from contamination import config as cfg
 from contamination.__main__ import main as cli_main
+from contamination.errors import DataError
 
 CLASSES = 4
+# Real wnids in sorted (label) order: classes 0-2 are ImageNet-A and ImageNet-R classes, class 3
+# (toilet tissue) is in neither, as the real ones hold 200 of 1,000.
+WNIDS = ["n01498041", "n01531178", "n01534433", "n15075141"]
 
 
 @pytest.fixture(scope="module")
 def image_sets(tmp_path_factory):
-    """A 4-class training manifest and ImageNet / -A / -R indexes; -A and -R hold 3 of the 4
-    classes, as the real ones hold 200 of 1,000."""
+    """A 4-class training manifest and ImageNet / -A / -R indexes; -A and -R hold classes 0-2."""
     root = tmp_path_factory.mktemp("images")
     images, labels = imagesets.class_images(48, CLASSES, 32, seed=0)  # same palette for all sets
     train = imagesets.write_images(root / "train", images[:32], "train")
     val = imagesets.write_images(root / "val", images[32:], "val")
     imagenet = imagesets.source_index(
-        root / "imagenet.parquet", train + val, labels, ["train"] * 32 + ["val"] * 16
+        root / "imagenet.parquet", train + val, labels, ["train"] * 32 + ["val"] * 16, WNIDS
     )
     subset = [k for k in range(32, 48) if labels[k] != 3]
     paths = {"imagenet_val": imagenet}
     for name in ("imagenet_a", "imagenet_r"):
         paths[name] = imagesets.source_index(
-            root / f"{name}.parquet", [val[k - 32] for k in subset], labels[subset], ["val"] * len(subset)
+            root / f"{name}.parquet", [val[k - 32] for k in subset], labels[subset], ["val"] * len(subset), WNIDS
         )
     manifest = imagesets.manifest(root / "manifest.parquet", train, labels[:32])
     return manifest, paths
@@ -220,3 +223,61 @@ def test_figure3_groups_classes_and_refuses_a_diverged_run(tmp_path):
     np.save(diverged, np.zeros((0, 0), dtype=np.int64))
     assert cli_main(["plot-confusion", "--matrices", str(diverged), "--titles", "x", "--classes", str(classes),
                      "--out", str(out)]) == 2
+
+
+class FixedLogits(torch.nn.Module):
+    """Scores every image the same: class 3 first, then 2, 1, 0."""
+
+    def forward(self, images):
+        return torch.tensor([[1.0, 2.0, 5.0, 9.0]]).expand(images.shape[0], -1)
+
+
+def test_imagenet_a_and_r_are_scored_on_their_official_classes_not_on_those_their_index_holds(image_sets, tmp_path):
+    _, indexes = image_sets
+    rows = classify.evaluation_rows(indexes["imagenet_val"])
+    only_class_1 = rows[rows["label"] == 1]
+    partial = imagesets.source_index(tmp_path / "partial.parquet", list(only_class_1["uri"]), only_class_1["label"],
+                                     ["val"] * len(only_class_1), WNIDS)
+    eval_indexes = dict(indexes, imagenet_a=partial, imagenet_r=partial)
+    metrics, _ = classify.evaluate_all(FixedLogits(), tiny_spec(), eval_indexes, CPU)
+    # Over classes 0-2 (official, in use) the prediction is class 2: wrong. Restricted to the
+    # index's classes (only 1), it would be right.
+    assert metrics["top1_imagenet_a"] == metrics["top1_imagenet_r"] == 0.0
+    assert metrics["top5_imagenet_a"] == 100.0  # top-3 of the 3 classes
+    assert metrics["top1_imagenet_val"] == 25.0  # unrestricted: class 3, a quarter of val
+    labels = classify.official_labels("imagenet_a", indexes["imagenet_val"], only_class_1, partial)
+    assert labels.tolist() == [0, 1, 2]
+
+
+def test_an_index_with_images_outside_the_official_classes_is_refused(image_sets):
+    _, indexes = image_sets
+    rows = classify.evaluation_rows(indexes["imagenet_val"])
+    with pytest.raises(DataError, match=r"outside the official imagenet_r classes in use \(labels \[3\]\)"):
+        classify.official_labels("imagenet_r", indexes["imagenet_val"], rows, indexes["imagenet_val"])
+
+
+class UnofficialClassFirst(torch.nn.Module):
+    """Scores every image the same: class 2 first, then 3, 1, 0."""
+
+    def forward(self, images):
+        return torch.tensor([[1.0, 2.0, 9.0, 5.0]]).expand(images.shape[0], -1)
+
+
+def test_imagenet_a_and_r_scoring_keeps_imagenet_labels_when_the_official_classes_in_use_are_not_the_first(
+        image_sets, tmp_path):
+    # Tench and cock (labels 0, 2) are in neither list; goldfinch and house finch (1, 3) in both.
+    gapped = ["n01440764", "n01498041", "n01514668", "n01531178"]
+    _, indexes = image_sets
+    rows = classify.evaluation_rows(indexes["imagenet_val"])
+    imagenet = imagesets.source_index(tmp_path / "imagenet.parquet", list(rows["uri"]), rows["label"],
+                                      ["val"] * len(rows), gapped)
+    class_3 = rows[rows["label"] == 3]
+    only_class_3 = imagesets.source_index(tmp_path / "class3.parquet", list(class_3["uri"]), class_3["label"],
+                                          ["val"] * len(class_3), gapped)
+    eval_indexes = {"imagenet_val": imagenet, "imagenet_a": only_class_3, "imagenet_r": only_class_3}
+    assert classify.official_labels("imagenet_r", imagenet, class_3, only_class_3).tolist() == [1, 3]
+    metrics, _ = classify.evaluate_all(UnofficialClassFirst(), tiny_spec(), eval_indexes, CPU)
+    # Among classes 1 and 3 the prediction is 3 (right); unrestricted it is 2, and a position in
+    # the restricted list (1) or the first two labels (0, 1) would name class 1: all wrong.
+    assert metrics["top1_imagenet_a"] == metrics["top1_imagenet_r"] == 100.0
+    assert metrics["top1_imagenet_val"] == 25.0

@@ -1,6 +1,7 @@
 """ManifestDataset: loose files and shard members alike, in the main process and in workers."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,3 +125,98 @@ def test_jpeg_draft_applies_to_jpegs_only(tmp_path):
     assert load_image(str(tmp_path / "photo.jpg"), draft).size == (15, 10)
     assert load_image(str(tmp_path / "photo.png"), draft).size == (60, 40)
     assert seen == ["JPEG"]
+
+
+# ---- high bit depth -------------------------------------------------------------------------
+
+MID_GREY_16 = 0x8080  # 32896: mid-grey in 16 bits, 128 in 8 bits
+
+
+def write_png16(path, values):
+    """A 16-bit PNG written from a uint16 array with numpy and zlib (grey for (H, W), RGB for
+    (H, W, 3)): Pillow can write 16-bit grey but not 16-bit RGB."""
+    import struct
+    import zlib
+
+    height, width = values.shape[:2]
+    color_type = 0 if values.ndim == 2 else 2
+    scanlines = b"".join(b"\x00" + values[row].astype(">u2").tobytes() for row in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines))
+                           + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture
+def high_bit_depth(tmp_path):
+    """Mid-grey 16-bit grey PNG (Pillow: I;16), 16-bit RGB PNG, and a 32-bit integer TIFF (mode I)."""
+    grey = tmp_path / "grey16.png"
+    Image.fromarray(np.full((6, 8), MID_GREY_16, dtype=np.uint16)).save(grey)
+    rgb = write_png16(tmp_path / "rgb16.png", np.full((6, 8, 3), [MID_GREY_16, 1000, 0xFFFF], dtype=np.uint16))
+    integer = tmp_path / "grey32.tif"
+    Image.fromarray(np.full((6, 8), MID_GREY_16, dtype=np.int32)).save(integer)
+    assert [Image.open(path).mode for path in (grey, rgb, integer)] == ["I;16", "RGB", "I"]
+    return {"grey": grey, "rgb": rgb, "integer": integer}
+
+
+def test_sixteen_bit_images_decode_to_their_eight_bit_colours_not_white(high_bit_depth):
+    for name in ("grey", "integer"):
+        image = load_image(str(high_bit_depth[name]))
+        assert image.mode == "RGB" and np.all(to_array(image) == 128), name
+    assert tuple(to_array(load_image(str(high_bit_depth["rgb"])))[0, 0]) == (128, 3, 255)
+
+
+def test_every_decoder_scales_sixteen_bit_grey(high_bit_depth):
+    from contamination.features import downsample
+    from contamination.report import thumbnail
+    from contamination.sources.verify import image_error
+
+    grey = high_bit_depth["grey"]
+    assert image_error(str(grey)) is None
+    with Image.open(grey) as image:
+        assert np.all(downsample(image, 4) == 128)
+    with Image.open(io.BytesIO(thumbnail(grey.read_bytes(), 4))) as small:
+        assert np.abs(to_array(small).astype(int) - 128).max() <= 2  # JPEG
+
+
+def test_images_without_an_eight_bit_scale_are_refused_naming_the_file(tmp_path):
+    from contamination.sources.verify import image_error
+
+    floats = tmp_path / "float.tif"
+    Image.fromarray(np.full((6, 8), 0.5, dtype=np.float32)).save(floats)
+    wide = tmp_path / "wide.tif"
+    Image.fromarray(np.full((6, 8), 70000, dtype=np.int32)).save(wide)
+    for path in (floats, wide):
+        with pytest.raises(DataError, match=f"{path.name} is not a readable image.*8-bit scale"):
+            load_image(str(path))
+        assert "8-bit scale" in image_error(str(path))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16L", "I;16B", "I;16N"])
+def test_every_sixteen_bit_grey_byte_order_keeps_its_high_byte(mode):
+    from contamination.data import to_rgb8
+
+    values = np.array([[0, 255, 256, 0x8080, 0xFFFF]], dtype=np.uint16)
+    image = Image.frombytes(mode, (5, 1), values.astype(">u2" if mode == "I;16B" else "=u2").tobytes())
+    assert to_array(to_rgb8(image))[0, :, 0].tolist() == [0, 0, 1, 128, 255]
+
+
+def test_eight_bit_modes_decode_as_before(tmp_path):
+    """Only high-bit-depth images changed: alpha is dropped (not composited), and palettes with
+    a transparent index and CMYK convert as Pillow's convert("RGB") always did."""
+    from contamination.data import to_rgb8
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(6, 8, 4), dtype=np.uint8)
+    grey = np.repeat(pixels[..., :1], 3, axis=2)
+    assert np.array_equal(to_array(to_rgb8(Image.fromarray(pixels, "RGBA"))), pixels[..., :3])
+    assert np.array_equal(to_array(to_rgb8(Image.fromarray(pixels[..., :2], "LA"))), grey)
+    bits = pixels[..., 0] > 127
+    assert np.array_equal(to_array(to_rgb8(Image.fromarray(bits))), np.repeat(bits[..., None] * 255, 3, axis=2))
+    Image.fromarray(pixels[..., :3]).quantize(8).save(tmp_path / "transparent.png", transparency=3)
+    for image in (Image.fromarray(pixels, "CMYK"), Image.open(tmp_path / "transparent.png")):
+        assert image.mode in ("CMYK", "P")
+        assert np.array_equal(to_array(to_rgb8(image)), to_array(image.convert("RGB"))), image.mode

@@ -1,5 +1,6 @@
 """The dataset adapters on tiny copies of the real layouts (tests/layouts_real.py)."""
 
+import hashlib
 import json
 
 import pandas as pd
@@ -9,13 +10,14 @@ from contamination.__main__ import main
 from contamination.errors import ConfigError, DataError
 from contamination.formats import INDEX_COLUMNS
 from contamination.sources import read_source
-from contamination.sources.imagenet import class_table
+from contamination.sources.imagenet import class_table, official_wnids
 from layouts_real import (
     CLASSES,
     write_class_folders,
     write_class_table,
     write_image,
     write_imagenet,
+    write_kaggle_imagenet,
     write_karpathy,
     write_meta_mat,
     write_synset_mapping,
@@ -92,6 +94,35 @@ def test_imagenet_index_labels_train_and_both_val_layouts(tmp_path, val_layout):
     assert list(index["id"]) == sorted(index["id"], key=lambda i: (i.startswith("ILSVRC"), i))
 
 
+def test_kaggle_imagenet_layout_is_detected_and_labelled_from_its_csv(tmp_path):
+    root = tmp_path / "imagenet-object-localization-challenge"
+    truth = write_kaggle_imagenet(root)
+    classes = tmp_path / "classes.parquet"
+    assert main(["classes", "--root", str(root), "--num-classes", "4", "--out", str(classes)]) == 0
+    code, index, report = run_index(tmp_path, "imagenet", root, "--classes", str(classes))
+    assert code == 0
+    assert report["rows_per_split"] == {"train": 8, "val": 8}  # test/ is not indexed
+    images = root / "ILSVRC" / "Data" / "CLS-LOC"
+    train = index[index["split"] == "train"].set_index("id")
+    assert train.loc[f"{WNIDS[2]}_2001", ["wnid", "label", "path"]].tolist() == [
+        WNIDS[2], 2, str(images / "train" / WNIDS[2] / f"{WNIDS[2]}_2001.JPEG")]
+    assert (train["label"] == train["wnid"].map(WNIDS.index)).all()
+    val = index[index["split"] == "val"].set_index("id")
+    assert val["wnid"].to_dict() == truth and len(set(truth.values())) == 4
+    assert (val["label"] == val["wnid"].map(WNIDS.index)).all()
+    assert val.loc["ILSVRC2012_val_00000001", "path"] == str(images / "val" / "ILSVRC2012_val_00000001.JPEG")
+
+
+def test_kaggle_val_image_missing_from_the_solution_csv_is_named(tmp_path):
+    root = tmp_path / "kaggle"
+    write_kaggle_imagenet(root)
+    solution = root / "LOC_val_solution.csv"
+    lines = solution.read_text().splitlines()
+    solution.write_text("\n".join(line for line in lines if not line.startswith("ILSVRC2012_val_00000003")) + "\n")
+    with pytest.raises(DataError, match=r"LOC_val_solution.csv has no label for 1 image\(s\).*ILSVRC2012_val_00000003"):
+        read_source("imagenet", root, write_class_table(tmp_path / "classes.parquet"))
+
+
 def test_imagenet_folder_of_an_unknown_class_is_named(tmp_path):
     write_imagenet(tmp_path / "imagenet", "folders")
     write_image(tmp_path / "imagenet" / "train" / "n09999999" / "n09999999_1.JPEG")
@@ -118,21 +149,72 @@ def test_missing_imagenet_root_is_named(tmp_path, capsys):
 # ---- ImageNet-A / -R -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source", ["imagenet_a", "imagenet_r"])
-def test_class_folder_sets_get_thousand_way_labels_and_unique_ids(tmp_path, source):
-    root = write_class_folders(tmp_path / source, [WNIDS[1], WNIDS[3]])
+# Of CLASSES, only the goldfish (label 1) is an ImageNet-R class and only the African elephant
+# (label 3) an ImageNet-A class.
+@pytest.mark.parametrize("source, label", [("imagenet_a", 3), ("imagenet_r", 1)])
+def test_class_folder_sets_get_thousand_way_labels_and_unique_ids(tmp_path, source, label):
+    root = write_class_folders(tmp_path / source, [WNIDS[label]])
     classes = write_class_table(tmp_path / "classes.parquet")
     code, index, report = run_index(tmp_path, source, root, "--classes", str(classes))
     assert code == 0
-    assert report["rows_per_split"] == {"val": 4}
-    assert sorted(set(index["label"])) == [1, 3]  # the labels of the full class table
-    assert set(index["id"]) == {f"{w}_{stem}" for w in (WNIDS[1], WNIDS[3]) for stem in ("art_0", "sketch_1")}
+    assert report["rows_per_split"] == {"val": 2}
+    assert set(index["label"]) == {label}  # the label in the full class table
+    assert set(index["id"]) == {f"{WNIDS[label]}_{stem}" for stem in ("art_0", "sketch_1")}
 
 
 def test_class_folder_not_in_the_class_table_is_named(tmp_path):
-    root = write_class_folders(tmp_path / "imagenet-r", [WNIDS[0], "n07777777"])
+    root = write_class_folders(tmp_path / "imagenet-r", [WNIDS[1], "n07777777"])
     with pytest.raises(DataError, match="n07777777"):
         read_source("imagenet_r", root, write_class_table(tmp_path / "classes.parquet"))
+
+
+def test_official_class_lists_have_200_distinct_imagenet_wnids_each():
+    for source in ("imagenet_a", "imagenet_r"):
+        wnids = official_wnids(source)
+        assert len(wnids) == len(set(wnids)) == 200
+        assert all(len(wnid) == 9 and wnid[0] == "n" and wnid[1:].isdigit() for wnid in wnids)
+    assert "n01443537" in official_wnids("imagenet_r") and "n02504458" in official_wnids("imagenet_a")
+    # Pinned after checking both lists against hendrycks/natural-adv-examples eval.py (thousand_k_to_200
+    # over imagenet-r eval.py's sorted all_wnids), imagenet-r eval.py (imagenet_r_wnids) and timm's
+    # imagenet_{a,r}_indices.txt: a change to either file must be checked the same way.
+    digests = {source: hashlib.sha256(" ".join(official_wnids(source)).encode()).hexdigest()
+               for source in ("imagenet_a", "imagenet_r")}
+    assert digests == {"imagenet_a": "ff8c384504d3ec59dd70537e83c7ed3dfa0debb07210febc47b58c136a443706",
+                       "imagenet_r": "354baa0a46566aa68cee6a8093d8de471b7d45a1004b81a95c6210f757ad3740"}
+
+
+def official_class_table(path, wnids):
+    return write_class_table(path, [(wnid, f"class {wnid}", 0) for wnid in wnids])
+
+
+def test_a_partial_imagenet_r_copy_is_refused_naming_the_missing_classes(tmp_path):
+    in_use = official_wnids("imagenet_r")[:10]
+    classes = official_class_table(tmp_path / "classes.parquet", in_use + [WNIDS[0]])  # + tench, not in -R
+    root = write_class_folders(tmp_path / "imagenet-r", in_use[:3] + in_use[7:])
+    (root / in_use[5]).mkdir()  # a folder without images holds no class either
+    with pytest.raises(DataError) as error:
+        read_source("imagenet_r", root, classes)
+    message = str(error.value)
+    assert "no images of 4 of the 10 ImageNet-R classes" in message and str(root) in message
+    assert ", ".join(in_use[3:7]) in message
+    write_class_folders(root, in_use[3:7])
+    assert set(read_source("imagenet_r", root, classes)["wnid"]) == set(in_use)
+
+
+def test_a_full_copy_with_a_class_subset_indexes_the_official_classes_in_use(tmp_path):
+    official = official_wnids("imagenet_a")
+    in_use = [official[4], official[150]]
+    classes = official_class_table(tmp_path / "classes.parquet", [WNIDS[0], *in_use])  # tench: label 0, not in -A
+    index = read_source("imagenet_a", write_class_folders(tmp_path / "imagenet-a", official), classes)
+    assert index.groupby("wnid")["label"].unique().map(list).to_dict() == {in_use[0]: [1], in_use[1]: [2]}
+    assert len(index) == 4
+
+
+def test_a_class_folder_outside_the_official_list_is_refused(tmp_path):
+    classes = write_class_table(tmp_path / "classes.parquet")
+    root = write_class_folders(tmp_path / "imagenet-a", [WNIDS[3], WNIDS[2]])  # kit fox: not in ImageNet-A
+    with pytest.raises(DataError, match=f"1 class folder\\(s\\) not among the 200 ImageNet-A classes \\(e.g. {WNIDS[2]}\\)"):
+        read_source("imagenet_a", root, classes)
 
 
 # ---- WebVision -----------------------------------------------------------------------------
@@ -218,6 +300,23 @@ def test_unknown_karpathy_split_is_named(tmp_path):
     json_path = write_karpathy(tmp_path / "coco", tmp_path / "dataset_coco.json", images, with_filepath=True)
     with pytest.raises(DataError, match="holdout"):
         read_source("coco", tmp_path / "coco", karpathy_json=json_path)
+
+
+@pytest.mark.parametrize("caption", ["", "  \t\n "])
+def test_empty_or_blank_caption_fails_naming_its_position_and_the_file(tmp_path, caption):
+    images = [COCO_IMAGES[0], dict(COCO_IMAGES[1], captions=["z first", "y", caption, "w", "v"])]
+    json_path = write_karpathy(tmp_path / "coco", tmp_path / "dataset_coco.json", images, with_filepath=True)
+    with pytest.raises(DataError, match=r"images\[1\]\.sentences\[2\] has an empty caption") as error:
+        read_source("coco", tmp_path / "coco", karpathy_json=json_path)
+    assert str(json_path) in str(error.value)
+
+
+def test_empty_flickr30k_caption_fails_naming_its_position_and_the_file(tmp_path):
+    images = [{"filename": "1000092795.jpg", "split": "train", "captions": list("abcde")},
+              {"filename": "10002456.jpg", "split": "test", "captions": ["f", "g", "h", "i", " "]}]
+    json_path = write_karpathy(tmp_path / "f30k", tmp_path / "dataset_flickr30k.json", images, with_filepath=False)
+    with pytest.raises(DataError, match=r"dataset_flickr30k\.json: images\[1\]\.sentences\[4\] has an empty caption"):
+        read_source("flickr30k", tmp_path / "f30k", karpathy_json=json_path)
 
 
 # ---- unreadable images ---------------------------------------------------------------------

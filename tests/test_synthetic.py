@@ -68,6 +68,21 @@ def test_adapters_read_every_synthetic_dataset_with_the_expected_counts(indexed)
     assert all(report["unreadable"]["count"] == 0 for report in reports.values())
 
 
+def test_synthetic_imagenet_a_and_r_hold_exactly_their_official_classes_in_use(indexed):
+    """Evaluation scores ImageNet-A/-R over the official lists intersected with the ImageNet
+    classes: for the smoke run that must be what the synthetic copies hold, and a strict subset."""
+    from contamination.sources.imagenet import official_wnids
+    from contamination.synthetic import MAX_CLASSES, synthetic_classes
+
+    _, frames, _ = indexed
+    in_use = set(frames["classes"]["wnid"])
+    for source in ("imagenet_a", "imagenet_r"):
+        held = set(frames[source]["wnid"])
+        assert held == in_use & set(official_wnids(source)) and held < in_use
+    wnids = [cls["wnid"] for cls in synthetic_classes(MAX_CLASSES)]
+    assert wnids == sorted(wnids) and len(set(wnids)) == MAX_CLASSES  # class k has label k
+
+
 def test_class_names_have_one_to_three_distinct_synonyms(indexed):
     _, frames, _ = indexed
     names = [list(n) for n in frames["classes"]["names"]]

@@ -8,8 +8,9 @@ on a CPU it is one process. The recipe is config `classification.models.<model>`
 stop signals and divergence come from training.py.
 
 Evaluation: every rank scores its share of each evaluation set (no padding), rank 0 gathers.
-ImageNet-A and ImageNet-R have 200 of the 1,000 classes: their logits are restricted to the
-classes present in their index before top-k. Scores are percentages, as in the paper. The model
+ImageNet-A and ImageNet-R have 200 of the 1,000 classes: their logits are restricted to their
+official classes (sources.imagenet.official_wnids) among the classes of the ImageNet index before
+top-k, never to whatever their own index holds. Scores are percentages, as in the paper. The model
 evaluated is the EMA model when the recipe keeps one (the paper reports Swin-S with EMA weights).
 Besides metrics.json the job saves the ImageNet-val confusion matrix (rows: true class,
 columns: top-1 prediction) as .npy; a diverged run saves a 0x0 matrix.
@@ -229,8 +230,10 @@ def evaluate_all(model, spec: dict, eval_indexes: dict, env):
     metrics, confusion = {}, None
     for name in EVAL_SETS:
         rows = evaluation_rows(eval_indexes[name])
-        # ImageNet val is scored over all classes; ImageNet-A/-R over the classes they contain.
-        classes = np.arange(num_classes) if name == "imagenet_val" else np.unique(rows["label"].to_numpy())
+        if name == "imagenet_val":
+            classes = np.arange(num_classes)
+        else:
+            classes = official_labels(name, eval_indexes["imagenet_val"], rows, eval_indexes[name])
         labels, predictions = predict(model, rows, classes, spec, env)
         for k in TOP_K:
             metrics[f"top{k}_{name}"] = topk_accuracy(labels, predictions, k)
@@ -238,6 +241,25 @@ def evaluate_all(model, spec: dict, eval_indexes: dict, env):
             confusion = confusion_matrix(labels, predictions[:, 0], num_classes)
         training.log(env, f"{name}: " + ", ".join(f"top{k} {metrics[f'top{k}_{name}']:.2f}" for k in TOP_K))
     return metrics, confusion
+
+
+def official_labels(source: str, imagenet_index, rows, source_index):
+    """The labels ImageNet-A or -R (``source``) is scored over: its official wnids among the
+    classes of the ImageNet index, i.e. the classes in use (config/README.md)."""
+    import numpy as np
+    import pandas as pd
+
+    from contamination.sources.imagenet import official_wnids
+
+    in_use = pd.read_parquet(imagenet_index, columns=["wnid", "label"]).drop_duplicates()
+    labels = np.sort(in_use.loc[in_use["wnid"].isin(official_wnids(source)), "label"].to_numpy())
+    if not len(labels):
+        raise DataError(f"ImageNet index {imagenet_index}: none of its classes is a {source} class")
+    outside = sorted(set(rows["label"].tolist()) - set(labels.tolist()))
+    if outside:
+        raise DataError(f"index {source_index} has images of classes outside the official {source} classes "
+                        f"in use (labels {outside[:5]}); re-index it")
+    return labels
 
 
 def restricted_topk(logits, classes, k: int):

@@ -9,12 +9,34 @@ workers touching millions of Python strings would copy the pages their reference
 from contamination.errors import DataError
 
 TARGETS = ("label", "caption")
+# Pillow's modes of 16-bit grey (PNG bit depth 16, TIFF); "I" (32-bit) is how older Pillow
+# releases open 16-bit PNGs. Pillow's convert("RGB") clips these to 255 (white), so they are
+# scaled here; its 16-bit RGB(A) decoders already keep the high byte.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb8(image):
+    """The PIL image as 8-bit RGB. 16-bit grey keeps the high byte of each value (as Pillow does
+    for 16-bit RGB); images whose 8-bit scale is undefined (float, integers beyond 16 bits)
+    raise ValueError, for the caller to name the file."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 0xFFFF):
+            raise ValueError(f"mode {image.mode} image with values {values.min()}..{values.max()}, "
+                             "outside the 16-bit range 0..65535: no defined 8-bit scale")
+        return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8)).convert("RGB")
+    if image.mode == "F":
+        raise ValueError("floating-point (mode F) image: no defined 8-bit scale")
+    return image.convert("RGB")
 
 
 def load_image(uri: str, jpeg_draft=None):
-    """The RGB PIL image at an item URI (a file path or ``zip://shard#member``). ``jpeg_draft``, if
-    given, is called with a JPEG before it is decoded and may return it drafted to a reduced size
-    (features.draft_halvings); other formats are decoded whole."""
+    """The 8-bit RGB PIL image (``to_rgb8``) at an item URI (a file path or ``zip://shard#member``).
+    ``jpeg_draft``, if given, is called with a JPEG before it is decoded and may return it drafted
+    to a reduced size (features.draft_halvings); other formats are decoded whole."""
     import io
     import zipfile
 
@@ -30,8 +52,8 @@ def load_image(uri: str, jpeg_draft=None):
         with Image.open(io.BytesIO(data)) as image:
             if jpeg_draft is not None and image.format == "JPEG":
                 image = jpeg_draft(image)
-            return image.convert("RGB")
-    except OSError as error:
+            return to_rgb8(image)
+    except (OSError, ValueError) as error:
         raise DataError(f"item {uri} is not a readable image: {error}") from error
 
 

@@ -72,7 +72,9 @@ def downsample(image, size: int):
     import numpy as np
     from PIL import Image
 
-    image = image.convert("RGB")
+    from contamination.data import to_rgb8
+
+    image = to_rgb8(image)
     for halved in halving_sizes(image.size, size)[1:]:
         image = image.resize(halved, resample=Image.BOX)
     scale = size / min(image.size)

@@ -245,8 +245,10 @@ def thumbnail(data: bytes, size: int) -> bytes:
 
     from PIL import Image
 
+    from contamination.data import to_rgb8
+
     with Image.open(io.BytesIO(data)) as image:
-        image = image.convert("RGB")
+        image = to_rgb8(image)
         image.thumbnail((size, size))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=90)

@@ -56,6 +56,8 @@ CAPTION_TEMPLATES = (
     "a simple drawing of one {colour} {shape} over {background}",
 )
 IMAGENET_R_STYLES = ("art", "cartoon", "sketch", "painting")
+# ImageNet-A and -R hold every class but each fourth one, from these (different) offsets.
+IMAGENET_A_LEFT_OUT, IMAGENET_R_LEFT_OUT = 3, 0
 SUPERSAMPLE = 4
 JPEG_QUALITY = 90
 MAT_HEADER, MAT_HEADER_SIZE = b"MATLAB 5.0 MAT-file, written by contamination.synthetic", 116
@@ -127,12 +129,28 @@ def synthetic_classes(count: int) -> list:
     """
     colours, shapes = list(COLOURS), list(SHAPES)
     classes = []
-    for k in range(count):
+    for k, wnid in enumerate(synthetic_wnids(count)):
         colour = colours[k % len(colours)]
         shape = shapes[(k + k // len(colours)) % len(shapes)]
         names = [f"{COLOURS[colour][1][j]} {SHAPES[shape][j]}" for j in range(1 + k % 3)]
-        classes.append({"wnid": f"n99{k:06d}", "colour": colour, "shape": shape, "names": names})
+        classes.append({"wnid": wnid, "colour": colour, "shape": shape, "names": names})
     return classes
+
+
+def synthetic_wnids(count: int) -> list:
+    """Real wnids in increasing order (so class k has label k): class k is an official ImageNet-A
+    class unless k % 4 == IMAGENET_A_LEFT_OUT and an ImageNet-R class unless k % 4 ==
+    IMAGENET_R_LEFT_OUT, so the official lists, intersected with these classes as evaluation
+    does, are exactly the classes the synthetic ImageNet-A/-R hold."""
+    from contamination.sources.imagenet import official_wnids
+
+    in_a, in_r = set(official_wnids("imagenet_a")), set(official_wnids("imagenet_r"))
+    candidates = iter(sorted(in_a | in_r))
+    wnids = []
+    for k in range(count):
+        wanted = (k % 4 != IMAGENET_A_LEFT_OUT, k % 4 != IMAGENET_R_LEFT_OUT)
+        wnids.append(next(wnid for wnid in candidates if (wnid in in_a, wnid in in_r) == wanted))
+    return wnids
 
 
 class Stream:
@@ -293,7 +311,7 @@ def write_imagenet_a(root, classes: list, spec: dict, stream: Stream) -> int:
     def file_name(cls, n):
         return f"0.{n:06d}_{cls['names'][0]} _ {cls['names'][0]}.jpg"
 
-    return write_class_subset(root, classes, spec, stream, 3, file_name, "adversarial")
+    return write_class_subset(root, classes, spec, stream, IMAGENET_A_LEFT_OUT, file_name, "adversarial")
 
 
 def write_imagenet_r(root, classes: list, spec: dict, stream: Stream) -> int:
@@ -301,7 +319,7 @@ def write_imagenet_r(root, classes: list, spec: dict, stream: Stream) -> int:
     def file_name(cls, n):
         return f"{IMAGENET_R_STYLES[n % len(IMAGENET_R_STYLES)]}_{n}.jpg"
 
-    return write_class_subset(root, classes, spec, stream, 0, file_name, "rendition")
+    return write_class_subset(root, classes, spec, stream, IMAGENET_R_LEFT_OUT, file_name, "rendition")
 
 
 def write_class_subset(root, classes: list, spec: dict, stream: Stream, left_out: int, file_name, look: str) -> int:

@@ -56,7 +56,7 @@ def read_source(source: str, root, classes_path=None, karpathy_json=None):
         return imagenet.index_imagenet(root, classes)
     if source == "webvision":
         return webvision.index_webvision(root, classes)
-    return imagenet.index_class_folders(root, classes)
+    return imagenet.index_class_folders(root, classes, source)
 
 
 def run_index(args) -> None:

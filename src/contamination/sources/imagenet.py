@@ -6,10 +6,16 @@ Layouts read:
     <root>/ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt
     <root>/train/<wnid>/<wnid>_<n>.JPEG
     <root>/val/<wnid>/ILSVRC2012_val_<n>.JPEG              or flat: <root>/val/ILSVRC2012_val_<n>.JPEG
+  or, as Kaggle's "ImageNet Object Localization Challenge" unpacks (when <root>/train is absent):
+    <root>/ILSVRC/Data/CLS-LOC/train/<wnid>/<wnid>_<n>.JPEG
+    <root>/ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_<n>.JPEG (flat)
+    <root>/LOC_val_solution.csv                            "ILSVRC2012_val_<n>,<wnid> <box> [<wnid> <box>...]"
     <imagenet-a or -r root>/<wnid>/<name>.jpg
 
 Labels are positions in sorted wnid order (torchvision's ImageFolder order), the same for all
-three datasets, so ImageNet-A/-R rows carry 1000-way labels.
+three datasets, so ImageNet-A/-R rows carry 1000-way labels. ImageNet-A/-R copies must hold
+exactly their official classes (imagenet_a_wnids.txt, imagenet_r_wnids.txt, shipped with this
+package) among the classes of the ImageNet class table in use.
 """
 
 from pathlib import Path
@@ -28,6 +34,10 @@ SYNSET_MAPPING = "LOC_synset_mapping.txt"
 DEVKIT_DATA = Path("ILSVRC2012_devkit_t12") / "data"
 META_MAT = DEVKIT_DATA / "meta.mat"
 VAL_GROUND_TRUTH = DEVKIT_DATA / "ILSVRC2012_validation_ground_truth.txt"
+KAGGLE_IMAGES = Path("ILSVRC") / "Data" / "CLS-LOC"
+KAGGLE_VAL_SOLUTION = "LOC_val_solution.csv"
+OFFICIAL_CLASSES = {"imagenet_a": ("ImageNet-A", "imagenet_a_wnids.txt"),
+                    "imagenet_r": ("ImageNet-R", "imagenet_r_wnids.txt")}
 
 
 def class_table(root, num_classes: int):
@@ -85,9 +95,10 @@ def read_meta_leaves(path: Path) -> list:
 
 def index_imagenet(root, classes: dict):
     root = Path(root)
-    rows = wnid_folder_rows(require_dir(root / "train", "ImageNet train"), classes, "train", prefix_wnid=False)
-    require_all_classes(rows, classes, root / "train")
-    val = require_dir(root / "val", "ImageNet val")
+    images = image_root(root)
+    rows = wnid_folder_rows(require_dir(images / "train", "ImageNet train"), classes, "train", prefix_wnid=False)
+    require_all_classes(rows, classes, images / "train")
+    val = require_dir(images / "val", "ImageNet val")
     folders, files = subdirectories(val), image_files(val)
     if folders and files:
         raise DataError(f"ImageNet val '{val}' holds both class folders and images; use one layout")
@@ -101,16 +112,49 @@ def index_imagenet(root, classes: dict):
     return index_frame(rows + val_rows, root)
 
 
-def index_class_folders(root, classes: dict):
-    """ImageNet-A or ImageNet-R: ``<root>/<wnid>/*.jpg``, all of it the evaluation split."""
-    root = require_dir(root, "class folders")
+def official_wnids(source: str) -> list:
+    """The 200 wnids of ``source`` (imagenet_a or imagenet_r) as published with the dataset."""
+    from importlib import resources
+
+    text = resources.files(__package__).joinpath(OFFICIAL_CLASSES[source][1]).read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def image_root(root: Path) -> Path:
+    """The folder holding train/ and val/: the root, or Kaggle's <root>/ILSVRC/Data/CLS-LOC."""
+    if not (root / "train").is_dir() and (root / KAGGLE_IMAGES).is_dir():
+        return root / KAGGLE_IMAGES
+    return root
+
+
+def index_class_folders(root, classes: dict, source: str):
+    """ImageNet-A or ImageNet-R: ``<root>/<wnid>/*.jpg``, all of it the evaluation split; a copy
+    must hold every official class of ``source`` that is in the class table, and no other. With a
+    class table of fewer classes, the folders of official classes outside it are not indexed."""
+    root = require_dir(root, f"{OFFICIAL_CLASSES[source][0]} class folders")
+    name, official = OFFICIAL_CLASSES[source][0], official_wnids(source)
+    folders = subdirectories(root)
+    foreign = sorted(set(folders) - set(official))
+    if foreign:
+        raise DataError(f"'{root}': {len(foreign)} class folder(s) not among the {len(official)} {name} classes "
+                        f"(e.g. {', '.join(foreign[:3])}): is this {name}?")
+    in_use = set(official) & set(classes)
+    if not in_use:
+        raise DataError(f"'{root}': none of the {len(classes)} classes of the ImageNet class table is one of "
+                        f"the {len(official)} {name} classes, so there is nothing to score {name} on")
     # Their file names repeat across classes (ImageNet-R: art_0.jpg in many folders): prefix the wnid.
-    return index_frame(wnid_folder_rows(root, classes, "val", prefix_wnid=True), root)
+    rows = wnid_folder_rows(root, classes, "val", prefix_wnid=True, folders=sorted(in_use & set(folders)))
+    missing = sorted(in_use - {row["wnid"] for row in rows})
+    if missing:
+        raise DataError(f"'{root}' has no images of {len(missing)} of the {len(in_use)} {name} classes in the "
+                        f"ImageNet class table (e.g. {', '.join(missing[:5])}): incomplete copy?")
+    return index_frame(rows, root)
 
 
-def wnid_folder_rows(directory: Path, classes: dict, split: str, prefix_wnid: bool) -> list:
+def wnid_folder_rows(directory: Path, classes: dict, split: str, prefix_wnid: bool, folders=None) -> list:
+    """Rows of the images in the class folders of ``directory`` (all of them, or ``folders``)."""
     rows = []
-    for wnid in subdirectories(directory):
+    for wnid in subdirectories(directory) if folders is None else folders:
         label = class_label(classes, wnid, directory / wnid)
         for name in image_files(directory / wnid):
             stem = Path(name).stem
@@ -120,23 +164,67 @@ def wnid_folder_rows(directory: Path, classes: dict, split: str, prefix_wnid: bo
 
 
 def flat_val_rows(root: Path, val: Path, files: list, classes: dict) -> list:
-    """The devkit layout: line i of the ground truth is the ILSVRC2012_ID of the i-th val file
+    """Flat val/: labelled by Kaggle's LOC_val_solution.csv if the root has it, else by the devkit."""
+    solution = root / KAGGLE_VAL_SOLUTION
+    if solution.is_file():
+        labels_from, wnids = solution, kaggle_val_wnids(solution, val, files)
+    else:
+        labels_from, wnids = root / VAL_GROUND_TRUTH, devkit_val_wnids(root, val, files)
+    return [
+        class_row(Path(name).stem, val / name, wnid, class_label(classes, wnid, labels_from), "val")
+        for name, wnid in zip(files, wnids)
+    ]
+
+
+def devkit_val_wnids(root: Path, val: Path, files: list) -> list:
+    """The wnid of each file: line i of the ground truth is the ILSVRC2012_ID of the i-th val file
     in name order, and meta.mat maps ILSVRC2012_IDs to wnids."""
     truth_path, meta_path = root / VAL_GROUND_TRUTH, root / META_MAT
     for path in (truth_path, meta_path):
         if not path.is_file():
-            raise DataError(f"ImageNet val '{val}' is flat (no class folders), so it needs '{path}'")
+            raise DataError(f"ImageNet val '{val}' is flat (no class folders), so it needs '{path}' "
+                            f"(or, in Kaggle's layout, '{root / KAGGLE_VAL_SOLUTION}')")
     wnid_of_id = {ilsvrc_id: wnid for ilsvrc_id, wnid, _ in read_meta_leaves(meta_path)}
     truth = truth_path.read_text().split()
     if len(truth) != len(files):
         raise DataError(f"{truth_path}: {len(truth)} labels for {len(files)} images in '{val}'")
-    rows = []
-    for number, (name, ilsvrc_id) in enumerate(zip(files, truth), start=1):
+    wnids = []
+    for number, ilsvrc_id in enumerate(truth, start=1):
         if not ilsvrc_id.isdigit() or int(ilsvrc_id) not in wnid_of_id:
             raise DataError(f"{truth_path}:{number}: {ilsvrc_id!r} is not the ILSVRC2012_ID of a class in '{meta_path}'")
-        wnid = wnid_of_id[int(ilsvrc_id)]
-        rows.append(class_row(Path(name).stem, val / name, wnid, class_label(classes, wnid, truth_path), "val"))
-    return rows
+        wnids.append(wnid_of_id[int(ilsvrc_id)])
+    return wnids
+
+
+def kaggle_val_wnids(path: Path, val: Path, files: list) -> list:
+    """The wnid of each file from LOC_val_solution.csv: rows "ImageId,PredictionString" in any
+    order, the class being the first token of the PredictionString (its boxes follow)."""
+    import csv
+
+    wnid_of_image = {}
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header != ["ImageId", "PredictionString"]:
+            raise DataError(f"{path}: expected the header 'ImageId,PredictionString', got {header!r}")
+        for number, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            tokens = row[1].split() if len(row) == 2 else []
+            if not tokens or row[0] in wnid_of_image:
+                raise DataError(f"{path}:{number}: expected '<image id>,<wnid> <box>...' with a new image id, "
+                                f"got {','.join(row)!r}")
+            wnid_of_image[row[0]] = tokens[0]
+    stems = [Path(name).stem for name in files]
+    unlabelled = [stem for stem in stems if stem not in wnid_of_image]
+    if unlabelled:
+        raise DataError(f"{path} has no label for {len(unlabelled)} image(s) in '{val}' "
+                        f"(e.g. {', '.join(unlabelled[:3])})")
+    absent = sorted(set(wnid_of_image) - set(stems))
+    if absent:
+        raise DataError(f"'{val}' lacks {len(absent)} of the images {path} lists (e.g. {', '.join(absent[:3])}): "
+                        "incomplete copy?")
+    return [wnid_of_image[stem] for stem in stems]
 
 
 def require_all_classes(rows: list, classes: dict, directory: Path) -> None:

@@ -51,8 +51,12 @@ def caption_rows(root: Path, karpathy_json, locate):
             split = SPLITS.get(image["split"])
             if split is None:
                 raise DataError(f"{path}: images[{number}] has split {image['split']!r}, expected one of {sorted(SPLITS)}")
-            for sentence in image["sentences"]:
+            for number_in_image, sentence in enumerate(image["sentences"]):
                 caption = sentence["raw"].strip()
+                if not caption:
+                    # An empty caption would become an unconditional prompt for Stable Diffusion.
+                    raise DataError(f"{path}: images[{number}].sentences[{number_in_image}] has an empty caption "
+                                    f"({sentence['raw']!r})")
                 rows.append(caption_row(f"{image_id}_{int(sentence['sentid'])}", image_path, caption, image_id, split))
         except (KeyError, TypeError, ValueError) as error:
             raise DataError(f"{path}: images[{number}] lacks a field or has a bad value: {error!r}") from error

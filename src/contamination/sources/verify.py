@@ -13,13 +13,15 @@ DRAFT_SIZE = (1, 1)
 
 
 def image_error(path: str):
-    """Why the image at ``path`` cannot be decoded to RGB, or None if it can."""
+    """Why the image at ``path`` cannot be decoded to 8-bit RGB, or None if it can."""
     from PIL import Image
+
+    from contamination.data import to_rgb8
 
     try:
         with Image.open(path) as image:
             image.draft("RGB", DRAFT_SIZE)
-            image.convert("RGB")
+            to_rgb8(image)  # the conversion every reader of the index makes
     except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         return f"{type(error).__name__}: {error}"
     return None
