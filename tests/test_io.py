@@ -41,7 +41,8 @@ def test_a_lock_held_by_a_live_process_stops_the_second_and_dies_with_its_holder
     out = tmp_path / "shard-00000.zip"
     holder = lock_holder(out)
     try:
-        expected = r"the output is being written by another live process, which holds the lock .*/\.shard-00000\.zip"
+        expected = (r"the output is being written by another live process, "
+                    r"which holds the lock .*/\.shard-00000\.zip\.lock;")
         with pytest.raises(Locked, match=expected):
             with exclusive_lock(out, "the output"):
                 pass
