@@ -78,3 +78,13 @@ def job_counts(dry_run_output: str) -> dict:
             break
         counts[parts[0]] = int(parts[1])
     return counts
+
+
+def lock_holder(final_path) -> subprocess.Popen:
+    """Another process holding io.exclusive_lock(final_path) until its stdin closes or it is killed."""
+    code = ("import sys\nfrom contamination.io import exclusive_lock\n"
+            "with exclusive_lock(sys.argv[1], 'the test output'):\n    print('held', flush=True)\n    sys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(final_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=environment())
+    assert holder.stdout.readline() == "held\n"
+    return holder

@@ -18,6 +18,7 @@ from contamination.caption import (
     clean_caption,
     fine_tune,
     load_blip,
+    run_identity,
     train_transform,
 )
 from contamination.caption_metrics import METRICS, score_captions
@@ -203,6 +204,36 @@ def test_a_stopped_fine_tune_resumes_to_identical_weights(caption_data, tiny_bli
     assert resumed_history == reference_history and len(reference_history["val_scores"]) == 2
     assert not all(torch.equal(initial[name], reference[name]) for name in initial)  # it trained
     assert all(torch.equal(reference[name], resumed[name]) for name in reference)
+
+
+def test_new_weights_in_the_same_model_directory_start_training_over(caption_data, tiny_blip_dir, settings,
+                                                                      tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    index, manifest = caption_data
+    model_dir = tmp_path / "blip"
+    shutil.copytree(tiny_blip_dir, model_dir)
+
+    def fingerprint(directory):
+        return training.fingerprint(run_identity(settings, index, directory, 0, manifest))
+
+    before = fingerprint(model_dir)
+    shutil.copytree(model_dir, tmp_path / "moved")
+    assert fingerprint(tmp_path / "moved") == before  # the same files elsewhere: the same run
+    env = training.setup_distributed("cpu")
+    saved = training.Checkpointer(tmp_path / "checkpoints", env, before)
+    saved.save(training.Position(1, 0), model=torch.nn.Linear(2, 2))
+    assert training.Checkpointer(tmp_path / "checkpoints", env, fingerprint(model_dir)).load(
+        model=torch.nn.Linear(2, 2)) == training.Position(1, 0)
+
+    weights = load_file(model_dir / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 1
+    save_file(weights, model_dir / "model.safetensors", metadata={"format": "pt"})
+    after = fingerprint(model_dir)
+    assert after != before
+    assert training.Checkpointer(tmp_path / "checkpoints", env, after).load(
+        model=torch.nn.Linear(2, 2)) == training.Position()  # ignored: training starts over
 
 
 # ---- the whole run ------------------------------------------------------------------------

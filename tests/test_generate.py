@@ -3,6 +3,9 @@
 import io
 import json
 import re
+import subprocess
+import sys
+import time
 import zipfile
 
 import numpy as np
@@ -20,6 +23,7 @@ from contamination.formats import GENERATED_COLUMNS, PROMPT_COLUMNS, parse_uri
 from contamination.io import write_parquet
 from contamination.prompts import image_seed
 from contamination.shards import read_item, read_metadata
+from helpers import environment
 
 SIZE = 16
 SHARD_SIZE = 4
@@ -156,6 +160,58 @@ def test_interrupted_shard_leaves_nothing_and_a_rerun_completes_it(
     assert generate_cli(prompt_table, pipeline_dir, 0, settings, out) == 0
     assert [path.name for path in tmp_path.iterdir()] == ["shard-00000.zip"]
     assert out.read_bytes() == shards[0].read_bytes()
+
+
+# The first generator: the real command, paused before its first batch (its shard's temporary
+# file exists) until the test creates the file "go".
+PAUSED_GENERATOR = """
+import pathlib, sys, time
+from contamination import generate
+from contamination.__main__ import main
+
+ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+generate_images = generate.generate_images
+
+def paused(*args, **kwargs):
+    ready.touch()
+    while not go.exists():
+        time.sleep(0.05)
+    return generate_images(*args, **kwargs)
+
+generate.generate_images = paused
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def test_a_second_generator_of_a_shard_stops_and_leaves_the_first_intact(
+    shards, prompt_table, pipeline_dir, settings, tmp_path, capsys
+):
+    out = tmp_path / "shards" / "shard-00000.zip"
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    first = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_GENERATOR, str(ready), str(go), "generate", "--prompts", str(prompt_table),
+         "--pipeline", str(pipeline_dir), "--shard", "0", "--settings", json.dumps(settings), "--out", str(out)],
+        env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.stdout.read() if first.poll() else "slow"
+            time.sleep(0.05)
+        live = list(out.parent.glob(".shard-00000.zip.*.tmp"))
+        assert len(live) == 1  # the first generator's shard in progress
+
+        assert generate_cli(prompt_table, pipeline_dir, 0, settings, out) == 2
+        message = capsys.readouterr().err
+        assert f"shard 0 ({out}) is being written by another live process, which holds the lock " \
+               f"{out.parent / '.shard-00000.zip.lock'}" in message
+        assert live[0].exists() and not out.exists()
+    finally:
+        go.touch()
+        output, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, output
+    assert out.read_bytes() == shards[0].read_bytes()
+    assert [path.name for path in out.parent.iterdir()] == ["shard-00000.zip"]
 
 
 def test_merge_gives_unique_ids_and_readable_uris(shards, prompt_table, tmp_path):

@@ -3,13 +3,17 @@
 import json
 import math
 import os
+import pathlib
+import random
 import signal
 
+import numpy as np
 import pytest
 import torch
 
 from contamination import training
-from contamination.errors import DataError
+from contamination.errors import DataError, Locked
+from helpers import lock_holder
 
 CPU = training.DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -49,28 +53,90 @@ def test_ema_copies_first_then_averages_parameters_and_buffers():
     assert all(torch.equal(a, b) for a, b in zip(ema.module.module.parameters(), model.parameters()))
 
 
+def draws():
+    """The next numbers of every RNG a checkpoint restores; gauss draws use the cached second
+    value of a pair, which is part of the python and numpy states too."""
+    return (random.random(), random.gauss(0, 1), np.random.rand(), np.random.standard_normal(), torch.rand(4).tolist())
+
+
 def test_checkpoint_round_trip_restores_state_position_and_rng(tmp_path):
     model = small_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(5, 3)).sum().backward()
     optimizer.step()
+    training.seed_everything(7, CPU)
+    random.gauss(0, 1), np.random.standard_normal()  # leave a cached gaussian in both states
     checkpointer = training.Checkpointer(tmp_path, CPU, fingerprint="abc")
     checkpointer.save(training.Position(epoch=3, step=2), model=model, optimizer=optimizer, ema=None)
-    expected_draw = torch.rand(4)
+    expected_draws = draws()
 
     fresh_model = small_model()
     fresh_optimizer = torch.optim.SGD(fresh_model.parameters(), lr=0.1, momentum=0.9)
-    torch.manual_seed(123)
+    training.seed_everything(123, CPU)
     position = checkpointer.load(model=fresh_model, optimizer=fresh_optimizer, ema=None)
 
     assert position == training.Position(epoch=3, step=2)
-    assert torch.equal(torch.rand(4), expected_draw)
+    assert draws() == expected_draws
     for a, b in zip(fresh_model.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
     assert fresh_optimizer.state_dict()["state"][0]["momentum_buffer"].equal(
         optimizer.state_dict()["state"][0]["momentum_buffer"]
     )
-    assert [p.name for p in tmp_path.iterdir()] == [training.CHECKPOINT_NAME]  # no temporary left
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+class Planted:
+    """Unpickling this runs code: it creates ``target``."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.target,)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_none(tmp_path):
+    planted = {"fingerprint": "abc", "position": {"epoch": 9, "step": 0}, "world_size": 1, "rng": [],
+               "state": {"model": Planted(tmp_path / "planted-ran")}}
+    torch.save(planted, tmp_path / "copy.pt")
+    torch.load(tmp_path / "copy.pt", weights_only=False)  # what loading used to do: the code runs
+    assert (tmp_path / "planted-ran").exists()
+    (tmp_path / "planted-ran").unlink()
+
+    checkpoint_dir = tmp_path / "checkpoints"
+    checkpoint_dir.mkdir()
+    (tmp_path / "copy.pt").rename(checkpoint_dir / training.CHECKPOINT_NAME)
+    with pytest.raises(DataError, match=r"checkpoints/checkpoint\.pt: refused: a checkpoint may hold only tensors "
+                                        r"and plain data .*\(Unsupported global: GLOBAL "):
+        training.Checkpointer(checkpoint_dir, CPU, fingerprint="abc").load(model=small_model())
+    assert not (tmp_path / "planted-ran").exists()
+
+
+def test_loading_removes_the_temporary_a_killed_save_left(tmp_path):
+    model = small_model()
+    checkpointer = training.Checkpointer(tmp_path, CPU, fingerprint="abc")
+    checkpointer.save(training.Position(2, 0), model=model)
+    stale = tmp_path / f".{training.CHECKPOINT_NAME}.k1ll3d.tmp"  # atomic_path's name for a save in progress
+    stale.write_bytes(b"half a checkpoint")
+    resumed = training.Checkpointer(tmp_path, CPU, fingerprint="abc")
+    assert resumed.load(model=small_model()) == training.Position(2, 0)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f".{training.CHECKPOINT_NAME}.lock",
+                                                                 training.CHECKPOINT_NAME]
+    resumed.remove()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_process_training_the_same_run_stops_at_its_checkpoint_lock(tmp_path):
+    holder = lock_holder(tmp_path / training.CHECKPOINT_NAME)
+    stale_looking = tmp_path / f".{training.CHECKPOINT_NAME}.live.tmp"  # the holder's save in progress
+    stale_looking.write_bytes(b"being written")
+    try:
+        with pytest.raises(Locked, match=r"the checkpoint .*checkpoint\.pt is being written by another live process"):
+            training.Checkpointer(tmp_path, CPU, fingerprint="abc").load(model=small_model())
+        assert stale_looking.exists()
+    finally:
+        holder.stdin.close()
+        holder.wait()
 
 
 def test_checkpoint_of_another_config_is_ignored(tmp_path):

@@ -40,7 +40,7 @@ from pathlib import Path
 from contamination import training
 from contamination.caption_metrics import METRICS
 from contamination.errors import ConfigError, DataError
-from contamination.provenance import sha256_of_file
+from contamination.provenance import path_fingerprint, sha256_of_file
 
 # BLIP's RandomAugment operations for captioning (LAVIS BlipImageTrainProcessor).
 AUGMENTATIONS = ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize",
@@ -105,11 +105,9 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
         training.seed_everything(seed, env)
         model, processor = load_blip(model_dir, settings)
         model.to(env.device)
-        spec = {"settings": {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED},
-                "model": str(model_dir), "index": sha256_of_file(index), "seed": seed}
+        spec = run_identity(settings, index, model_dir, seed, manifest)
         status, metrics, reasons, history = "ok", {}, {}, None
         if manifest is not None:
-            spec["manifest"] = sha256_of_file(manifest)
             val = KarpathySplit(index, "val") if settings["select_by"] else None
             checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec))
             best = training.Checkpointer(Path(checkpoint_dir) / "best", env, training.fingerprint(spec))
@@ -144,6 +142,17 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
         training.teardown_distributed(env)
 
 
+
+
+def run_identity(settings, index, model_dir, seed, manifest=None) -> dict:
+    """What defines a run, hashed into its checkpoint fingerprint and its provenance: the settings
+    that shape the numbers, the seed, and the contents (not the paths) of the index, the manifest
+    and the model's files, so new weights saved over the old directory start training over."""
+    spec = {"settings": {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED},
+            "model": path_fingerprint(model_dir), "index": sha256_of_file(index), "seed": seed}
+    if manifest is not None:
+        spec["manifest"] = sha256_of_file(manifest)
+    return spec
 
 
 # ---- model ----------------------------------------------------------------------------------

@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """An input file is missing, unreadable or malformed; the message names the file."""
+
+
+class Locked(UserError):
+    """Another live process holds the lock on an output; the message names the output and the lock."""

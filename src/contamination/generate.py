@@ -52,16 +52,19 @@ def add_commands(subparsers) -> None:
 
 
 def run_generate(args) -> None:
-    from contamination.io import read_parquet
+    from contamination.io import exclusive_lock, read_parquet, remove_stale_temporaries
 
     settings = check_settings(args.settings)
     check_pipeline_dir(args.pipeline, settings)
     rows = shard_rows(read_parquet(args.prompts), args.shard, settings["shard_size"], args.prompts)
-    remove_stale_temporaries(args.out)
-    pipeline = load_pipeline(args.pipeline, settings)
-    provenance = generation_provenance(args.pipeline, settings, pipeline.device)
-    print(f"shard {args.shard}: {len(rows)} images on {provenance['device']}, model {provenance['model_fingerprint']}")
-    write_generated_shard(pipeline, rows, settings, provenance, args.out)
+    # A requeued job may start while the old one still writes this shard: only the lock holder
+    # may remove temporaries, so a live writer's file is never taken for a killed run's.
+    with exclusive_lock(args.out, f"shard {args.shard} ({args.out})"):
+        remove_stale_temporaries(args.out)
+        pipeline = load_pipeline(args.pipeline, settings)
+        provenance = generation_provenance(args.pipeline, settings, pipeline.device)
+        print(f"shard {args.shard}: {len(rows)} images on {provenance['device']}, model {provenance['model_fingerprint']}")
+        write_generated_shard(pipeline, rows, settings, provenance, args.out)
     print(f"shard {args.shard} written to {args.out}")
 
 
@@ -113,14 +116,6 @@ def shard_rows(table, shard: int, shard_size: int, prompts_path):
             f"there is no shard {shard}"
         )
     return table.iloc[start:start + shard_size].reset_index(drop=True)
-
-
-def remove_stale_temporaries(out) -> None:
-    """Delete what a killed earlier run of this shard left (the half-written temporary file)."""
-    out = Path(out)
-    for stale in out.parent.glob(f".{out.name}.*.tmp"):
-        print(f"removing {stale}, left by an interrupted run")
-        stale.unlink(missing_ok=True)
 
 
 def load_pipeline(pipeline_dir, settings: dict):

@@ -7,10 +7,14 @@ rows give the same bytes.
 """
 
 import contextlib
+import glob
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
+
+from contamination.errors import Locked
 
 
 @contextlib.contextmanager
@@ -32,6 +36,57 @@ def atomic_path(final_path):
         os.replace(temporary, final_path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(final_path) -> None:
+    """Delete the temporary files ``atomic_path`` left beside ``final_path`` when a kill skipped
+    its clean-up. Only under ``exclusive_lock(final_path)``: a live writer's temporary looks the same."""
+    final_path = Path(final_path)
+    for stale in final_path.parent.glob(f".{glob.escape(final_path.name)}.*.tmp"):
+        print(f"removing {stale}, left by an interrupted run", flush=True)
+        stale.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(final_path, what: str):
+    """Hold the lock file ``.<name>.lock`` beside ``final_path`` for the block, so one process at
+    a time writes it (e.g. a requeued SLURM job while the old one still runs); raise Locked,
+    naming ``what`` and the lock file, if another live process holds it.
+
+    An fcntl (POSIX) lock, not the file's existence: the kernel releases it when its holder exits
+    or is killed, so a killed job never blocks its retry. Across the nodes of a cluster that needs
+    a file system with working POSIX locks (NFSv4, NFSv3 with lockd, GPFS, BeeGFS, Lustre mounted
+    with ``-o flock``); where locking fails (ENOLCK, ENOSYS) a warning says the guard is off.
+    """
+    import fcntl
+
+    final_path = Path(final_path)
+    lock_path = final_path.parent / f".{final_path.name}.lock"
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(lock_path, "a")
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: another process holds it
+            handle.close()
+            raise Locked(f"{what} is being written by another live process, which holds the lock {lock_path}; "
+                         "this one stops (wait for that process, or end it, and run again)") from None
+        except OSError as error:
+            print(f"warning: cannot lock {lock_path} ({error.strerror}): this file system has no POSIX locks, "
+                  f"so a second process writing {what} would not be detected", file=sys.stderr, flush=True)
+            break
+        # The holder before us may have removed the file after we opened it: lock the current one.
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # still held: nobody else can be using it
+        handle.close()
 
 
 @contextlib.contextmanager

@@ -45,7 +45,8 @@ Pieces:
   (e.g. results/<run>/checkpoints/<experiment>/<model>/<dataset>/), so a failed job keeps it.
   Saves the state_dict of every object passed by keyword, the ``Position`` (next epoch, batches
   already done in it), the RNG states of every rank and a config fingerprint; written with
-  torch.save to a temporary name and renamed. A checkpoint with another fingerprint is ignored.
+  torch.save to a temporary name and renamed, loaded with ``weights_only=True`` (a file that
+  would unpickle code is refused). A checkpoint with another fingerprint is ignored.
 - ``StopRequest`` + ``check_step``: signals only set a flag. After each forward pass one
   all-reduce tells every rank whether any loss is non-finite (raise Diverged before the update
   touches the weights) and whether any rank was signalled (finish this step, then checkpoint
@@ -71,12 +72,13 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 from pathlib import Path
 
 from contamination.errors import DataError
-from contamination.io import atomic_path, write_json
+from contamination.io import atomic_path, exclusive_lock, remove_stale_temporaries, write_json
 
 EXIT_RESUME = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; run again to resume
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -227,10 +229,14 @@ def loader_generator(seed: int, env: DistEnv, epoch: int):
 
 
 def rng_states() -> dict:
+    """This process's RNG states as tensors, lists and numbers only, so a checkpoint holding them
+    loads with ``torch.load(weights_only=True)`` (numpy's state is an array: stored as a list)."""
     import numpy as np
     import torch
 
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    algorithm, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    states = {"python": random.getstate(), "torch": torch.get_rng_state(),
+              "numpy": [algorithm, keys.tolist(), position, has_gauss, cached_gaussian]}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -241,7 +247,8 @@ def set_rng_states(states: dict) -> None:
     import torch
 
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    algorithm, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((algorithm, np.array(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -259,12 +266,23 @@ class Position:
 
 
 class Checkpointer:
-    """Atomic save/restore of a training run's complete state in ``directory``/checkpoint.pt."""
+    """Atomic save/restore of a training run's complete state in ``directory``/checkpoint.pt.
+
+    The first save or load takes the directory's lock (io.exclusive_lock) for the rest of the
+    process, so a second live process training the same run stops with Locked, and the
+    temporaries a killed save left are removed before loading.
+    """
 
     def __init__(self, directory, env: DistEnv, fingerprint: str):
         self.path = Path(directory) / CHECKPOINT_NAME
         self.env = env
         self.fingerprint = fingerprint
+        self.lock = None
+
+    def _hold_lock(self) -> None:
+        if self.lock is None:
+            self.lock = contextlib.ExitStack()
+            self.lock.enter_context(exclusive_lock(self.path, f"the checkpoint {self.path}"))
 
     def save(self, position: Position, **objects) -> None:
         """Save the state_dict of each keyword object (None values are skipped) and all RNG states.
@@ -275,6 +293,7 @@ class Checkpointer:
 
         states = gather_objects(rng_states(), self.env)
         if self.env.is_main:
+            self._hold_lock()
             payload = {
                 "fingerprint": self.fingerprint,
                 "position": dataclasses.asdict(position),
@@ -290,13 +309,28 @@ class Checkpointer:
         """Restore the objects and this rank's RNG state; Position() if there is nothing to resume.
 
         A checkpoint written for another config (fingerprint) is ignored, so a changed recipe
-        starts over instead of continuing someone else's run.
+        starts over instead of continuing someone else's run. Loading never unpickles code
+        (weights_only): a file that needs more than tensors and plain data is refused.
         """
+        import pickle
+
         import torch
 
+        if self.env.is_main:
+            self._hold_lock()
+            remove_stale_temporaries(self.path)
         if not self.path.exists():
             return Position()
-        payload = torch.load(self.path, map_location="cpu", weights_only=False)
+        try:
+            payload = torch.load(self.path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+            # torch's message advises weights_only=False; keep only what it found in the file.
+            found = re.search(r"Unsupported (global: GLOBAL \S+|operand \S+)", str(error))
+            reason = found.group(0) if found else f"{type(error).__name__} {str(error).split('. ')[0]}".strip()
+            raise DataError(f"{self.path}: refused: a checkpoint may hold only tensors and plain data (anything "
+                            f"else could run code when loaded), and this file cannot be read as such ({reason}). "
+                            "If an older version of the workflow wrote it (it stored RNG states as numpy "
+                            "objects), delete it to start the run over") from None
         if payload["fingerprint"] != self.fingerprint:
             log(self.env, f"ignoring {self.path}: written for another config")
             return Position()
@@ -316,6 +350,9 @@ class Checkpointer:
         """Delete the checkpoint (rank 0 does; not collective, so it works after teardown)."""
         if self.env.is_main:
             self.path.unlink(missing_ok=True)
+            if self.lock is not None:
+                self.lock.close()
+                self.lock = None
 
 
 def gather_objects(obj, env: DistEnv) -> list:
