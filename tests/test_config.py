@@ -73,6 +73,12 @@ def mixture(config, name):
         (lambda c: c["generation"].update(height=500), "generation.height: 500 is not a multiple of 8"),
         (lambda c: c["generation"].update(matmul_precision="fast"), "generation.matmul_precision: 'fast' is not one of"),
         (lambda c: c["image_sets"].update(reduced_jpeg_decode="often"), "image_sets.reduced_jpeg_decode: 'often' is not of type 'boolean'"),
+        (lambda c: mixture(c, "coco_20").update(name="pretrained"), "mixtures[26].name: 'pretrained' is reserved"),
+        (lambda c: c["tables"][0].update(name="all_tables"), "tables[0].name: 'all_tables' is reserved"),
+        (lambda c: c["spectra"].update(generated=["sd_imagenett"]), "spectra.generated[0]: 'sd_imagenett' is not a generated dataset"),
+        (lambda c: c["classification"]["figure3"].update(mixtures=["imagenet", "sd_imagent"]), "classification.figure3.mixtures[1]: unknown mixture 'sd_imagent'"),
+        (lambda c: c["tables"][0]["models"].append("vit_b_16"), "tables[0].models[3]: no recipe classification.models.vit_b_16"),
+        (lambda c: c["tables"][11]["rows"][0].update(mixture="in_sd_20"), "tables[11].rows[0].mixture: unknown generated dataset 'in_sd_20'"),
     ],
 )
 def test_bad_config_names_key_and_value(paper, change, expected):
