@@ -13,8 +13,12 @@ shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(SOURCE_DIR)}${{
 
 from contamination import config as cfg
 
-# The schema, its defaults and every semantic check, as `python -m contamination check-config` runs them.
-cfg.validate(config)
+# The schema, its defaults and every semantic check, as `python -m contamination check-config` runs
+# them; a bad config stops Snakemake with check-config's one line, not an exception with a stack.
+try:
+    cfg.validate(config)
+except cfg.ConfigError as error:
+    sys.exit(f"error: {error}")
 
 RESULTS = cfg.results_dir(config)
 LOGS = RESULTS / "logs"
