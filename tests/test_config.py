@@ -142,6 +142,24 @@ def test_unknown_key_names_its_path_and_the_closest_known_key(paper, change, exp
     assert str(error.value) == expected
 
 
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda c: c["planning"]["dataset_sizes"].update(imagnet={"train": 3}),
+         "config key planning.dataset_sizes.imagnet: unknown key (did you mean 'imagenet'?)"),
+        (lambda c: c["planning"]["dataset_sizes"]["coco"].update(trian=3),
+         "config key planning.dataset_sizes.coco.trian: unknown key (did you mean 'train'?)"),
+        (lambda c: c["planning"]["throughput"]["train_classifier"].update(resnt50=3),
+         "planning.throughput.train_classifier.resnt50: no recipe classification.models.resnt50 (did you mean 'resnet50'?)"),
+    ],
+    ids=["dataset_sizes.source", "dataset_sizes.split", "throughput.train_classifier.model"],
+)
+def test_misspelt_name_in_a_planning_map_names_the_closest_known_one(paper, change, expected):
+    with pytest.raises(ConfigError) as error:
+        validated(mutate(paper, change))
+    assert str(error.value) == expected
+
+
 def test_unknown_key_in_a_map_of_user_names_is_checked_in_the_value(paper):
     with pytest.raises(ConfigError, match=r"config key classification\.models\.swin_s\.epoch: unknown key "
                                           r"\(did you mean 'epochs'\?\)"):

@@ -141,6 +141,7 @@ def check(config: dict) -> None:
     check_spectra(config)
     check_classification(config)
     check_tables(config)
+    check_planning(config)
 
 
 def check_run_name(config: dict) -> None:
@@ -289,6 +290,15 @@ def check_tables(config: dict) -> None:
             if metric not in written:
                 raise ConfigError(f"{key}.metrics[{position}]: {experiment} runs do not write '{metric}'"
                                   f"{closest(metric, written)}")
+
+
+def check_planning(config: dict) -> None:
+    """A throughput for a misspelt model would be ignored and the recipe's own assumption kept."""
+    classifiers = list(config["classification"]["models"])
+    for model in config["planning"]["throughput"]["train_classifier"]:
+        if model not in classifiers:
+            raise ConfigError(f"planning.throughput.train_classifier.{model}: no recipe classification.models.{model}"
+                              f"{closest(model, classifiers)}")
 
 
 def table_runs(config: dict, experiment: str) -> list:
