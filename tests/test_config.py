@@ -230,6 +230,12 @@ def test_check_config_names_a_missing_overlay(tmp_path):
     )
 
 
+def test_empty_overlay_changes_nothing(tmp_path):
+    overlay = tmp_path / "empty.yaml"
+    overlay.write_text("# nothing here yet\n")
+    assert cfg.load(SMOKE_CONFIG, overlay) == cfg.load(SMOKE_CONFIG)
+
+
 def test_check_config_names_an_overlay_that_is_not_a_mapping(tmp_path):
     overlay = tmp_path / "list.yaml"
     overlay.write_text("- run: smoke\n")
