@@ -4,7 +4,7 @@
 # config/config.yaml is always loaded first; --configfile overlays it. See config/README.md.
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -12,9 +12,8 @@ min_version("9.0")
 configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
-
-
+# common.smk validates the config first (contamination.config.validate: the schema, its defaults and
+# every semantic check), with the messages of `python -m contamination check-config`.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/sources.smk"
 include: "workflow/rules/prompts.smk"

@@ -7,7 +7,7 @@ import yaml
 
 from contamination import config as cfg
 from contamination.errors import ConfigError
-from helpers import PAPER_CONFIG, SMOKE_CONFIG, paper_config_with_empty_roots, snakemake, write_yaml
+from helpers import PAPER_CONFIG, SMOKE_CONFIG, cli, paper_config_with_empty_roots, snakemake, write_yaml
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,12 @@ def mixture(config, name):
         (lambda c: c["generation"].update(height=500), "generation.height: 500 is not a multiple of 8"),
         (lambda c: c["generation"].update(matmul_precision="fast"), "generation.matmul_precision: 'fast' is not one of"),
         (lambda c: c["image_sets"].update(reduced_jpeg_decode="often"), "image_sets.reduced_jpeg_decode: 'often' is not of type 'boolean'"),
+        (lambda c: mixture(c, "coco_20").update(name="pretrained"), "mixtures[26].name: 'pretrained' is reserved"),
+        (lambda c: c["tables"][0].update(name="all_tables"), "tables[0].name: 'all_tables' is reserved"),
+        (lambda c: c["spectra"].update(generated=["sd_imagenett"]), "spectra.generated[0]: 'sd_imagenett' is not a generated dataset"),
+        (lambda c: c["classification"]["figure3"].update(mixtures=["imagenet", "sd_imagent"]), "classification.figure3.mixtures[1]: unknown mixture 'sd_imagent'"),
+        (lambda c: c["tables"][0]["models"].append("vit_b_16"), "tables[0].models[3]: no recipe classification.models.vit_b_16"),
+        (lambda c: c["tables"][11]["rows"][0].update(mixture="in_sd_20"), "tables[11].rows[0].mixture: unknown generated dataset 'in_sd_20'"),
     ],
 )
 def test_bad_config_names_key_and_value(paper, change, expected):
@@ -108,5 +114,141 @@ def test_bad_fraction_stops_snakemake_with_key(tmp_path):
     write_yaml(tmp_path / "bad.yaml", config)
     result = snakemake("-n", "--configfile", tmp_path / "bad.yaml", cwd=tmp_path, check=False)
     assert result.returncode != 0
-    assert "4 is greater than the maximum of 1" in result.stdout + result.stderr
-    assert "'mixtures'][2]['fraction']" in result.stdout + result.stderr
+    assert "config key mixtures[2].fraction: 4 is greater than the maximum of 1" in result.stdout + result.stderr
+
+
+# ---- typos are errors --------------------------------------------------------------------------
+
+
+def rename(mapping, old, new):
+    mapping[new] = mapping.pop(old)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda c: rename(c, "generation", "generaton"), "config key generaton: unknown key (did you mean 'generation'?)"),
+        (lambda c: c["generation"].update(stpes=20), "config key generation.stpes: unknown key (did you mean 'steps'?)"),
+        (lambda c: rename(mixture(c, "in_sd_20"), "fraction", "fracton"),
+         "config key mixtures[1].fracton: unknown key (did you mean 'fraction'?)"),
+        (lambda c: c["classification"].update(num_worker=2),
+         "config key classification.num_worker: unknown key (did you mean 'num_workers'?)"),
+    ],
+    ids=["generaton", "generation.stpes", "mixture.fracton", "classification.num_worker"],
+)
+def test_unknown_key_names_its_path_and_the_closest_known_key(paper, change, expected):
+    with pytest.raises(ConfigError) as error:
+        validated(mutate(paper, change))
+    assert str(error.value) == expected
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda c: c["planning"]["dataset_sizes"].update(imagnet={"train": 3}),
+         "config key planning.dataset_sizes.imagnet: unknown key (did you mean 'imagenet'?)"),
+        (lambda c: c["planning"]["dataset_sizes"]["coco"].update(trian=3),
+         "config key planning.dataset_sizes.coco.trian: unknown key (did you mean 'train'?)"),
+        (lambda c: c["planning"]["throughput"]["train_classifier"].update(resnt50=3),
+         "planning.throughput.train_classifier.resnt50: no recipe classification.models.resnt50 (did you mean 'resnet50'?)"),
+    ],
+    ids=["dataset_sizes.source", "dataset_sizes.split", "throughput.train_classifier.model"],
+)
+def test_misspelt_name_in_a_planning_map_names_the_closest_known_one(paper, change, expected):
+    with pytest.raises(ConfigError) as error:
+        validated(mutate(paper, change))
+    assert str(error.value) == expected
+
+
+def test_unknown_key_in_a_map_of_user_names_is_checked_in_the_value(paper):
+    with pytest.raises(ConfigError, match=r"config key classification\.models\.swin_s\.epoch: unknown key "
+                                          r"\(did you mean 'epochs'\?\)"):
+        validated(mutate(paper, lambda c: c["classification"]["models"]["swin_s"].update(epoch=3)))
+
+
+def test_table_row_naming_an_unknown_mixture_names_the_row(paper):
+    change = lambda c: c["tables"][0]["rows"][2].update(mixture="in_sd_30")  # noqa: E731
+    with pytest.raises(ConfigError, match=r"tables\[0\]\.rows\[2\]\.mixture: unknown mixture 'in_sd_30'"):
+        validated(mutate(paper, change))
+
+
+def test_duplicate_table_name_names_the_second_table(paper):
+    change = lambda c: c["tables"].append(dict(c["tables"][3]))  # noqa: E731
+    with pytest.raises(ConfigError, match=r"tables\[12\]\.name: duplicate table name 'table4'"):
+        validated(mutate(paper, change))
+
+
+def test_metric_the_experiment_never_writes_names_the_metric(paper):
+    change = lambda c: c["tables"][5]["metrics"].append("top1_imagenet_v2")  # noqa: E731
+    with pytest.raises(ConfigError, match=r"tables\[5\]\.metrics\[3\]: classify runs do not write "
+                                          r"'top1_imagenet_v2' \(did you mean 'top1_imagenet_val'\?\)"):
+        validated(mutate(paper, change))
+
+
+def test_every_paper_table_asks_only_for_metrics_its_experiment_writes(paper):
+    config = validated(paper)
+    for table in config["tables"]:
+        assert set(table["metrics"]) <= set(cfg.experiment_metrics(config, table["experiment"])), table["name"]
+
+
+@pytest.mark.parametrize("run", ["..", ".", "/tmp/elsewhere", "a/../../b"])
+def test_run_name_that_would_escape_results_is_refused(paper, run):
+    with pytest.raises(ConfigError, match=r"^run: .* is not a directory name under results/"):
+        validated(mutate(paper, lambda c: c.update(run=run)))
+
+
+def test_watermark_is_refused_at_config_time(paper):
+    with pytest.raises(ConfigError, match="generation.watermark: true is not supported"):
+        validated(mutate(paper, lambda c: c["generation"].update(watermark=True)))
+
+
+def test_safety_checker_with_tiny_models_is_refused_at_config_time():
+    smoke = cfg.load(SMOKE_CONFIG)
+    smoke["generation"]["safety_checker"] = True
+    with pytest.raises(ConfigError, match="generation.safety_checker: true, but models.build_tiny"):
+        cfg.check(smoke)
+
+
+def check_config_error(*overlays):
+    result = cli("check-config", *overlays, check=False)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_check_config_names_file_and_line_of_a_yaml_error(tmp_path):
+    overlay = tmp_path / "site.yaml"
+    overlay.write_text("generation:\n  steps: 20\n  height: [32\nseed: 1\n")
+    message = check_config_error(overlay)
+    assert message.startswith(f"error: config file '{overlay}': YAML syntax error at line 4, column ")
+
+
+def test_check_config_names_a_missing_overlay(tmp_path):
+    assert check_config_error(SMOKE_CONFIG, tmp_path / "no-such.yaml") == (
+        f"error: config file '{tmp_path / 'no-such.yaml'}' does not exist"
+    )
+
+
+def test_empty_overlay_changes_nothing(tmp_path):
+    overlay = tmp_path / "empty.yaml"
+    overlay.write_text("# nothing here yet\n")
+    assert cfg.load(SMOKE_CONFIG, overlay) == cfg.load(SMOKE_CONFIG)
+
+
+def test_check_config_names_an_overlay_that_is_not_a_mapping(tmp_path):
+    overlay = tmp_path / "list.yaml"
+    overlay.write_text("- run: smoke\n")
+    assert check_config_error(overlay) == f"error: config file '{overlay}': must be a mapping of config keys, not a list"
+
+
+@pytest.mark.workflow
+def test_typo_in_an_overlay_stops_snakemake_with_the_check_config_message(tmp_path):
+    overlay = write_yaml(tmp_path / "typo.yaml", {"generation": {"stpes": 20}})
+    message = check_config_error(SMOKE_CONFIG, overlay).removeprefix("error: ")
+    assert message == "config key generation.stpes: unknown key (did you mean 'steps'?)"
+    result = snakemake("-n", "--configfile", SMOKE_CONFIG, overlay, cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert f"error: {message}" in result.stderr.splitlines()
+    assert 'File "' not in result.stdout + result.stderr  # no stack of the exception
+    assert not (tmp_path / "results").exists()

@@ -1,13 +1,16 @@
 """Loading, default-filling and checking of the workflow configuration.
 
-The JSON schema (workflow/schemas/config.schema.yaml) checks types and ranges and fills defaults;
-``check`` adds the checks a schema cannot express (names that must exist, templates, duplicates).
-Both run when the Snakefile is parsed, so bad input stops the run before any job starts. Every
-message names the config key and the offending value.
+The JSON schema (workflow/schemas/config.schema.yaml) checks types and ranges, rejects unknown
+keys and fills defaults; ``check`` adds the checks a schema cannot express (names that must exist,
+templates, duplicates, metric names, impossible options). ``validate`` runs both, the same way when
+the Snakefile is parsed and in ``check-config``, so bad input stops the run before any job starts.
+Every message names the config key and the offending value.
 """
 
 import copy
+import difflib
 import math
+import re
 from pathlib import Path
 
 from contamination.errors import ConfigError
@@ -22,6 +25,10 @@ TRAINING_SOURCES = {"imagenet": "label", "webvision": "label", "coco": "caption"
 PROMPT_KIND_TARGET = {"class_template": "label", "class_complex": "label", "captions": "caption"}
 PROMPT_KIND_SOURCE = {"class_template": "imagenet", "class_complex": "imagenet", "captions": "coco"}
 COMPLEX_FIELDS = ("qualifier", "medium", "name", "context")
+# The captioning run of the starting model, without fine-tuning: results/<run>/caption/blip/pretrained/.
+PRETRAINED_RUN = "pretrained"
+# results/<run>/tables/<name>.csv files that are not tables of the config.
+RESERVED_TABLE_NAMES = ("all_tables", "spectra")
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
@@ -37,13 +44,37 @@ def deep_merge(base: dict, overlay: dict) -> dict:
 
 def load(*overlays, base=DEFAULT_CONFIG) -> dict:
     """The paper config, overlaid by each file in ``overlays``, validated with defaults filled."""
-    import yaml
-
-    config = yaml.safe_load(Path(base).read_text())
+    config = read_config_file(base)
     for overlay in overlays:
-        config = deep_merge(config, yaml.safe_load(Path(overlay).read_text()) or {})
+        config = deep_merge(config, read_config_file(overlay))
     validate(config)
     return config
+
+
+def read_config_file(path) -> dict:
+    """One config file's mapping (an empty file is an empty one); a ConfigError naming the file
+    (and the line of a YAML syntax error) if it is missing, unreadable or not a mapping."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file '{path}' cannot be read: {error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}': YAML syntax error{where}: {error.problem or error.context}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file '{path}': not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}': must be a mapping of config keys, not a {type(data).__name__}")
+    return data
 
 
 def validate(config: dict) -> None:
@@ -67,10 +98,23 @@ def validate_schema(config: dict) -> None:
         yield from validator_class.VALIDATORS["properties"](validator, properties, instance, schema)
 
     filling = jsonschema.validators.extend(validator_class, {"properties": fill_defaults})
-    error = jsonschema.exceptions.best_match(filling(schema).iter_errors(config))
+    errors = list(filling(schema).iter_errors(config))
+    # A misspelt key usually also leaves a required key missing: the spelling is the news.
+    unknown = [error for error in errors if error.validator == "additionalProperties" and "properties" in error.schema]
+    if unknown:
+        raise ConfigError(unknown_key_message(unknown[0]))
+    error = jsonschema.exceptions.best_match(errors)
     if error is not None:
         key = key_name(error.absolute_path) or "(top level)"
         raise ConfigError(f"config key {key}: {error.message}")
+
+
+def unknown_key_message(error) -> str:
+    """'config key generaton: unknown key (did you mean 'generation'?)' for an object's first
+    key that its schema does not list."""
+    known = list(error.schema["properties"])
+    extra = next(str(key) for key in error.instance if str(key) not in known)
+    return f"config key {key_name([*error.absolute_path, extra])}: unknown key{closest(extra, known)}"
 
 
 def key_name(path) -> str:
@@ -80,8 +124,34 @@ def key_name(path) -> str:
     return name
 
 
+def closest(name: str, known) -> str:
+    """The tail of a message about a misspelt name: the closest known name, or all of them."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+
+
 def check(config: dict) -> None:
-    """Checks that need more than the schema: names, references, templates, duplicates."""
+    """Checks that need more than the schema: names, references, templates, duplicates, metric
+    names and options the jobs would refuse. Expects a config the schema accepted."""
+    check_run_name(config)
+    check_generated(config)
+    check_complex_prompts(config)
+    check_mixtures(config)
+    check_generation(config)
+    check_spectra(config)
+    check_classification(config)
+    check_tables(config)
+    check_planning(config)
+
+
+def check_run_name(config: dict) -> None:
+    run = config["run"]
+    if run in (".", "..") or not re.fullmatch(r"[A-Za-z0-9_.-]+", run):
+        raise ConfigError(f"run: {run!r} is not a directory name under results/ "
+                          "(letters, digits, '_', '-' and '.', but not '.' or '..')")
+
+
+def check_generated(config: dict) -> None:
     generated = config["generated"]
     seen = set(TRAINING_SOURCES)
     for index, spec in enumerate(generated):
@@ -100,11 +170,13 @@ def check(config: dict) -> None:
             raise ConfigError(f"{key}.template: {spec.get('template')!r} has no {{name}} placeholder")
         if kind == "captions" and "captions_per_image" not in spec:
             raise ConfigError(f"{key}.captions_per_image: required for prompts 'captions'")
+
+
+def check_complex_prompts(config: dict) -> None:
     template = config["complex_prompts"]["template"]
     for field in COMPLEX_FIELDS:
         if "{" + field + "}" not in template:
             raise ConfigError(f"complex_prompts.template: {template!r} has no {{{field}}} placeholder")
-    check_mixtures(config)
 
 
 def dataset_target(config: dict, name: str):
@@ -124,6 +196,8 @@ def check_mixtures(config: dict) -> None:
         key = f"mixtures[{index}]"
         if mixture["name"] in names:
             raise ConfigError(f"{key}.name: duplicate mixture name '{mixture['name']}'")
+        if mixture["name"] == PRETRAINED_RUN:
+            raise ConfigError(f"{key}.name: '{PRETRAINED_RUN}' is reserved for the captioning run without fine-tuning")
         names.add(mixture["name"])
         if not 0 <= mixture["fraction"] <= 1:
             raise ConfigError(f"{key}.fraction: {mixture['fraction']} is outside [0, 1]")
@@ -148,6 +222,111 @@ def check_mixtures(config: dict) -> None:
             raise ConfigError(
                 f"{key}.match: 'source' needs '{mixture['by']}' to be generated from '{mixture['base']}' captions"
             )
+
+
+def check_generation(config: dict) -> None:
+    """Options the generate job would refuse, refused before any job runs."""
+    from contamination.generate import check_settings
+
+    settings = config["generation"]
+    check_settings(settings)
+    if settings["safety_checker"] and config["models"]["build_tiny"]:
+        raise ConfigError("generation.safety_checker: true, but models.build_tiny builds a pipeline without a "
+                          "safety checker; set it to false")
+
+
+def check_spectra(config: dict) -> None:
+    generated = [spec["name"] for spec in config["generated"]]
+    for index, name in enumerate(config["spectra"]["generated"]):
+        if name not in generated:
+            raise ConfigError(f"spectra.generated[{index}]: '{name}' is not a generated dataset{closest(name, generated)}")
+
+
+def check_classification(config: dict) -> None:
+    """Recipes, and every model a classification table or Figure 3 asks for, exist and agree."""
+    from contamination import classify_recipe
+
+    settings = config["classification"]
+    classifiers = list(settings["models"])
+    for model, recipe in settings["models"].items():
+        classify_recipe.check(recipe, f"classification.models.{model}")
+    for index, table in enumerate(config["tables"]):
+        if table["experiment"] != "classify":
+            continue
+        for position, model in enumerate(table["models"]):
+            if model not in classifiers:
+                raise ConfigError(f"tables[{index}].models[{position}]: no recipe classification.models.{model}"
+                                  f"{closest(model, classifiers)}")
+    figure = settings["figure3"]
+    if figure["model"] not in classifiers:
+        raise ConfigError(f"classification.figure3.model: no recipe for '{figure['model']}'"
+                          f"{closest(figure['model'], classifiers)}")
+    mixtures = [mixture["name"] for mixture in config["mixtures"]]
+    for position, mixture in enumerate(figure["mixtures"]):
+        if mixture not in mixtures:
+            raise ConfigError(f"classification.figure3.mixtures[{position}]: unknown mixture '{mixture}'"
+                              f"{closest(mixture, mixtures)}")
+
+
+def check_tables(config: dict) -> None:
+    """Unique names, rows naming runs the workflow makes, metrics the experiment writes."""
+    names = set()
+    for index, table in enumerate(config["tables"]):
+        key = f"tables[{index}]"
+        if table["name"] in names:
+            raise ConfigError(f"{key}.name: duplicate table name '{table['name']}'")
+        if table["name"] in RESERVED_TABLE_NAMES:
+            raise ConfigError(f"{key}.name: '{table['name']}' is reserved for results/<run>/tables/{table['name']}.csv")
+        names.add(table["name"])
+        experiment = table["experiment"]
+        runs = table_runs(config, experiment)
+        for position, row in enumerate(table["rows"]):
+            if row["mixture"] not in runs:
+                what = "generated dataset" if experiment == "detect" else "mixture"
+                raise ConfigError(f"{key}.rows[{position}].mixture: unknown {what} '{row['mixture']}' for a "
+                                  f"{experiment} table{closest(row['mixture'], runs)}")
+        written = experiment_metrics(config, experiment)
+        for position, metric in enumerate(table["metrics"]):
+            if metric not in written:
+                raise ConfigError(f"{key}.metrics[{position}]: {experiment} runs do not write '{metric}'"
+                                  f"{closest(metric, written)}")
+
+
+def check_planning(config: dict) -> None:
+    """A throughput for a misspelt model would be ignored and the recipe's own assumption kept."""
+    classifiers = list(config["classification"]["models"])
+    for model in config["planning"]["throughput"]["train_classifier"]:
+        if model not in classifiers:
+            raise ConfigError(f"planning.throughput.train_classifier.{model}: no recipe classification.models.{model}"
+                              f"{closest(model, classifiers)}")
+
+
+def table_runs(config: dict, experiment: str) -> list:
+    """What a table row's ``mixture`` may name: the detection experiment runs once per generated
+    dataset, captioning also without fine-tuning, every other experiment once per mixture."""
+    if experiment == "detect":
+        return [spec["name"] for spec in config["generated"]]
+    mixtures = [mixture["name"] for mixture in config["mixtures"]]
+    return mixtures + [PRETRAINED_RUN] if experiment == "caption" else mixtures
+
+
+def experiment_metrics(config: dict, experiment: str) -> list:
+    """The metric names every run of ``experiment`` writes to its metrics.json."""
+    if experiment in ("iddpm", "fidelity"):
+        from contamination.fidelity import metric_names
+
+        kind = "samples" if experiment == "iddpm" else "dataset"
+        return [name for reference in config[experiment]["references"]
+                for name in metric_names(kind, reference["name"], config["fidelity"]["k"]).values()]
+    if experiment == "classify":
+        from contamination.classify import METRIC_NAMES
+    elif experiment == "caption":
+        from contamination.caption_metrics import METRICS as METRIC_NAMES
+    elif experiment == "mae":
+        from contamination.mae import METRIC_NAMES
+    else:
+        from contamination.detect import METRIC_NAMES
+    return list(METRIC_NAMES)
 
 
 def generated_spec(config: dict, name: str) -> dict:

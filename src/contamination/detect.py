@@ -22,6 +22,8 @@ ill-conditioned, and the MLP can stall at chance on the random network of the sm
 import json
 
 CLASSIFIERS = {"linear_on_resnet50_features": "linear", "mlp_on_resnet50_features": "mlp"}
+TEST_ACCURACY, TRAIN_ACCURACY = "detection_accuracy", "detection_train_accuracy"
+METRIC_NAMES = (TEST_ACCURACY, TRAIN_ACCURACY)  # what metrics.json of each detector holds
 REAL, GENERATED = 0, 1
 PACKAGES = ("torch", "torchvision", "numpy")
 
@@ -82,11 +84,11 @@ def run_detect(args) -> None:
     identity = {"detection": spec, "real": str(args.real), "generated": str(args.generated), "weights": str(args.weights)}
     env = training.DistEnv(rank=0, world_size=1, local_rank=0, device=device)
     for model, kind in CLASSIFIERS.items():
-        metrics = {"detection_accuracy": results[kind]["test"], "detection_train_accuracy": results[kind]["train"]}
+        metrics = {TEST_ACCURACY: results[kind]["test"], TRAIN_ACCURACY: results[kind]["train"]}
         training.write_metrics(getattr(args, f"out_{kind}"), metrics, {}, "ok",
                                training.provenance(identity | {"classifier": model}, spec["seed"], env, PACKAGES))
-        print(f"{model}: test accuracy {metrics['detection_accuracy']:.4f}, "
-              f"train accuracy {metrics['detection_train_accuracy']:.4f}", flush=True)
+        print(f"{model}: test accuracy {metrics[TEST_ACCURACY]:.4f}, train accuracy {metrics[TRAIN_ACCURACY]:.4f}",
+              flush=True)
 
 
 # ---- data -----------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from contamination.provenance import sha256_of_file
 
 MODEL_NAME = "mae_vit_b"
 PROBE_METRICS = ["linear_probe_top1_imagenet_val", "linear_probe_top5_imagenet_val"]
+PRETRAIN_LOSS_METRIC = "pretrain_final_loss"
+METRIC_NAMES = PROBE_METRICS + [PRETRAIN_LOSS_METRIC]  # what metrics.json of a Table 11 run holds
 TOP_K = (1, 5)
 LR_REFERENCE_BATCH = 256  # MAE: lr = base_lr * effective batch / 256
 PACKAGES = ("torch", "torchvision", "transformers", "numpy")
@@ -93,9 +95,9 @@ def run_linear_probe(args) -> None:
             status = pretraining["status"]
             metrics, reasons = training.unavailable(PROBE_METRICS, f"MAE pre-training {status}: {pretraining['reason']}")
         losses = pretraining["loss_per_epoch"]
-        metrics["pretrain_final_loss"] = losses[-1] if losses else None
+        metrics[PRETRAIN_LOSS_METRIC] = losses[-1] if losses else None
         if not losses:
-            reasons["pretrain_final_loss"] = f"MAE pre-training {pretraining['status']} before its first epoch ended"
+            reasons[PRETRAIN_LOSS_METRIC] = f"MAE pre-training {pretraining['status']} before its first epoch ended"
         if env.is_main:
             training.write_metrics(args.out, metrics, reasons, status,
                                    training.provenance(identity, spec["seed"], env, packages=PACKAGES))

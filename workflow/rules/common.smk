@@ -1,4 +1,4 @@
-# Shared by every stage: config checks, result paths and the named input functions of the rules.
+# Shared by every stage: config validation, result paths and the named input functions of the rules.
 import json
 import shlex
 import sys
@@ -13,7 +13,12 @@ shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(SOURCE_DIR)}${{
 
 from contamination import config as cfg
 
-cfg.check(config)
+# The schema, its defaults and every semantic check, as `python -m contamination check-config` runs
+# them; a bad config stops Snakemake with check-config's one line, not an exception with a stack.
+try:
+    cfg.validate(config)
+except cfg.ConfigError as error:
+    sys.exit(f"error: {error}")
 
 RESULTS = cfg.results_dir(config)
 LOGS = RESULTS / "logs"
@@ -222,11 +227,6 @@ def all_tables():
 
 # ---- captioning ----------------------------------------------------------------------------
 # RESULTS/caption/blip/<run>/: <run> is a caption mixture, or "pretrained" for the starting model.
-from contamination.errors import ConfigError
-
-PRETRAINED_RUN = "pretrained"
-if PRETRAINED_RUN in MIXTURES:
-    raise ConfigError(f"mixtures: the name '{PRETRAINED_RUN}' is reserved for the captioning run without fine-tuning")
 
 
 def blip_dir():
@@ -281,39 +281,11 @@ def spectra_spec(wildcards):
 
 
 def all_spectra():
-    for index, name in enumerate(config["spectra"]["generated"]):
-        if name not in GENERATED:
-            raise cfg.ConfigError(f"spectra.generated[{index}]: '{name}' is not a generated dataset "
-                                  f"(known: {', '.join(GENERATED)})")
     return [RESULTS / "spectra" / f"{name}.{kind}" for name in config["spectra"]["generated"] for kind in ("csv", "png")]
 
 
 # ---- classification ------------------------------------------------------------------------
-from contamination import classify_recipe  # noqa: E402
-
 CLASSIFIERS = list(config["classification"]["models"])
-
-
-def check_classification():
-    """Recipes, and every model a classification table or Figure 3 asks for, exist and agree."""
-    for model, recipe in config["classification"]["models"].items():
-        classify_recipe.check(recipe, f"classification.models.{model}")
-    for index, table in enumerate(config["tables"]):
-        if table["experiment"] != "classify":
-            continue
-        for model in table["models"]:
-            if model not in CLASSIFIERS:
-                raise cfg.ConfigError(f"tables[{index}].models: no recipe classification.models.{model} "
-                                      f"(known: {', '.join(CLASSIFIERS)})")
-    figure = config["classification"]["figure3"]
-    if figure["model"] not in CLASSIFIERS:
-        raise cfg.ConfigError(f"classification.figure3.model: no recipe for '{figure['model']}'")
-    for mixture in figure["mixtures"]:
-        if mixture not in MIXTURES:
-            raise cfg.ConfigError(f"classification.figure3.mixtures: unknown mixture '{mixture}'")
-
-
-check_classification()
 
 
 def classifier_spec(wildcards):
@@ -362,7 +334,6 @@ def figure3_arguments(wildcards, input):
 # Features: RESULTS/features/inception/{index,mixtures,iddpm}/<set>.npy, one per image set.
 # Table 4 runs: RESULTS/fidelity/inception_v3_features/<mixture>/; IDDPM runs (Tables 3, 10):
 # RESULTS/iddpm/iddpm/<mixture>/ (model, training.json, samples/, metrics.json).
-from contamination import fidelity as fidelity_metrics  # noqa: E402
 from contamination import iddpm as iddpm_recipe  # noqa: E402
 
 EXTRACTOR = "inception"
@@ -373,24 +344,6 @@ IDDPM_MODEL = "iddpm"
 wildcard_constraints:
     split="train|val|test",
     size=r"\d+",
-
-
-def check_fidelity_tables():
-    """Every metric an iddpm or fidelity table asks for is one the runs write."""
-    k = config["fidelity"]["k"]
-    settings = {"iddpm": ("samples", config["iddpm"]["references"]), "fidelity": ("dataset", config["fidelity"]["references"])}
-    for index, table in enumerate(config["tables"]):
-        if table["experiment"] not in settings:
-            continue
-        kind, references = settings[table["experiment"]]
-        written = [name for reference in references for name in fidelity_metrics.metric_names(kind, reference["name"], k).values()]
-        for metric in table["metrics"]:
-            if metric not in written:
-                raise cfg.ConfigError(f"tables[{index}].metrics: '{metric}' is not written by {table['experiment']} runs "
-                                      f"with fidelity.k={k} and their references (written: {', '.join(written)})")
-
-
-check_fidelity_tables()
 
 
 def inception_weights():
@@ -474,10 +427,6 @@ def iddpm_fidelity_input(wildcards):
 # report.smk: a page and a plot per table, all tables in one CSV, Figure 6, generated examples,
 # the run's effective config and the compute plan; `rule all` builds them (report_files()).
 PROFILE = Path(workflow.basedir) / "profiles" / "slurm"
-
-for _name in ("all_tables", "spectra"):
-    if _name in TABLES:
-        raise cfg.ConfigError(f"tables: the name '{_name}' is reserved for results/<run>/tables/{_name}.csv")
 
 
 def built_tables():
