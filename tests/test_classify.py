@@ -281,3 +281,60 @@ def test_imagenet_a_and_r_scoring_keeps_imagenet_labels_when_the_official_classe
     # the restricted list (1) or the first two labels (0, 1) would name class 1: all wrong.
     assert metrics["top1_imagenet_a"] == metrics["top1_imagenet_r"] == 100.0
     assert metrics["top1_imagenet_val"] == 25.0
+
+
+def big12_is_a_file(path, extra_dogs=0):
+    """A WordNet is-a file: two classes under each big_12 superclass (dogs also reach carnivore
+    through an earlier-listed parent, which the last-listed parent overrides), one class in none."""
+    lines, wnids = [], []
+    for index, superclass in enumerate(confusion.BIG_12):
+        for member in range(2 + (extra_dogs if superclass == "n02084071" else 0)):
+            intermediate, wnid = f"n9{index:02d}{member:05d}", f"n1{index:02d}{member:05d}"
+            lines += [f"{superclass} {intermediate}", f"{intermediate} {wnid}"]
+            wnids.append(wnid)
+    lines += ["n02075296 n02084071", "n00000001 n02084071"]  # dog: carnivore, then domestic animal
+    lines.append("n00000001 n00000002")
+    wnids.append("n00000002")
+    path.write_text("\n".join(lines) + "\n")
+    return sorted(wnids)
+
+
+def test_big12_groups_follow_the_last_listed_parent_and_balance(tmp_path):
+    wnids = big12_is_a_file(tmp_path / "wordnet.is_a.txt", extra_dogs=3)
+    parents = confusion.read_is_a(tmp_path / "wordnet.is_a.txt")
+    assert parents["n02084071"] == "n00000001"
+    unbalanced = dict(confusion.big12_groups(wnids, parents, balanced=False))
+    assert list(unbalanced) == list(confusion.BIG_12.values())
+    label = {wnid: index for index, wnid in enumerate(wnids)}
+    assert unbalanced["dog"] == sorted(label[f"n100{member:05d}"] for member in range(5))
+    assert unbalanced["carnivore"] == [label["n10600000"], label["n10600001"]]  # no dog in it
+    assert label["n00000002"] not in {c for labels in unbalanced.values() for c in labels}
+    balanced = dict(confusion.big12_groups(wnids, parents))
+    assert balanced["dog"] == unbalanced["dog"][:2] and all(len(labels) == 2 for labels in balanced.values())
+
+
+def test_big12_groups_refuse_overlapping_or_missing_superclasses(tmp_path):
+    wnids = big12_is_a_file(tmp_path / "wordnet.is_a.txt")
+    parents = confusion.read_is_a(tmp_path / "wordnet.is_a.txt")
+    parents["n02084071"] = "n02075296"  # dog under carnivore: a dog class is in two superclasses
+    with pytest.raises(DataError, match="two big_12 superclasses"):
+        confusion.big12_groups(wnids, parents)
+    with pytest.raises(DataError, match="no class of this run is under"):
+        confusion.big12_groups(wnids[:4], confusion.read_is_a(tmp_path / "wordnet.is_a.txt"))
+    (tmp_path / "bad.txt").write_text("n1 n2 n3\n")
+    with pytest.raises(DataError, match="bad.txt:1"):
+        confusion.read_is_a(tmp_path / "bad.txt")
+
+
+def test_plot_confusion_with_a_wordnet_file_says_big_12(tmp_path, capsys):
+    wnids = big12_is_a_file(tmp_path / "wordnet.is_a.txt")
+    import pandas as pd
+
+    classes = tmp_path / "classes.parquet"
+    pd.DataFrame({"label": range(len(wnids)), "wnid": wnids, "names": [["x"]] * len(wnids)}).to_parquet(classes)
+    matrix = tmp_path / "m.npy"
+    np.save(matrix, np.eye(len(wnids), dtype=np.int64))
+    out = tmp_path / "figure3.png"
+    assert cli_main(["plot-confusion", "--matrices", str(matrix), "--titles", "ImageNet", "--classes", str(classes),
+                     "--wordnet-is-a", str(tmp_path / "wordnet.is_a.txt"), "--out", str(out)]) == 0
+    assert out.stat().st_size > 0 and "12 groups" in capsys.readouterr().out

@@ -77,6 +77,8 @@ def mixture(config, name):
         (lambda c: c["tables"][0].update(name="all_tables"), "tables[0].name: 'all_tables' is reserved"),
         (lambda c: c["spectra"].update(generated=["sd_imagenett"]), "spectra.generated[0]: 'sd_imagenett' is not a generated dataset"),
         (lambda c: c["classification"]["figure3"].update(mixtures=["imagenet", "sd_imagent"]), "classification.figure3.mixtures[1]: unknown mixture 'sd_imagent'"),
+        (lambda c: c["classification"]["figure3"].update(wordnet_is_a="is_a.txt", superclasses="map.csv"),
+         "classification.figure3: set wordnet_is_a (the big_12 superclasses) or superclasses"),
         (lambda c: c["tables"][0]["models"].append("vit_b_16"), "tables[0].models[3]: no recipe classification.models.vit_b_16"),
         (lambda c: c["tables"][11]["rows"][0].update(mixture="in_sd_20"), "tables[11].rows[0].mixture: unknown generated dataset 'in_sd_20'"),
     ],

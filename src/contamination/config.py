@@ -266,6 +266,9 @@ def check_classification(config: dict) -> None:
         if mixture not in mixtures:
             raise ConfigError(f"classification.figure3.mixtures[{position}]: unknown mixture '{mixture}'"
                               f"{closest(mixture, mixtures)}")
+    if figure["wordnet_is_a"] and figure["superclasses"]:
+        raise ConfigError("classification.figure3: set wordnet_is_a (the big_12 superclasses) or superclasses "
+                          "(a CSV map), not both")
 
 
 def check_tables(config: dict) -> None:

@@ -3,16 +3,34 @@ ImageNet and on SD-ImageNet), classes regrouped by superclass, counts in log sca
 superclass blocks on the diagonal outlined.
 
 The paper groups classes by the ``big_12`` superclasses of the robustness library (Engstrom et
-al., 2019) and leaves out classes outside them. That grouping comes from the WordNet hierarchy,
-which is not shipped here: config `classification.figure3.superclasses` names a CSV with columns
-``wnid,superclass`` (superclasses are drawn in the order they first appear). Without it
-(the smoke run) classes are grouped into contiguous blocks of class indices, and the figure's
-title says so.
+al., 2019) and subsamples them. That grouping comes from WordNet's is-a relation, which is not
+shipped here: config `classification.figure3.wordnet_is_a` names ImageNet's ``wordnet.is_a.txt``
+(lines "parent_wnid child_wnid"), from which the grouping is derived as the robustness library
+derives it. Alternatively `classification.figure3.superclasses` names a CSV with columns
+``wnid,superclass`` (any grouping; superclasses drawn in the order they first appear). With
+neither (the smoke run) classes are grouped into contiguous blocks of class indices, and the
+figure's title says so.
 """
 
 from contamination.errors import ConfigError, DataError
 
-GROUPING_NOTE = "classes grouped by index blocks (no superclass map configured)"
+GROUPING_NOTE = "classes grouped by index blocks (no WordNet is-a file or superclass map configured)"
+
+# The robustness library's `big_12` superclasses (robustness/tools/imagenet_helpers.py), in its order.
+BIG_12 = {
+    "n02084071": "dog",
+    "n04341686": "structure",
+    "n01503061": "bird",
+    "n03051540": "clothing",
+    "n04576211": "wheeled vehicle",
+    "n01661091": "reptile",
+    "n02075296": "carnivore",
+    "n02159955": "insect",
+    "n03800933": "musical instrument",
+    "n07555863": "food",
+    "n03405725": "furniture",
+    "n02469914": "primate",
+}
 
 
 def add_commands(subparsers) -> None:
@@ -20,7 +38,11 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--matrices", nargs="+", required=True, help="confusion .npy files, one panel each")
     parser.add_argument("--titles", nargs="+", required=True, help="panel titles, one per matrix")
     parser.add_argument("--classes", required=True, help="ImageNet class table (label, wnid)")
-    parser.add_argument("--superclasses", help="CSV wnid,superclass; omitted: index blocks")
+    grouping = parser.add_mutually_exclusive_group()
+    grouping.add_argument("--wordnet-is-a", help="WordNet is-a file (parent child per line): big_12 superclasses")
+    grouping.add_argument("--superclasses", help="CSV wnid,superclass; with neither: index blocks")
+    parser.add_argument("--unbalanced", action="store_true",
+                        help="with --wordnet-is-a: keep every class of a superclass (default: as many as the smallest has)")
     parser.add_argument("--blocks", type=int, default=12, help="number of index blocks without a superclass map")
     parser.add_argument("--out", required=True, help="PNG")
     parser.set_defaults(run=run_plot_confusion)
@@ -37,7 +59,12 @@ def run_plot_confusion(args) -> None:
     for path, matrix in zip(args.matrices, matrices):
         if matrix.shape != (len(wnids), len(wnids)):
             raise DataError(f"{path}: a {matrix.shape} matrix for {len(wnids)} classes ({args.classes})")
-    if args.superclasses:
+    if args.unbalanced and not args.wordnet_is_a:
+        raise ConfigError("--unbalanced: only with --wordnet-is-a")
+    if args.wordnet_is_a:
+        groups = big12_groups(wnids, read_is_a(args.wordnet_is_a), balanced=not args.unbalanced)
+        note = f"classes grouped by big_12 superclasses ({'all' if args.unbalanced else 'balanced'}, {args.wordnet_is_a})"
+    elif args.superclasses:
         groups = superclass_groups(wnids, read_superclasses(args.superclasses))
         note = f"classes grouped by superclass ({args.superclasses})"
     else:
@@ -70,6 +97,53 @@ def read_superclasses(path) -> dict:
     for wnid, superclass in zip(table["wnid"], table["superclass"]):
         groups.setdefault(superclass, []).append(wnid)
     return groups
+
+
+def read_is_a(path) -> dict:
+    """{child wnid: parent wnid} from a WordNet is-a file. A synset with several parents keeps the
+    one on its last line, as the robustness library's tree does (the big_12 groups are disjoint
+    only under that rule: a dog is also a carnivore through its other parent)."""
+    parents = {}
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError as error:
+        raise DataError(f"cannot read WordNet is-a file {path}: {error}") from error
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise DataError(f"{path}:{number}: expected 'parent_wnid child_wnid', got {line!r}")
+        parent, child = fields
+        parents[child] = parent
+    return parents
+
+
+def big12_groups(wnids: list, parents: dict, balanced: bool = True) -> list:
+    """[(superclass, [class index, ...])] for the big_12 superclasses: a class belongs to the
+    superclass on its chain of parents. Balanced (the robustness library's default, the paper's
+    "subsampled"): every superclass keeps its lowest class indices, as many as the smallest has."""
+    members = {wnid: [] for wnid in BIG_12}
+    for label, wnid in enumerate(wnids):
+        found, node, seen = [], wnid, {wnid}
+        while node in parents:
+            node = parents[node]
+            if node in seen:
+                raise DataError(f"WordNet is-a file: a cycle through {node}")
+            seen.add(node)
+            if node in BIG_12:
+                found.append(node)
+        if len(found) > 1:
+            raise DataError(f"WordNet is-a file: class {wnid} is under two big_12 superclasses "
+                            f"({', '.join(BIG_12[w] for w in found)})")
+        if found:
+            members[found[0]].append(label)
+    empty = [BIG_12[wnid] for wnid, labels in members.items() if not labels]
+    if empty:
+        raise DataError(f"WordNet is-a file: no class of this run is under {', '.join(empty)}; "
+                        "big_12 needs all twelve (is it ImageNet's wordnet.is_a.txt?)")
+    keep = min(len(labels) for labels in members.values()) if balanced else None
+    return [(BIG_12[wnid], sorted(labels)[:keep]) for wnid, labels in members.items()]
 
 
 def superclass_groups(wnids: list, superclasses: dict) -> list:

@@ -314,6 +314,8 @@ def figure3_input(wildcards):
         "matrices": [confusion_path(figure["model"], mixture) for mixture in figure["mixtures"]],
         "classes": RESULTS / "index" / "imagenet_classes.parquet",
     }
+    if figure["wordnet_is_a"]:
+        inputs["wordnet_is_a"] = cfg.require_existing(config, "classification.figure3.wordnet_is_a")
     if figure["superclasses"]:
         inputs["superclasses"] = cfg.require_existing(config, "classification.figure3.superclasses")
     return inputs
@@ -325,8 +327,12 @@ def figure3_arguments(wildcards, input):
     figure = config["classification"]["figure3"]
     titles = [mixture_spec_of(mixture).get("label", mixture) for mixture in figure["mixtures"]]
     arguments = ["--titles", *map(shlex.quote, titles), "--blocks", str(figure["blocks"])]
+    if "wordnet_is_a" in input.keys():
+        arguments += ["--wordnet-is-a", shlex.quote(str(input.wordnet_is_a))]
+        if not figure["balanced"]:
+            arguments.append("--unbalanced")
     if "superclasses" in input.keys():
-        arguments += ["--superclasses", str(input.superclasses)]
+        arguments += ["--superclasses", shlex.quote(str(input.superclasses))]
     return " ".join(arguments)
 
 
