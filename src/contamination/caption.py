@@ -418,7 +418,7 @@ def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, skip_batches=position.step if epoch == position.epoch else 0)
         loader = DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=settings["num_workers"],
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=training.loader_workers(settings["num_workers"]),
             collate_fn=collate, pin_memory=env.device.type == "cuda", drop_last=True,
             generator=training.loader_generator(seed, env, epoch),
         )
@@ -477,7 +477,7 @@ def generate_captions(model, processor, split: KarpathySplit, settings, env) -> 
     transform = eval_transform(settings, image_processor.image_mean, image_processor.image_std)
     share = split.image_ids[env.rank :: env.world_size]
     loader = DataLoader(EvaluationImages(split, share, transform), batch_size=settings["eval_batch_size"],
-                        num_workers=settings["num_workers"], pin_memory=env.device.type == "cuda")
+                        num_workers=training.loader_workers(settings["num_workers"]), pin_memory=env.device.type == "cuda")
     prompt = tokenizer(settings["prompt"], return_tensors="pt").input_ids.to(env.device)  # generate() drops its [SEP]
     captions = {}
     model.eval()

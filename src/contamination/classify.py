@@ -149,7 +149,7 @@ def train(spec: dict, manifest, checkpointer, env):
             dataset,
             batch_size=recipe["batch_size"],
             sampler=sampler,
-            num_workers=spec["num_workers"],
+            num_workers=training.loader_workers(spec["num_workers"]),
             pin_memory=env.device.type == "cuda",
             drop_last=drop_last,
             collate_fn=collate,
@@ -284,7 +284,7 @@ def predict(model, rows, classes, spec: dict, env):
     mine = list(range(env.rank, len(dataset), env.world_size))
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, mine), batch_size=recipe["batch_size"],
-        num_workers=spec["num_workers"], pin_memory=env.device.type == "cuda",
+        num_workers=training.loader_workers(spec["num_workers"]), pin_memory=env.device.type == "cuda",
     )
     model.eval()
     k = min(max(TOP_K), len(classes))

@@ -178,11 +178,13 @@ def extract_features(model, items, spec: dict, device):
     import numpy as np
     import torch
 
+    from contamination import training
     from contamination.data import ManifestDataset
 
     dataset = ManifestDataset(items, feature_transform(spec), target="label")
     loader = torch.utils.data.DataLoader(dataset, batch_size=spec["feature_batch_size"],
-                                         num_workers=spec["num_workers"], pin_memory=device.type == "cuda")
+                                         num_workers=training.loader_workers(spec["num_workers"]),
+                                         pin_memory=device.type == "cuda")
     model = model.to(device)
     batches = []
     with torch.inference_mode():

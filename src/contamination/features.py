@@ -203,7 +203,9 @@ def image_batches(dataset, batch_size: int, workers: int):
     """uint8 tensors (B, H, W, 3) in set order."""
     import torch
 
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    from contamination.training import loader_workers
+
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(workers))
 
 
 def write_rows(path, shape, dtype, batches) -> int:

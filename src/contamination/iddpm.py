@@ -157,7 +157,7 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
     while done < spec["iterations"]:
         sampler.set_epoch(epoch, skip_batches=position.step if epoch == position.epoch else 0)
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=spec["num_workers"], drop_last=True,
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=training.loader_workers(spec["num_workers"]), drop_last=True,
             pin_memory=env.device.type == "cuda", generator=training.loader_generator(spec["seed"], env, epoch),
         )
         for images in loader:

@@ -350,7 +350,7 @@ def fit(loss_of, trained, optimizer, dataset, recipe: dict, key: str, spec: dict
     for epoch in range(position.epoch, recipe["epochs"]):
         sampler.set_epoch(epoch, skip_batches=position.step if epoch == position.epoch else 0)
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch, sampler=sampler, num_workers=spec["num_workers"],
+            dataset, batch_size=batch, sampler=sampler, num_workers=training.loader_workers(spec["num_workers"]),
             pin_memory=env.device.type == "cuda", drop_last=True,
             generator=training.loader_generator(spec["seed"], env, epoch),
         )
@@ -514,7 +514,7 @@ def topk_accuracy(encoder, head, dataset, spec: dict, env) -> dict:
     recipe = spec["linear_probe"]
     mine = torch.utils.data.Subset(dataset, range(env.rank, len(dataset), env.world_size))
     loader = torch.utils.data.DataLoader(mine, batch_size=per_process_batch(recipe, env, "mae.linear_probe"),
-                                         num_workers=spec["num_workers"], pin_memory=env.device.type == "cuda")
+                                         num_workers=training.loader_workers(spec["num_workers"]), pin_memory=env.device.type == "cuda")
     head.eval()
     correct = torch.zeros(len(TOP_K) + 1, dtype=torch.float64, device=env.device)
     with torch.inference_mode():

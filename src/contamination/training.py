@@ -148,6 +148,16 @@ def setup_distributed(device: str = "auto") -> DistEnv:
     return DistEnv(rank, world_size, local_rank, chosen)
 
 
+def loader_workers(configured: int) -> int:
+    """DataLoader workers for this process: at most ``configured``, and no more than the CPUs this
+    process may use, shared by the job's processes on this node (torchrun's LOCAL_WORLD_SIZE), each
+    keeping one CPU for its training loop. A SLURM job's CPU set is its --cpus-per-task, so 8
+    processes on a 64-CPU job get 7 workers each, not the 16 x 8 a fixed count would start."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(0, min(configured, cpus // processes - 1))
+
+
 @contextlib.contextmanager
 def distributed_run(device: str, checkpoint_dir):
     """A training command's process group (setup_distributed) for the body, torn down after it;
