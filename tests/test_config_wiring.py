@@ -25,14 +25,15 @@ CPU = training.DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("
 
 def spy_on(monkeypatch, owner, name: str, record_calls=None) -> list:
     """Replace class ``owner.name`` by a subclass that keeps every instance it makes; returns
-    that list. ``record_calls``: {method name: list} to also record each call's arguments."""
+    that list. ``record_calls``: {method name: list} to also record each call's ``(instance, args,
+    kwargs)`` as it is made, or {method name: function of them} to record what it returns."""
     original = getattr(owner, name)
     made = []
     namespace = {"__init__": lambda self, *args, **kwargs: (original.__init__(self, *args, **kwargs),
                                                             made.append(self))[0]}
     for method, calls in (record_calls or {}).items():
         def recording(self, *args, _method=method, _calls=calls, **kwargs):
-            _calls.append((self, args, kwargs))
+            _calls.append((self, args, kwargs)) if isinstance(_calls, list) else _calls(self, args, kwargs)
             return getattr(original, _method)(self, *args, **kwargs)
         namespace[method] = recording
     monkeypatch.setattr(owner, name, type(original.__name__, (original,), namespace))
@@ -305,3 +306,370 @@ def test_classifier_is_scored_with_its_ema_weights(classifier_run):
     scored = unwrapped_state(evaluated)
     assert not same_state(scored, state["model"]), "the raw weights were scored, not the EMA"
     assert same_state(scored, ema), "the scored weights are not the EMA weights"
+
+
+# ---- captioning (paper 4.2, A.3) ----------------------------------------------------------------
+
+CAPTION_SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def caption_data(tmp_path_factory):
+    """A COCO-like index (Karpathy train/test, two captions an image), a manifest of the training
+    captions and a tiny BLIP saved as a model directory."""
+    from PIL import Image
+
+    from contamination.io import save_pretrained, write_parquet
+    from contamination.tiny_blip import build_tiny_blip
+
+    directory = tmp_path_factory.mktemp("captions")
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, count in (("train", 8), ("test", 3)):
+        for number in range(count):
+            path = directory / f"{split}-{number}.png"
+            Image.fromarray(rng.integers(0, 256, (CAPTION_SIZE, CAPTION_SIZE, 3), dtype=np.uint8)).save(path)
+            for sentence, caption in enumerate(["a red square on a table", "a small noisy picture"]):
+                rows.append({"id": f"{split}{number}_{sentence}", "path": str(path), "label": -1, "wnid": "",
+                             "caption": caption, "image_id": f"{split}{number}", "split": split})
+    index = pd.DataFrame(rows)
+    write_parquet(index, directory / "coco.parquet")
+    train = index[index["split"] == "train"]
+    write_parquet(pd.DataFrame({"id": train["id"], "uri": train["path"], "label": -1, "caption": train["caption"],
+                                "origin": "coco"}), directory / "manifest.parquet")
+    save_pretrained(build_tiny_blip(list(index["caption"]) + ["a picture of "], seed=0, image_size=CAPTION_SIZE),
+                    directory / "blip")
+    return directory / "coco.parquet", directory / "manifest.parquet", directory / "blip"
+
+
+CAPTION_SETTINGS = {
+    "device": "cpu", "image_size": CAPTION_SIZE, "min_crop_scale": 0.3, "max_crop_scale": 0.9,
+    "randaugment_ops": 3, "randaugment_magnitude": 7, "prompt": "a picture of ", "max_words": 4,
+    "max_text_tokens": 12, "text_dropout": 0.2, "label_smoothing": 0.3, "epochs": 2, "batch_size": 4,
+    "lr": 3e-4, "min_lr": 2e-5, "weight_decay": 0.07, "select_by": [], "eval_batch_size": 2, "num_beams": 2,
+    "max_length": 9, "min_length": 7, "repetition_penalty": 1.3, "num_workers": 0, "log_every": 100,
+    "keep_checkpoint": False, "spice_corenlp_dir": None,
+}
+
+
+def test_blip_loss_and_dropout_get_the_configured_label_smoothing_and_dropout(caption_data):
+    from contamination import caption
+
+    model, _ = caption.load_blip(caption_data[2], CAPTION_SETTINGS)
+    decoder = model.text_decoder
+    assert decoder.label_smoothing == 0.3, "captioning.label_smoothing dropped (transformers' default is 0)"
+    dropouts = {module.p for module in decoder.modules() if isinstance(module, torch.nn.Dropout)}
+    assert dropouts == {0.2}, f"captioning.text_dropout not applied: the decoder's dropouts are {dropouts}"
+
+
+def test_caption_decoding_gets_beams_lengths_and_repetition_penalty(caption_data, monkeypatch):
+    from contamination import caption
+
+    index, _, model_dir = caption_data
+    model, processor = caption.load_blip(model_dir, CAPTION_SETTINGS)
+    calls = []
+    real_generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kwargs: (calls.append(kwargs), real_generate(**kwargs))[1])
+    captions = caption.generate_captions(model, processor, caption.KarpathySplit(index, "test"), CAPTION_SETTINGS, CPU)
+    assert len(captions) == 3 and len(calls) == 2  # 3 test images in batches of eval_batch_size 2
+    for call in calls:
+        assert call.get("num_beams") == 2, "num_beams not passed to generate (the model's default: greedy)"
+        assert call.get("max_length") == 9, "max_length not passed to generate (BLIP's default 20 is LAVIS's)"
+        assert call.get("min_length") == 7, "min_length not passed to generate"
+        assert call.get("repetition_penalty") == 1.3, "repetition_penalty not passed (default 1.0 is LAVIS's)"
+        assert call.get("do_sample") is False
+
+
+def test_caption_fine_tuning_gets_optimizer_schedule_and_augmentation_settings(caption_data, tmp_path, monkeypatch):
+    from torchvision import transforms
+
+    from contamination import caption
+
+    _, manifest, model_dir = caption_data
+    adamw = spy_on(monkeypatch, torch.optim, "AdamW")
+    cosine = spy_on(monkeypatch, torch.optim.lr_scheduler, "CosineAnnealingLR")
+    crops = spy_on(monkeypatch, transforms, "RandomResizedCrop")
+    augments = spy_on(monkeypatch, caption, "RandomAugment")
+    collators = spy_on(monkeypatch, caption, "CaptionCollator")
+    model, processor = caption.load_blip(model_dir, CAPTION_SETTINGS)
+    checkpointer = training.Checkpointer(tmp_path, CPU, "run")
+    best = training.Checkpointer(tmp_path / "best", CPU, "run")
+    stop = types.SimpleNamespace(requested=False)
+    caption.fine_tune(model, processor, manifest, None, CAPTION_SETTINGS, 0, CPU, checkpointer, best, stop)
+
+    optimizer = only(adamw, "AdamW")
+    assert optimizer.defaults["lr"] == pytest.approx(3e-4) and optimizer.defaults["weight_decay"] == 0.07, \
+        "captioning.lr / weight_decay not passed (AdamW's default decay 0.01)"
+    schedule = only(cosine, "cosine schedule")
+    assert (schedule.T_max, schedule.eta_min) == (2, 2e-5), "captioning.epochs / min_lr not passed (default eta_min 0)"
+    crop = only(crops, "RandomResizedCrop")
+    assert crop.size == (CAPTION_SIZE, CAPTION_SIZE) and crop.scale == (0.3, 0.9), \
+        "captioning crop scale not passed (torchvision's default (0.08, 1))"
+    augment = only(augments, "RandomAugment")
+    assert augment.num_ops == 3 and augment.level == pytest.approx(0.7)
+    collator = only(collators, "collator")
+    assert collator.max_tokens == 12, "captioning.max_text_tokens not passed"
+
+
+# ---- IDDPM (paper 4.3, A.4) ---------------------------------------------------------------------
+
+IDDPM_STEPS = 40  # diffusion steps: the network must see t x 1000 / 40 = multiples of 25
+IDDPM_SPEC = {
+    "image_size": 16,
+    "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "attention_resolutions": [8],
+             "attention_head_dim": 16, "norm_num_groups": 8, "dropout": 0.0},
+    "diffusion_steps": IDDPM_STEPS, "rescale_timesteps": True, "vlb_weight": 0.02, "iterations": 3, "batch_size": 4,
+    "lr": 2e-3, "weight_decay": 0.01, "ema_decay": 0.8, "seed": 3, "checkpoint_every": 100, "log_every": 100,
+    "num_workers": 0, "device": "cpu", "keep_checkpoint": True,
+    "sample_count": 2, "sample_steps": 5, "sample_batch_size": 2, "sample_shard_size": 2,
+}
+
+
+def improved_ddpm_cosine_betas(steps: int):
+    """improved-diffusion's get_named_beta_schedule("cosine", steps), written out."""
+    def alpha_bar(t):
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    return torch.tensor([min(1 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), 0.999) for i in range(steps)],
+                        dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def iddpm_run(tmp_path_factory):
+    """Three iterations of iddpm.train, recording the diffusion it trains, the timesteps drawn
+    (q_sample) and the ones the UNet is given, the loss weight, the optimizer and the EMA."""
+    from diffusers import UNet2DModel
+
+    from contamination import diffusion, iddpm
+
+    directory = tmp_path_factory.mktemp("iddpm")
+    images = directory / "images.npy"
+    np.save(images, np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8))
+    monkeypatch = pytest.MonkeyPatch()
+    recorded = {"q_sample": [], "hybrid_loss": [], "forward": []}
+    try:
+        recorded["diffusions"] = spy_on(monkeypatch, diffusion, "GaussianDiffusion",
+                                        {"q_sample": recorded["q_sample"], "hybrid_loss": recorded["hybrid_loss"]})
+        recorded["optimizers"] = spy_on(monkeypatch, torch.optim, "AdamW")
+        recorded["emas"] = spy_on(monkeypatch, training, "ExponentialMovingAverage")
+        real_forward = UNet2DModel.forward
+        monkeypatch.setattr(UNet2DModel, "forward", lambda self, sample, timestep, *args, **kwargs: (
+            recorded["forward"].append(torch.as_tensor(timestep).clone()),
+            real_forward(self, sample, timestep, *args, **kwargs))[1])
+        checkpointer = training.Checkpointer(directory, CPU, "run")
+        recorded["returned"] = iddpm.train(IDDPM_SPEC, images, checkpointer, CPU,
+                                           stop=types.SimpleNamespace(requested=False))
+    finally:
+        monkeypatch.undo()
+    recorded["checkpoint"] = torch.load(directory / training.CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    return recorded
+
+
+def test_iddpm_trains_the_cosine_schedule_of_the_configured_length(iddpm_run):
+    gaussian = only(iddpm_run["diffusions"], "Gaussian diffusion")
+    assert gaussian.num_timesteps == IDDPM_STEPS, "iddpm.diffusion_steps not passed (diffusers' default 1000)"
+    assert torch.allclose(gaussian.log_betas.exp(), improved_ddpm_cosine_betas(IDDPM_STEPS), rtol=1e-5), \
+        "the betas are not improved DDPM's cosine schedule (diffusers' default is linear)"
+
+
+def test_iddpm_network_sees_timesteps_rescaled_to_0_1000(iddpm_run):
+    drawn = torch.cat([args[1] for _, args, _ in iddpm_run["q_sample"]])
+    seen = torch.cat([timesteps.reshape(-1) for timesteps in iddpm_run["forward"]])
+    assert len(drawn) == len(seen) == 3 * 4
+    assert drawn.max() < IDDPM_STEPS
+    assert torch.equal(seen.float(), drawn.float() * 1000 / IDDPM_STEPS), \
+        "the UNet is not given t x 1000 / diffusion_steps (rescale_timesteps)"
+
+
+def test_iddpm_loss_optimizer_and_ema_follow_the_spec(iddpm_run):
+    weights = {kwargs["vlb_weight"] if "vlb_weight" in kwargs else args[5] for _, args, kwargs in iddpm_run["hybrid_loss"]}
+    assert weights == {0.02}, "iddpm.vlb_weight not passed to the L_hybrid loss"
+    optimizer = only(iddpm_run["optimizers"], "AdamW")
+    assert optimizer.defaults["lr"] == 2e-3 and optimizer.defaults["weight_decay"] == 0.01, \
+        "iddpm.lr / weight_decay not passed"
+    assert only(iddpm_run["emas"], "EMA").decay == 0.8, "iddpm.ema_decay not passed"
+
+
+def test_iddpm_hands_on_its_ema_weights(iddpm_run):
+    state = iddpm_run["checkpoint"]["state"]
+    returned = iddpm_run["returned"].state_dict()
+    ema = {name.removeprefix("module."): tensor for name, tensor in state["ema"].items() if name != "n_averaged"}
+    assert not same_state(returned, state["model"]), "the raw weights were handed on, not the EMA"
+    assert same_state(returned, ema), "the weights handed on are not the EMA weights"
+
+
+def test_iddpm_samples_with_the_respaced_cosine_schedule_and_rescaled_timesteps(iddpm_run, monkeypatch):
+    import diffusers
+    from diffusers import UNet2DModel
+
+    from contamination import iddpm
+
+    schedulers = spy_on(monkeypatch, diffusers, "DDPMScheduler")
+    seen = []
+    real_forward = UNet2DModel.forward
+    monkeypatch.setattr(UNet2DModel, "forward", lambda self, sample, timestep, *args, **kwargs: (
+        seen.append(float(torch.as_tensor(timestep))), real_forward(self, sample, timestep, *args, **kwargs))[1])
+    batches = list(iddpm.sample(iddpm_run["returned"], IDDPM_SPEC, [0, 1], torch.device("cpu")))
+    assert len(batches) == 1 and batches[0].shape == (2, 16, 16, 3)
+    ddpm = only(schedulers, "sampling scheduler")
+    assert torch.allclose(ddpm.betas.double(), improved_ddpm_cosine_betas(IDDPM_STEPS), rtol=1e-5), \
+        "sampling does not use the cosine schedule"
+    # improved-diffusion's space_timesteps(40, "5"): round(linspace(0, 39, 5)) = 0, 10, 20, 29, 39.
+    assert seen == [t * 1000 / IDDPM_STEPS for t in (39, 29, 20, 10, 0)], \
+        "not 5 (sample_steps) respaced steps seen as t x 1000 / diffusion_steps"
+
+
+# ---- MAE (paper 6.2, A.6) -----------------------------------------------------------------------
+
+MAE_MODEL = {  # every value differs from transformers' ViTMAEConfig default (ViT-B/16's)
+    "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "intermediate_size": 48, "decoder_hidden_size": 24, "decoder_num_hidden_layers": 1,
+    "decoder_num_attention_heads": 2, "decoder_intermediate_size": 40, "layer_norm_eps": 1e-5,
+}
+MAE_PRETRAIN = {
+    "mask_ratio": 0.5, "norm_pix_loss": True, "epochs": 1, "warmup_epochs": 0, "batch_size": 8, "accum_iter": 2,
+    "base_lr": 0.64, "min_lr": 0.001, "weight_decay": 0.07, "betas": [0.8, 0.9], "crop_scale": [0.3, 0.9],
+    "amp": False,
+}
+MAE_PROBE = {
+    "epochs": 1, "warmup_epochs": 0, "batch_size": 8, "accum_iter": 1, "base_lr": 0.64, "min_lr": 0.001,
+    "weight_decay": 0.003, "momentum": 0.7, "trust_coefficient": 0.002, "crop_scale": [0.3, 0.9],
+    "val_resize_size": 40, "amp": False,
+}
+MAE_RUN = {"seed": 0, "device": "cpu", "num_workers": 0, "print_freq": 100, "keep_checkpoint": False}
+
+
+@pytest.fixture(scope="module")
+def mae_images(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("mae")
+    pictures, labels = imagesets.class_images(20, classes=4, size=32, seed=0)
+    paths = imagesets.write_images(directory / "files", pictures, "img")
+    return {
+        "manifest": imagesets.manifest(directory / "mixture.parquet", paths[:16], labels[:16]),
+        "imagenet": imagesets.source_index(directory / "imagenet.parquet", paths, labels, ["train"] * 16 + ["val"] * 4),
+    }
+
+
+def peak_and_midway_lr(recipe):
+    """MAE's schedule without warmup for one epoch of 2 updates: the peak lr = blr x batch / 256,
+    then half a cosine later (epoch 0.5) min_lr + (peak - min_lr) / 2."""
+    peak = recipe["base_lr"] * recipe["batch_size"] / 256
+    return [peak, recipe["min_lr"] + (peak - recipe["min_lr"]) / 2]
+
+
+def test_mae_pretraining_gets_mask_ratio_architecture_lr_scaling_and_adamw_settings(mae_images, tmp_path, monkeypatch):
+    from torchvision.transforms import v2
+
+    from contamination import mae
+
+    learning_rates = []
+    adamw = spy_on(monkeypatch, torch.optim, "AdamW",
+                   {"step": lambda optimizer, args, kwargs: learning_rates.append(optimizer.param_groups[0]["lr"])})
+    crops = spy_on(monkeypatch, v2, "RandomResizedCrop")
+    spec = dict(MAE_RUN, model=MAE_MODEL, pretrain=MAE_PRETRAIN)
+    model, _, status, _ = mae.pretrain(spec, mae_images["manifest"], training.Checkpointer(tmp_path, CPU, "run"), CPU,
+                                       stop=types.SimpleNamespace(requested=False))
+    assert status == "ok"
+    for key, value in MAE_MODEL.items():
+        assert getattr(model.config, key) == value, f"mae.model.{key} not passed (the default is ViT-B/16's)"
+    assert model.config.mask_ratio == 0.5, "mae.pretrain.mask_ratio not passed (transformers' default is 0.75)"
+    assert model.config.norm_pix_loss is True, "mae.pretrain.norm_pix_loss not passed"
+    with torch.no_grad():
+        output = model(pixel_values=torch.rand(2, 3, 32, 32))
+    assert output.mask.mean().item() == 0.5, "the model does not mask half the patches"
+
+    optimizer = only(adamw, "AdamW")
+    assert optimizer.defaults["betas"] == (0.8, 0.9), "mae.pretrain.betas not passed"
+    assert {group["weight_decay"] for group in optimizer.param_groups} == {0.0, 0.07}
+    assert learning_rates == pytest.approx(peak_and_midway_lr(MAE_PRETRAIN), rel=1e-9), \
+        "the learning rate is not base_lr x batch_size / 256 on MAE's schedule"
+    crop = only(crops, "RandomResizedCrop")
+    assert crop.scale == (0.3, 0.9) and crop.size == (32, 32), "mae.pretrain.crop_scale not passed"
+
+
+def test_mae_linear_probe_gets_lars_settings_lr_scaling_and_transforms(mae_images, tmp_path, monkeypatch):
+    from torchvision.transforms import v2
+
+    from contamination import lars, mae
+    from contamination.io import save_pretrained
+
+    save_pretrained(mae.build_mae(MAE_MODEL, MAE_PRETRAIN), tmp_path / "pretrained")
+    learning_rates = []
+    optimizers = spy_on(monkeypatch, lars, "LARS",
+                        {"step": lambda optimizer, args, kwargs: learning_rates.append(optimizer.param_groups[0]["lr"])})
+    crops = spy_on(monkeypatch, v2, "RandomResizedCrop")
+    resizes = spy_on(monkeypatch, v2, "Resize")
+    spec = dict(MAE_RUN, linear_probe=MAE_PROBE, num_classes=4)
+    status, metrics, _ = mae.linear_probe(spec, tmp_path / "pretrained", mae_images["imagenet"],
+                                          training.Checkpointer(tmp_path / "probe", CPU, "run"), CPU,
+                                          stop=types.SimpleNamespace(requested=False))
+    assert status == "ok" and not math.isnan(metrics["linear_probe_top1_imagenet_val"])
+    optimizer = only(optimizers, "LARS")
+    assert (optimizer.defaults["weight_decay"], optimizer.defaults["momentum"],
+            optimizer.defaults["trust_coefficient"]) == (0.003, 0.7, 0.002), \
+        "mae.linear_probe weight_decay / momentum / trust_coefficient not passed (LARS defaults 0, 0.9, 0.001)"
+    assert learning_rates == pytest.approx(peak_and_midway_lr(MAE_PROBE), rel=1e-9), \
+        "the probe's learning rate is not base_lr x batch_size / 256 on MAE's schedule"
+    assert only(crops, "RandomResizedCrop").scale == (0.3, 0.9), \
+        "mae.linear_probe.crop_scale not passed (torchvision's default (0.08, 1) is the paper's)"
+    assert only(resizes, "val Resize").size == [40], "mae.linear_probe.val_resize_size not passed"
+
+
+# ---- detection (paper 6.1, A.7) and fidelity (4.3, 5.1) -----------------------------------------
+
+
+def test_detectors_get_lr_hidden_size_iterations_and_batch_size(monkeypatch):
+    from contamination import detect
+
+    steps, batches = [], []
+    adams = spy_on(monkeypatch, torch.optim, "Adam", {"step": steps})
+    spy_on(monkeypatch, torch.nn, "CrossEntropyLoss", {"forward": batches})
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(40, 6)), dtype=torch.float32)
+    y = torch.as_tensor(rng.integers(0, 2, 40))
+    spec = {"seed": 0, "mlp_hidden": 7, "lr": 0.05, "iterations": 9, "batch_size": 5}
+    detector = detect.train_detector("mlp", x, y, spec, torch.device("cpu"))
+    assert [layer.out_features for layer in detector if isinstance(layer, torch.nn.Linear)] == [7, 2], \
+        "detection.mlp_hidden not passed"
+    assert only(adams, "Adam").defaults["lr"] == 0.05, "detection.lr not passed (Adam's default 1e-3 is the config's)"
+    assert len(steps) == 9, "detection.iterations not followed"
+    assert {args[0].shape[0] for _, args, _ in batches} == {5}, "detection.batch_size not followed"
+
+
+def test_detection_features_use_the_configured_resize_crop_and_batch(tmp_path):
+    from contamination import detect
+
+    pictures, labels = imagesets.class_images(7, classes=2, size=30, seed=0)
+    paths = imagesets.write_images(tmp_path, pictures, "img")
+    items = pd.read_parquet(imagesets.manifest(tmp_path / "items.parquet", paths, labels))
+    shapes = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, images):
+            shapes.append(tuple(images.shape))
+            return images.flatten(1)
+
+    spec = {"resize_size": 20, "crop_size": 12, "feature_batch_size": 3, "num_workers": 0}
+    features = detect.extract_features(Recorder(), items, spec, torch.device("cpu"))
+    assert features.shape == (7, 3 * 12 * 12)
+    assert shapes == [(3, 3, 12, 12), (3, 3, 12, 12), (1, 3, 12, 12)], "detection crop / feature batch not followed"
+
+
+def test_fidelity_command_uses_the_given_k(tmp_path, monkeypatch):
+    """--k (config fidelity.k) reaches the neighbourhoods: the command's default is the paper's 5."""
+    from contamination import fidelity
+    from contamination.__main__ import main
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "generated.npy", rng.normal(size=(12, 4)).astype(np.float32))
+    np.save(tmp_path / "real.npy", rng.normal(size=(10, 4)).astype(np.float32))
+    neighbourhoods = []
+    real_radii = fidelity.neighbourhood_radii
+    monkeypatch.setattr(fidelity, "neighbourhood_radii",
+                        lambda points, k: (neighbourhoods.append(k), real_radii(points, k))[1])
+    assert main(["fidelity", "--generated", str(tmp_path / "generated.npy"), "--reference",
+                 f"val={tmp_path / 'real.npy'}", "--kind", "samples", "--k", "2", "--device", "cpu",
+                 "--out", str(tmp_path / "metrics.json")]) == 0
+    assert neighbourhoods == [2, 2], "--k not passed to the neighbourhoods"
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert set(metrics) == {"FID_vs_val", "precision@2_vs_val", "recall@2_vs_val"}
