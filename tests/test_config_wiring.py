@@ -217,6 +217,49 @@ def test_evaluate_all_confusion_rows_are_true_classes_columns_predictions(class_
         [[0, 0, 2], [1, 0, 0], [0, 0, 0]]
 
 
+def test_evaluation_images_get_the_recipe_resize_crop_and_interpolation(class_data, monkeypatch):
+    from torchvision.transforms import InterpolationMode, v2
+
+    from contamination import classify
+
+    resizes = spy_on(monkeypatch, v2, "Resize")
+    shapes = []
+
+    class Recorder(FixedLogits):
+        def forward(self, images):
+            shapes.append(tuple(images.shape[1:]))
+            return super().forward(images)
+
+    spec = eval_spec()
+    spec["recipe"].update(val_resize_size=20, val_crop_size=12, interpolation="bicubic")
+    classify.evaluate_all(Recorder(), spec, {"imagenet_val": class_data[1]["imagenet_val"],
+                                             "imagenet_a": class_data[1]["imagenet_a"],
+                                             "imagenet_r": class_data[1]["imagenet_r"]}, CPU)
+    assert {(resize.size[0], resize.interpolation) for resize in resizes} == {(20, InterpolationMode.BICUBIC)}, \
+        "val_resize_size / interpolation not passed to the evaluation Resize"
+    assert set(shapes) == {(3, 12, 12)}, "val_crop_size not applied"
+
+
+def test_warmup_and_cosine_schedule_get_the_recipe_numbers(monkeypatch):
+    from contamination import classify_recipe
+
+    schedulers = torch.optim.lr_scheduler
+    linear, constant, cosine = (spy_on(monkeypatch, schedulers, name) for name in ("LinearLR", "ConstantLR",
+                                                                                     "CosineAnnealingLR"))
+    recipe = dict(TRAIN_RECIPE, epochs=11, lr_scheduler="cosineannealinglr", lr_min=0.003, lr_warmup_epochs=3,
+                  lr_warmup_decay=0.2)
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    classify_recipe.build_scheduler(optimizer, recipe)
+    warmup = only(linear, "linear warmup")
+    assert (warmup.start_factor, warmup.total_iters) == (0.2, 3), \
+        "lr_warmup_decay / lr_warmup_epochs not passed (LinearLR's default 5 epochs are ConvNeXt-T's)"
+    main = only(cosine, "cosine schedule")
+    assert (main.T_max, main.eta_min) == (8, 0.003), "epochs - warmup / lr_min not passed (default eta_min 0)"
+    classify_recipe.build_scheduler(optimizer, dict(recipe, lr_warmup_method="constant"))
+    warmup = only(constant, "constant warmup")
+    assert (warmup.factor, warmup.total_iters) == (0.2, 3)
+
+
 TRAIN_RECIPE = {
     "epochs": 1, "batch_size": 4, "opt": "sgd", "lr": 0.05, "momentum": 0.8, "weight_decay": 3e-4,
     "norm_weight_decay": None, "bias_weight_decay": None, "transformer_embedding_decay": None,
@@ -417,7 +460,7 @@ IDDPM_STEPS = 40  # diffusion steps: the network must see t x 1000 / 40 = multip
 IDDPM_SPEC = {
     "image_size": 16,
     "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "attention_resolutions": [8],
-             "attention_head_dim": 16, "norm_num_groups": 8, "dropout": 0.0},
+             "attention_head_dim": 16, "norm_num_groups": 8, "dropout": 0.1},
     "diffusion_steps": IDDPM_STEPS, "rescale_timesteps": True, "vlb_weight": 0.02, "iterations": 3, "batch_size": 4,
     "lr": 2e-3, "weight_decay": 0.01, "ema_decay": 0.8, "seed": 3, "checkpoint_every": 100, "log_every": 100,
     "num_workers": 0, "device": "cpu", "keep_checkpoint": True,
@@ -488,6 +531,17 @@ def test_iddpm_loss_optimizer_and_ema_follow_the_spec(iddpm_run):
     assert optimizer.defaults["lr"] == 2e-3 and optimizer.defaults["weight_decay"] == 0.01, \
         "iddpm.lr / weight_decay not passed"
     assert only(iddpm_run["emas"], "EMA").decay == 0.8, "iddpm.ema_decay not passed"
+
+
+def test_iddpm_unet_is_built_from_the_spec(iddpm_run):
+    config = iddpm_run["returned"].config
+    unet = IDDPM_SPEC["unet"]
+    assert list(config.block_out_channels) == unet["block_out_channels"]
+    assert config.layers_per_block == unet["layers_per_block"]
+    assert (config.attention_head_dim, config.norm_num_groups) == (16, 8)
+    assert config.dropout == 0.1, "iddpm.unet.dropout not passed (diffusers' default 0 is the paper's)"
+    assert list(config.down_block_types) == ["DownBlock2D", "AttnDownBlock2D"], "attention only at 8 px"
+    assert config.sample_size == 16 and config.out_channels == 6 and config.resnet_time_scale_shift == "scale_shift"
 
 
 def test_iddpm_hands_on_its_ema_weights(iddpm_run):
