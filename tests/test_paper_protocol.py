@@ -285,6 +285,8 @@ def test_classification_follows_section_4_1_and_appendix_a2(config):
         (f"{v0131}, ConvNeXt-T): train crop 176", f"{convnext}.train_crop_size", 176),
         (f"{v0131}, ConvNeXt-T): val resize 232", f"{convnext}.val_resize_size", 232),
         (f"{v0131}, ConvNeXt-T): val crop 224", f"{convnext}.val_crop_size", 224),
+        (f"{v0131}, ConvNeXt-T): no gradient clipping", f"{convnext}.clip_grad_norm", None),
+        (f"{v0131}, ConvNeXt-T): no AMP", f"{convnext}.amp", False),
         (f"{v0131}, ConvNeXt-T): EMA", f"{convnext}.model_ema", True),
         (f"{v0131}, ConvNeXt-T): EMA every 32 steps", f"{convnext}.model_ema_steps", 32),
         (f"{v0131}, ConvNeXt-T): EMA decay 0.99998", f"{convnext}.model_ema_decay", 0.99998),
