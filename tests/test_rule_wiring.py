@@ -1,0 +1,86 @@
+"""The rules hand the config to the commands: every command of a dry run (smoke config with a
+seed and a neighbourhood size other than the commands' defaults) is parsed by the real CLI parser,
+and its settings equal the config's. A value a rule forgot would leave the command's default,
+which for --k and --seed is the paper's (5, 0), so only a non-default config shows it."""
+
+import shlex
+
+import pytest
+import yaml
+
+from contamination import config as cfg
+from contamination import iddpm
+from contamination.__main__ import build_parser
+from helpers import SMOKE_CONFIG, snakemake, write_yaml
+
+pytestmark = pytest.mark.workflow
+
+OVERLAY = {"seed": 4, "fidelity": {"k": 3}}
+
+
+def overlay_with_tables() -> dict:
+    """OVERLAY, with the tables naming the precision@3 / recall@3 that k = 3 writes."""
+    merged = cfg.deep_merge(yaml.safe_load(cfg.DEFAULT_CONFIG.read_text()), yaml.safe_load(SMOKE_CONFIG.read_text()))
+    tables = [dict(table, metrics=[metric.replace("@5_", "@3_") for metric in table["metrics"]])
+              for table in merged["tables"]]
+    return dict(OVERLAY, tables=tables)
+
+
+@pytest.fixture(scope="module")
+def commands(tmp_path_factory):
+    """(config, {verb: [parsed arguments, ...]}) of a dry run of the smoke config + OVERLAY."""
+    directory = tmp_path_factory.mktemp("dry-run")
+    overlay = write_yaml(directory / "overlay.yaml", overlay_with_tables())
+    output = snakemake("-n", "-p", "--configfile", SMOKE_CONFIG, overlay, cwd=directory).stdout
+    parser = build_parser()
+    parsed = {}
+    for line in output.splitlines():
+        if not line.startswith("Shell command: python -m contamination "):
+            continue
+        words = shlex.split(line.removeprefix("Shell command: python -m contamination "))
+        words = words[:words.index(">")] if ">" in words else words
+        args = parser.parse_args(words)
+        parsed.setdefault(args.verb, []).append(args)
+    return cfg.load(SMOKE_CONFIG, overlay), parsed
+
+
+def jobs(parsed: dict, verb: str) -> list:
+    assert parsed.get(verb), f"the dry run has no '{verb}' job"
+    return parsed[verb]
+
+
+def test_fidelity_jobs_get_the_configured_k_and_block_size(commands):
+    config, parsed = commands
+    for args in jobs(parsed, "fidelity"):
+        assert args.k == 3, "fidelity.k not passed to the fidelity command (its default 5 is the paper's)"
+        assert args.block_size == config["fidelity"]["block_size"]
+        assert args.device == config["fidelity"]["device"]
+
+
+def test_generation_jobs_get_the_generation_section(commands):
+    config, parsed = commands
+    for args in jobs(parsed, "generate"):
+        assert args.settings == config["generation"]
+
+
+def test_training_jobs_get_their_config_sections_and_the_seed(commands):
+    config, parsed = commands
+    for args in jobs(parsed, "train-classifier"):
+        assert args.spec["recipe"] == config["classification"]["models"][args.spec["model"]]
+        assert args.spec["num_classes"] == config["sources"]["imagenet"]["num_classes"]
+        assert args.spec["seed"] == 4, "seed not passed to train-classifier"
+    for args in jobs(parsed, "caption"):
+        assert args.settings == config["captioning"]
+        assert args.seed == 4, "seed not passed to caption (its default 0)"
+    for args in jobs(parsed, "iddpm-train"):
+        assert args.spec == {key: config["iddpm"][key] for key in iddpm.TRAIN_SPEC_KEYS if key != "seed"} | {"seed": 4}
+    for args in jobs(parsed, "iddpm-sample"):
+        assert args.spec == {key: config["iddpm"][key] for key in iddpm.SAMPLE_SPEC_KEYS if key != "seed"} | {"seed": 4}
+    for args in jobs(parsed, "mae-pretrain"):
+        assert (args.spec["model"], args.spec["pretrain"], args.spec["seed"]) == \
+            (config["mae"]["model"], config["mae"]["pretrain"], 4)
+    for args in jobs(parsed, "mae-linear-probe"):
+        assert (args.spec["linear_probe"], args.spec["seed"]) == (config["mae"]["linear_probe"], 4)
+    for args in jobs(parsed, "detect"):
+        assert {key: args.spec[key] for key in config["detection"]} == config["detection"]
+        assert args.spec["seed"] == 4
