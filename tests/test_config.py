@@ -73,6 +73,9 @@ def mixture(config, name):
         (lambda c: c["generation"].update(height=500), "generation.height: 500 is not a multiple of 8"),
         (lambda c: c["generation"].update(matmul_precision="fast"), "generation.matmul_precision: 'fast' is not one of"),
         (lambda c: c["image_sets"].update(reduced_jpeg_decode="often"), "image_sets.reduced_jpeg_decode: 'often' is not of type 'boolean'"),
+        (lambda c: mixture(c, "coco_5").update(unit="caption"), "mixtures[24].unit: 'caption' is not one of ['image', 'pair']"),
+        (lambda c: c["sources"]["webvision"].update(train_subset=0), "sources.webvision.train_subset: 0 is less than the minimum of 1"),
+        (lambda c: c["fidelity"].update(dataset_sample_size=1), "fidelity.dataset_sample_size: 1 is less than the minimum of 2"),
     ],
 )
 def test_bad_config_names_key_and_value(paper, change, expected):
@@ -110,3 +113,19 @@ def test_bad_fraction_stops_snakemake_with_key(tmp_path):
     assert result.returncode != 0
     assert "4 is greater than the maximum of 1" in result.stdout + result.stderr
     assert "'mixtures'][2]['fraction']" in result.stdout + result.stderr
+
+
+def test_set_sizes_the_paper_leaves_open_have_defaults_and_reach_the_mixture_jobs(paper):
+    config = validated(paper)
+    assert config["sources"]["webvision"]["train_subset"] == 1281167  # ImageNet's training set
+    assert config["fidelity"]["dataset_sample_size"] == 50000
+    defaults = validated(mutate(paper, lambda c: (c["sources"]["webvision"].pop("train_subset"),
+                                                  c["fidelity"].pop("dataset_sample_size"))))
+    assert defaults["sources"]["webvision"]["train_subset"] == 1281167
+    assert defaults["fidelity"]["dataset_sample_size"] == 50000
+    for name in ("in_wv_20", "in_wv_95", "webvision"):
+        assert cfg.mixture_job_spec(config, name)["subsample"] == {"webvision": 1281167}
+    job = cfg.mixture_job_spec(config, "co_sd_20")
+    assert job["subsample"] == {} and job["seed"] == 0 and job["unit"] == "image" and job["match"] == "source"
+    everything = validated(mutate(paper, lambda c: c["sources"]["webvision"].update(train_subset=None)))
+    assert cfg.mixture_job_spec(everything, "in_wv_20")["subsample"] == {}

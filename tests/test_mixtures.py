@@ -616,3 +616,34 @@ def test_caption_mixtures_by_image_do_not_depend_on_chunking_or_row_order_of_by(
         manifest, again = mixtures.build_mixture(mixture, chunked_base, chunked_by)
         pd.testing.assert_frame_equal(manifest.to_pandas(), expected)
         assert again == summary
+
+
+def test_a_subsampled_source_is_the_same_seeded_subset_in_every_mixture(imagenet, tmp_path):
+    webvision = items(real_index("webvision", {0: 6, 1: 4, 2: 8, 3: 3, 4: 5}), "webvision", tmp_path)
+    subset, summary = build_mixture(spec("webvision", "subset", 1.0, base="webvision", subsample={"webvision": 10}),
+                                    webvision)
+    assert len(subset) == 10 == summary["total"] and summary["subsample"] == {"webvision": 10}
+    kept = set(subset["uri"])
+    assert kept < set(webvision["uri"])
+    # The subset keeps index order, and a replace draws only from it.
+    order = pd.Series(range(len(webvision)), index=webvision["uri"])
+    assert order[subset["uri"]].is_monotonic_increasing
+    mixture, _ = build_mixture(spec("in_wv", "replace", 0.8, by="webvision", with_replacement=True,
+                                    subsample={"webvision": 10}), imagenet, webvision)
+    assert set(mixture["uri"][mixture["origin"] == "webvision"]) <= kept
+    whole, _ = build_mixture(spec("in_wv", "replace", 0.8, by="webvision", with_replacement=True), imagenet, webvision)
+    assert not set(whole["uri"][whole["origin"] == "webvision"]) <= kept
+    # Seeded: another seed, another subset; a size at least the set's keeps it whole.
+    other, _ = build_mixture(spec("webvision", "subset", 1.0, base="webvision", subsample={"webvision": 10}, seed=1),
+                             webvision)
+    assert set(other["uri"]) != kept
+    everything, _ = build_mixture(spec("webvision", "subset", 1.0, base="webvision", subsample={"webvision": 26}),
+                                  webvision)
+    assert len(everything) == len(webvision)
+    with pytest.raises(ConfigError, match=r"sources\.webvision\.train_subset: 0 is not a positive whole number"):
+        build_mixture(spec("webvision", "subset", 1.0, base="webvision", subsample={"webvision": 0}), webvision)
+
+
+def test_an_unknown_unit_names_the_key(coco):
+    with pytest.raises(ConfigError, match=r"mixtures\[\.\.\]\.unit of 'coco_5': 'caption' is not one of image, pair"):
+        build_mixture(spec("coco_5", "subset", 0.05, base="coco", unit="caption"), coco)
