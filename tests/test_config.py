@@ -81,6 +81,9 @@ def mixture(config, name):
          "classification.figure3: set wordnet_is_a (the big_12 superclasses) or superclasses"),
         (lambda c: c["tables"][0]["models"].append("vit_b_16"), "tables[0].models[3]: no recipe classification.models.vit_b_16"),
         (lambda c: c["tables"][11]["rows"][0].update(mixture="in_sd_20"), "tables[11].rows[0].mixture: unknown generated dataset 'in_sd_20'"),
+        (lambda c: mixture(c, "coco_5").update(unit="caption"), "mixtures[24].unit: 'caption' is not one of ['image', 'pair']"),
+        (lambda c: c["sources"]["webvision"].update(train_subset=0), "sources.webvision.train_subset: 0 is less than the minimum of 1"),
+        (lambda c: c["fidelity"].update(dataset_sample_size=1), "fidelity.dataset_sample_size: 1 is less than the minimum of 2"),
     ],
 )
 def test_bad_config_names_key_and_value(paper, change, expected):
@@ -254,3 +257,23 @@ def test_typo_in_an_overlay_stops_snakemake_with_the_check_config_message(tmp_pa
     assert f"error: {message}" in result.stderr.splitlines()
     assert 'File "' not in result.stdout + result.stderr  # no stack of the exception
     assert not (tmp_path / "results").exists()
+
+
+    assert "4 is greater than the maximum of 1" in result.stdout + result.stderr
+    assert "'mixtures'][2]['fraction']" in result.stdout + result.stderr
+
+
+def test_set_sizes_the_paper_leaves_open_have_defaults_and_reach_the_mixture_jobs(paper):
+    config = validated(paper)
+    assert config["sources"]["webvision"]["train_subset"] == 1281167  # ImageNet's training set
+    assert config["fidelity"]["dataset_sample_size"] == 50000
+    defaults = validated(mutate(paper, lambda c: (c["sources"]["webvision"].pop("train_subset"),
+                                                  c["fidelity"].pop("dataset_sample_size"))))
+    assert defaults["sources"]["webvision"]["train_subset"] == 1281167
+    assert defaults["fidelity"]["dataset_sample_size"] == 50000
+    for name in ("in_wv_20", "in_wv_95", "webvision"):
+        assert cfg.mixture_job_spec(config, name)["subsample"] == {"webvision": 1281167}
+    job = cfg.mixture_job_spec(config, "co_sd_20")
+    assert job["subsample"] == {} and job["seed"] == 0 and job["unit"] == "image" and job["match"] == "source"
+    everything = validated(mutate(paper, lambda c: c["sources"]["webvision"].update(train_subset=None)))
+    assert cfg.mixture_job_spec(everything, "in_wv_20")["subsample"] == {}

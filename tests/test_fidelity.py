@@ -107,7 +107,7 @@ def test_neighbourhood_radius_needs_k_plus_one_points():
         fidelity.precision_recall(correlated_features(6, 5, 4), correlated_features(7, 20, 4), k=5)
 
 
-def run_fidelity(tmp_path, generated, references, kind, training=None):
+def run_fidelity(tmp_path, generated, references, kind, training=None, sample_size=None, seed=0):
     paths = {}
     for name, features in {"generated": generated, **references}.items():
         paths[name] = tmp_path / f"{name}.npy"
@@ -115,7 +115,7 @@ def run_fidelity(tmp_path, generated, references, kind, training=None):
     out = tmp_path / "metrics.json"
     args = types.SimpleNamespace(
         generated=str(paths["generated"]), reference=[f"{name}={paths[name]}" for name in references], kind=kind,
-        k=5, block_size=32, device="cpu", training=training, out=str(out),
+        k=5, block_size=32, device="cpu", training=training, out=str(out), sample_size=sample_size, seed=seed,
     )
     fidelity.run_fidelity(args)
     return read_json(out)
@@ -155,3 +155,26 @@ def test_a_model_that_did_not_train_gives_null_metrics_with_its_reason(tmp_path,
     assert run["status"] == "diverged"
     assert set(run["metrics"].values()) == {None}
     assert "non-finite training loss" in run["reasons"]["FID_vs_imagenet64_val"]
+
+
+def test_sampled_takes_a_seeded_subsample_of_larger_sets_in_file_order(feature_sets):
+    real, _ = feature_sets
+    taken = fidelity.sampled(real, 100, 0, "imagenet_val")
+    rows = [int(np.flatnonzero((real == row).all(axis=1))[0]) for row in taken]
+    assert len(taken) == 100 and len(set(rows)) == 100 and rows == sorted(rows)
+    assert np.array_equal(fidelity.sampled(real, 100, 0, "imagenet_val"), taken)
+    assert not np.array_equal(fidelity.sampled(real, 100, 1, "imagenet_val"), taken)
+    assert fidelity.sampled(real, 300, 0, "imagenet_val") is real
+    assert fidelity.sampled(real, None, 0, "imagenet_val") is real
+
+
+def test_dataset_run_compares_subsamples_of_the_sample_size(tmp_path, feature_sets):
+    real, generated = feature_sets
+    run = run_fidelity(tmp_path, generated, {"imagenet_val": real}, "dataset", sample_size=100, seed=3)
+    precision, recall = brute_force_precision_recall(fidelity.sampled(real, 100, 3, "imagenet_val"),
+                                                     fidelity.sampled(generated, 100, 3, "generated"), 5)
+    assert run["metrics"] == {"precision_vs_imagenet_val": precision, "recall_vs_imagenet_val": recall}
+    whole = run_fidelity(tmp_path, generated, {"imagenet_val": real}, "dataset")
+    assert whole["metrics"] != run["metrics"]
+    assert run["provenance"]["set_sizes"] == {"generated": 100, "imagenet_val": 100}
+    assert whole["provenance"]["set_sizes"] == {"generated": 240, "imagenet_val": 300}

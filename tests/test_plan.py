@@ -151,3 +151,12 @@ def test_plan_starts_without_torch():
                             cwd=PAPER_CONFIG.parents[1])
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_webvision_mixtures_are_planned_at_the_subset_size():
+    costs = plan.Costs(PAPER, PROFILE)
+    assert costs.mixture_size("webvision") == (PAPER["sources"]["webvision"]["train_subset"], "") == (1281167, "")
+    assert costs.mixture_size("in_wv_80")[0] == PAPER["planning"]["dataset_sizes"]["imagenet"]["train"]
+    whole = copy.deepcopy(PAPER)
+    whole["sources"]["webvision"]["train_subset"] = None
+    assert plan.Costs(whole, PROFILE).mixture_size("webvision")[0] == PAPER["planning"]["dataset_sizes"]["webvision"]["train"]

@@ -79,3 +79,22 @@ def test_reduced_jpeg_decode_reaches_the_jobs_that_decode_images(tmp_path):
 def decodes_images(command: str) -> bool:
     """An image-array job, or a features job over a manifest or an index (not over sample arrays)."""
     return " image-array " in command or (" features " in command and ("--manifest" in command or "--index" in command))
+
+
+def test_subset_sizes_reach_the_mixture_and_table4_jobs(tmp_path):
+    import json
+
+    smoke = cfg.load(SMOKE_CONFIG)
+    output = snakemake("-n", "-p", "--configfile", SMOKE_CONFIG, cwd=tmp_path).stdout
+    commands = [line for line in output.splitlines() if "python -m contamination" in line]
+    specs = {}
+    for line in commands:
+        if " mixture --spec " in line:
+            spec = json.loads(line.split("--spec ", 1)[1].split("' ", 1)[0].strip("'"))
+            specs[spec["name"]] = spec
+    assert specs["in_wv_20"]["subsample"] == specs["webvision"]["subsample"] == {"webvision": 32}
+    assert specs["co_sd_20"]["subsample"] == {} and specs["co_sd_20"]["unit"] == "image"
+    table4 = [line for line in commands if " fidelity --kind dataset " in line]
+    assert len(table4) == len(smoke["tables"][3]["rows"]) == 3
+    assert all("--sample-size 48 --seed 0" in line for line in table4)
+    assert not any("--sample-size" in line for line in commands if " fidelity --kind samples " in line)

@@ -332,6 +332,22 @@ def experiment_metrics(config: dict, experiment: str) -> list:
     return list(METRIC_NAMES)
 
 
+def train_subset(config: dict, name: str):
+    """The size of the seeded subset of a real source's training split that mixtures use
+    (``sources.<name>.train_subset``), or None: all of it."""
+    return config["sources"].get(name, {}).get("train_subset")
+
+
+def mixture_job_spec(config: dict, name: str) -> dict:
+    """What the mixture command builds mixture ``name`` from: its config entry, the run's seed and
+    the subset sizes of the datasets it draws from."""
+    mixture = next(mixture for mixture in config["mixtures"] if mixture["name"] == name)
+    datasets = [mixture["base"]] + ([mixture["by"]] if mixture["kind"] != "subset" else [])
+    subsample = {dataset: train_subset(config, dataset) for dataset in datasets
+                 if train_subset(config, dataset) is not None}
+    return dict(mixture, seed=config["seed"], subsample=subsample)
+
+
 def generated_spec(config: dict, name: str) -> dict:
     for spec in config["generated"]:
         if spec["name"] == name:

@@ -21,7 +21,9 @@ computed once and serves both), so memory is a few blocks however large the sets
 ImageNet training images against 50k, Table 4). Same numbers for any block size. Runs on the
 GPU when there is one.
 
-Command: ``fidelity`` writes a run's metrics.json (training.write_metrics contract).
+Command: ``fidelity`` writes a run's metrics.json (training.write_metrics contract). With
+``--sample-size`` each set larger than it is cut to a seeded random subsample first (Table 4:
+k-NN radii, and so precision and recall, depend on how many points a set has).
 """
 
 import json
@@ -217,6 +219,9 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--k", type=int, default=5, help="neighbourhood size")
     parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK, help="rows and columns per distance block")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--sample-size", type=int, help="compare a seeded random subsample of this many "
+                                                          "items of each larger set (default: whole sets)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subsamples")
     parser.add_argument("--training", help="training.json of the model that made the samples; "
                                            "a run that did not finish gives null metrics with its reason")
     parser.add_argument("--out", required=True, help="metrics.json")
@@ -235,6 +240,19 @@ def parse_references(pairs) -> dict:
     return references
 
 
+def sampled(features, size, seed: int, name: str):
+    """``size`` rows of ``features`` (all of them if it has no more, or size is None), drawn by a
+    generator seeded by (seed, name), in their order in the file."""
+    import numpy as np
+
+    from contamination.mixtures import named_rng
+
+    if size is None or len(features) <= size:
+        return features
+    key = named_rng(seed, f"{name}:sample").permutation(len(features))
+    return np.asarray(features[np.flatnonzero(key < size)])
+
+
 def run_fidelity(args) -> None:
     import numpy as np
     import torch
@@ -246,17 +264,20 @@ def run_fidelity(args) -> None:
     device = feature_device(args.device)
     references = parse_references(args.reference)
     spec = {"kind": args.kind, "k": args.k, "block_size": args.block_size, "generated": args.generated,
-            "references": references}
-    status, metrics, reasons = "ok", {}, {}
+            "references": references, "sample_size": args.sample_size, "seed": args.seed}
+    status, metrics, reasons, set_sizes = "ok", {}, {}, {}
     model_status = read_json(args.training) if args.training else {"status": "ok"}
     if model_status["status"] != "ok":
         names = [name for reference in references for name in metric_names(args.kind, reference, args.k).values()]
         metrics, reasons = training.unavailable(names, f"the model did not train: {model_status.get('reason', '')}")
         status = model_status["status"]
     else:
-        generated = np.load(args.generated, mmap_mode="r")
-        loaded = {name: np.load(path, mmap_mode="r") for name, path in references.items()}
+        generated = sampled(np.load(args.generated, mmap_mode="r"), args.sample_size, args.seed, "generated")
+        loaded = {name: sampled(np.load(path, mmap_mode="r"), args.sample_size, args.seed, name)
+                  for name, path in references.items()}
+        set_sizes = {"generated": len(generated), **{name: len(real) for name, real in loaded.items()}}
         metrics, reasons = evaluate(generated, loaded, args.kind, args.k, args.block_size, device, torch.float32)
     environment = training.DistEnv(rank=0, world_size=1, local_rank=0, device=device)
-    training.write_metrics(args.out, metrics, reasons, status, training.provenance(spec, 0, environment))
+    record = dict(training.provenance(spec, args.seed, environment), set_sizes=set_sizes)
+    training.write_metrics(args.out, metrics, reasons, status, record)
     print(json.dumps({"status": status, "metrics": metrics}))

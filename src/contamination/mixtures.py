@@ -1,26 +1,37 @@
 """Mixture manifests: real datasets with a share of items replaced by, or appended from, others.
 
 A mixture (one entry of config ``mixtures``) turns a base index and, for ``replace``/``append``,
-a second index ``by`` into a manifest (formats.MANIFEST_COLUMNS). The unit is a row: a class
-image, or for COCO and Flickr30k an (image, caption) pair.
+a second index ``by`` into a manifest (formats.MANIFEST_COLUMNS), one row per training item: a
+class image, or for COCO and Flickr30k an (image, caption) pair. What is drawn is a unit:
+``unit: image`` (the default, the paper's "n% of real images") draws whole images, all rows
+sharing an ``image_id`` together; ``unit: pair`` draws single rows, so an image can lose some of
+its captions (a departure from the paper, kept as an option). For class datasets, one row per
+image, the two are the same.
 
-Common random numbers make the mixtures of one base comparable. Every row of the base gets a
+Common random numbers make the mixtures of one base comparable. Every unit of the base gets a
 random key from a generator seeded by (seed, base name) alone; within each stratum (a class for
-``match: label``, the whole set otherwise) rows are ranked by that key, and a fraction f
-replaces the first round-half-up(f * n) ranks of each stratum. So the rows replaced at 20% are
-among those replaced at 40%, and ``subset`` with fraction p keeps exactly the rows that
-``replace`` with 1 - p keeps (ImageNet 5% is the real part of IN/SD-95%). Fractions are taken
-as the decimals they are written as (0.95 is 19/20), so 1 - 0.05 and 0.95 give the same count.
+``match: label``, the whole set otherwise) units are ranked by that key, and a fraction f
+replaces the first round-half-up(f * n) ranks of each stratum of n units. So the units replaced
+at 20% are among those replaced at 40%, and ``subset`` with fraction p keeps exactly the units
+that ``replace`` with 1 - p keeps, n - round-half-up((1 - p) * n) of them (ImageNet 5% is the
+real part of IN/SD-95%). Fractions are taken as the decimals they are written as (0.95 is
+19/20), so 1 - 0.05 and 0.95 give the same count.
 
-The items put in come from ``by`` through a second generator seeded by (seed, by name): the
-real row of rank k in a class gets the ``by`` item of rank k in that class (no item used twice,
-and the choice at 20% is part of the choice at 40%), or, ``with_replacement``, the item of rank
-k modulo the class size: a short class is cycled through in its random order, so every item is
+The units put in come from ``by`` through a second generator seeded by (seed, by name): the
+real unit of rank k in a class gets the ``by`` unit of rank k in that class (no unit used twice,
+and the choice at 20% is part of the choice at 40%), or, ``with_replacement``, the unit of rank
+k modulo the class size: a short class is cycled through in its random order, so every unit is
 used before any is used again (the paper samples "by replacement" because WebVision classes are
 short; an i.i.d. draw would also repeat items in classes that have enough, about a fifth of
-IN/WV-95%'s WebVision slots at paper scale). ``match: source`` pairs a real (image, caption) row with
-the image generated from that caption. ``append`` keeps the base and adds the same choice at
-the end.
+IN/WV-95%'s WebVision slots at paper scale). A ``by`` image comes with all its rows (CO/FL: a
+Flickr30k image with its captions in place of a COCO image with its captions). ``match:
+source`` puts in, for each row of a replaced unit, the image generated from its caption (CO/SD:
+a replaced COCO image becomes the images generated from its captions; its captions without one
+leave with it). ``append`` keeps the base and adds the same choice at the end.
+
+``subsample`` (filled by the workflow from ``sources.<name>.train_subset``) first cuts a dataset
+to the rows with the smallest keys of a generator seeded by (seed, "<name>:subsample"), in index
+order: the same subset in every mixture that uses the dataset.
 
 Everything runs on Arrow tables and NumPy arrays, without pandas: at paper scale (1.28M-2.4M
 rows, 27 jobs) converting strings to Python objects and back cost more than the mixture itself.
@@ -30,9 +41,10 @@ import json
 
 KINDS = ("subset", "replace", "append")
 MATCHES = ("label", "source", "none")
+UNITS = ("image", "pair")
 # The columns of read_items' tables. Strings are Arrow's large_string, as pandas writes them.
 ITEM_COLUMNS = {"id": "large_string", "uri": "large_string", "label": "int64", "caption": "large_string",
-                "source_id": "large_string"}
+                "source_id": "large_string", "image_id": "large_string"}
 
 
 def add_commands(subparsers) -> None:
@@ -67,7 +79,7 @@ def checked_spec(spec: dict) -> dict:
     """The spec with the schema's defaults filled; a ConfigError for what cannot be built."""
     from contamination.errors import ConfigError
 
-    spec = {"match": "label", "with_replacement": False, **spec}
+    spec = {"match": "label", "with_replacement": False, "unit": "image", "subsample": {}, **spec}
     name = spec.get("name", "?")
     for key in ("name", "kind", "base", "fraction", "seed"):
         if key not in spec:
@@ -76,6 +88,11 @@ def checked_spec(spec: dict) -> dict:
         raise ConfigError(f"mixtures[..].kind of '{name}': '{spec['kind']}' is not one of {', '.join(KINDS)}")
     if spec["match"] not in MATCHES:
         raise ConfigError(f"mixtures[..].match of '{name}': '{spec['match']}' is not one of {', '.join(MATCHES)}")
+    if spec["unit"] not in UNITS:
+        raise ConfigError(f"mixtures[..].unit of '{name}': '{spec['unit']}' is not one of {', '.join(UNITS)}")
+    for dataset, size in spec["subsample"].items():
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(f"sources.{dataset}.train_subset: {size!r} is not a positive whole number")
     if not 0 <= spec["fraction"] <= 1:
         raise ConfigError(f"mixtures[..].fraction of '{name}': {spec['fraction']} is outside [0, 1]")
     if spec["kind"] != "subset" and not spec.get("by"):
@@ -91,10 +108,10 @@ def checked_spec(spec: dict) -> dict:
 
 
 def read_items(path, name: str):
-    """The rows of an index as an Arrow table ``id, uri, label, caption, source_id``.
+    """The rows of an index as an Arrow table ``id, uri, label, caption, source_id, image_id``.
 
     A source index (formats.INDEX_COLUMNS) gives its "train" rows; a generated index
-    (formats.GENERATED_COLUMNS) gives all rows. ``name`` is the dataset's name, for messages.
+    (formats.GENERATED_COLUMNS) gives all rows, each its own image. ``name`` is the dataset's name, for messages.
     Ids are taken to be unique within the index, as the commands that write indexes (``index``,
     ``merge-shards``) ensure; ``assembled`` relies on it.
     """
@@ -112,11 +129,13 @@ def read_items(path, name: str):
     if set(INDEX_COLUMNS) <= columns:
         # One thread: a mixture job gets one CPU (profiles/slurm), where reader threads only
         # take turns.
-        table = pq.read_table(path, columns=["id", "path", "label", "caption", "split"], use_threads=False)
+        table = pq.read_table(path, columns=["id", "path", "label", "caption", "image_id", "split"],
+                              use_threads=False)
         table = table.filter(pc.equal(table["split"], "train"))
         table = pa.table({"id": table["id"], "uri": table["path"], "label": table["label"],
                           "caption": table["caption"], "source_id": pa.repeat(pa.scalar("", pa.large_string()),
-                                                                              table.num_rows)})
+                                                                              table.num_rows),
+                          "image_id": table["image_id"]})
     elif set(GENERATED_COLUMNS) <= columns:
         table = pq.read_table(path, columns=["id", "uri", "label", "caption", "source_id"], use_threads=False)
     else:
@@ -132,9 +151,12 @@ def read_items(path, name: str):
 
 
 def as_items(table):
-    """The table with read_items' column types, in one chunk per column."""
+    """The table with read_items' column types, in one chunk per column. A table without
+    ``image_id`` has one row per image."""
     import pyarrow as pa
 
+    if "image_id" not in table.column_names:
+        table = table.append_column("image_id", table["id"])
     schema = pa.schema([(column, getattr(pa, type_name)()) for column, type_name in ITEM_COLUMNS.items()])
     return table.select(list(ITEM_COLUMNS)).cast(schema).combine_chunks()
 
@@ -145,41 +167,108 @@ def build_mixture(spec: dict, base, by=None):
     import numpy as np
 
     spec = checked_spec(spec)
-    base, by = as_items(base), None if by is None else as_items(by)
+    base = subsampled(as_items(base), spec["base"], spec)
+    if by is not None:
+        by = subsampled(as_items(by), spec["by"], spec)
     fraction = exact_fraction(spec["fraction"])
-    base_key = named_rng(spec["seed"], spec["base"]).permutation(len(base))
-    base_strata = strata_of(base, spec["match"])
+    units = Units(base, spec["unit"])
+    base_key = named_rng(spec["seed"], spec["base"]).permutation(units.count)
+    base_strata = strata_of(units.labels, spec["match"])
     every_row = np.arange(len(base))
 
     if spec["kind"] == "subset":
-        dropped = ranked_selection(base_strata, base_key, 1 - fraction, np.ones(len(base), bool), spec)
-        take = np.setdiff1d(every_row, dropped.rows, assume_unique=True)
-        return assembled(spec, base, None, take, take, replaced=0)
+        dropped = ranked_selection(base_strata, base_key, 1 - fraction, np.ones(units.count, bool), spec)
+        take = np.flatnonzero(~units.rows_of(dropped.rows))
+        return assembled(spec, base, None, take, take, replaced=0,
+                         units={"base": units.count, "base_kept": units.count - len(dropped.rows), "added": 0})
 
     counterpart = None
-    candidates = np.ones(len(base), bool)
+    candidates = np.ones(units.count, bool)
     if spec["match"] == "source":
         counterpart = generated_counterparts(base, by, spec)
-        candidates = counterpart >= 0
+        candidates = np.bincount(units.codes, weights=counterpart >= 0, minlength=units.count) > 0
     selected = ranked_selection(base_strata, base_key, fraction, candidates, spec)
+    paired_rows = np.flatnonzero(units.rows_of(selected.rows))
     if counterpart is not None:
-        chosen = counterpart[selected.rows]
+        # Each row of a replaced unit gives way to the image generated from its caption, in its place.
+        generated = counterpart[paired_rows] >= 0
+        positions, incoming = paired_rows[generated], len(base) + counterpart[paired_rows[generated]]
+        incoming_captions, added = positions, len(positions)
     else:
-        chosen = chosen_items(by, selected, spec)
-
-    # Rows are taken from base followed by `by`. Incoming items follow the base order of the rows
-    # they pair with, in place of them (replace) or after the base (append).
-    in_base_order = np.argsort(selected.rows)
-    paired_rows, incoming = selected.rows[in_base_order], len(base) + chosen[in_base_order]
-    # The generated image stands in for the real pair, with the caption it was made from.
-    incoming_captions = paired_rows if spec["match"] == "source" else incoming
+        by_units = Units(by, spec["unit"])
+        chosen = chosen_items(by_units, selected, spec)
+        # A unit of `by` comes with all its rows, where the first row of the unit it replaces was.
+        by_rows, owner = by_units.members(chosen)
+        positions, incoming = units.first_row[selected.rows][owner], len(base) + by_rows
+        incoming_captions, added = incoming, len(chosen)
+    in_base_order = np.argsort(positions, kind="stable")
+    positions, incoming = positions[in_base_order], incoming[in_base_order]
+    incoming_captions = incoming_captions[in_base_order]
     if spec["kind"] == "replace":
-        take, caption_take = every_row.copy(), every_row.copy()
-        take[paired_rows], caption_take[paired_rows] = incoming, incoming_captions
-        return assembled(spec, base, by, take, caption_take, replaced=len(paired_rows))
+        kept = np.setdiff1d(every_row, paired_rows, assume_unique=True)
+        order = np.argsort(np.concatenate([kept, positions]), kind="stable")
+        take = np.concatenate([kept, incoming])[order]
+        caption_take = np.concatenate([kept, incoming_captions])[order]
+        return assembled(spec, base, by, take, caption_take, replaced=len(paired_rows),
+                         units={"base": units.count, "base_kept": units.count - len(selected.rows), "added": added})
     take = np.concatenate([every_row, incoming])
     caption_take = np.concatenate([every_row, incoming_captions])
-    return assembled(spec, base, by, take, caption_take, replaced=0)
+    return assembled(spec, base, by, take, caption_take, replaced=0,
+                     units={"base": units.count, "base_kept": units.count, "added": added})
+
+
+class Units:
+    """The rows of an items table grouped into the units a mixture draws: images (rows sharing an
+    ``image_id``, numbered in order of first appearance) for ``unit: image``, rows for ``pair``."""
+
+    def __init__(self, items, unit: str):
+        import numpy as np
+        import pyarrow.compute as pc
+
+        # Ids are unique within an index, so image ids equal to them mean one row per image (class
+        # datasets): no string hashing for 1.28M ImageNet rows.
+        if unit == "pair" or pc.all(pc.equal(items["image_id"], items["id"])).as_py():
+            self.codes = np.arange(len(items))
+            self.first_row = self.codes
+        else:
+            self.codes = pc.dictionary_encode(items["image_id"]).combine_chunks().indices.to_numpy().astype(np.int64)
+            # Codes count up in order of first appearance: a unit's first row raises the running maximum.
+            self.first_row = np.flatnonzero(np.diff(np.maximum.accumulate(self.codes), prepend=-1) > 0)
+        self.count = len(self.first_row)
+        self.labels = items["label"].to_numpy()[self.first_row]
+
+    def rows_of(self, units):
+        """A mask of the rows that belong to ``units``."""
+        import numpy as np
+
+        chosen = np.zeros(self.count, bool)
+        chosen[units] = True
+        return chosen[self.codes]
+
+    def members(self, units):
+        """The rows of each of ``units`` in row order, one unit after another, and for each row the
+        position in ``units`` of the unit it belongs to."""
+        import numpy as np
+
+        row_order = np.argsort(self.codes, kind="stable")
+        all_sizes = np.bincount(self.codes, minlength=self.count)
+        starts = np.cumsum(all_sizes) - all_sizes
+        sizes = all_sizes[units]
+        owner = np.repeat(np.arange(len(units)), sizes)
+        within = np.arange(len(owner)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return row_order[starts[units][owner] + within], owner
+
+
+def subsampled(items, name: str, spec):
+    """``items`` cut to ``spec["subsample"][name]`` rows (all when absent or not fewer): those with
+    the smallest keys of (seed, "<name>:subsample"), in their index order."""
+    import numpy as np
+
+    size = spec["subsample"].get(name)
+    if size is None or size >= items.num_rows:
+        return items
+    key = named_rng(spec["seed"], f"{name}:subsample").permutation(items.num_rows)
+    return items.take(np.flatnonzero(key < size))
 
 
 def exact_fraction(value):
@@ -204,18 +293,19 @@ def named_rng(seed: int, name: str):
     return np.random.default_rng([int(seed), name_entropy])
 
 
-def strata_of(items, match: str):
-    """Stratum of each row: its class for ``match: label``, one stratum for the whole set otherwise."""
+def strata_of(labels, match: str):
+    """Stratum of each unit of ``labels``: its class for ``match: label``, one stratum for the whole
+    set otherwise."""
     import numpy as np
 
     if match == "label":
-        return items["label"].to_numpy()
-    return np.zeros(len(items), dtype=np.int64)
+        return labels
+    return np.zeros(len(labels), dtype=np.int64)
 
 
 class Selection:
-    """Selected rows with their stratum and their rank in it (fixed for a base, whatever the
-    fraction)."""
+    """Selected units (``rows`` of the unit arrays) with their stratum and their rank in it (fixed
+    for a base, whatever the fraction)."""
 
     def __init__(self, rows, strata, ranks):
         self.rows, self.strata, self.ranks = rows, strata, ranks
@@ -236,7 +326,7 @@ def ranked(strata, key):
 
 
 def ranked_selection(strata, key, fraction, candidates, spec) -> Selection:
-    """The first round-half-up(fraction * n_s) candidates by key in each stratum of n_s rows."""
+    """The first round-half-up(fraction * n_s) candidates by key in each stratum of n_s units."""
     import numpy as np
 
     from contamination.errors import DataError
@@ -251,8 +341,8 @@ def ranked_selection(strata, key, fraction, candidates, spec) -> Selection:
         stratum = short[0]
         raise DataError(
             f"mixture '{spec['name']}': {stratum_name(values[stratum], spec)} of '{spec['base']}' needs "
-            f"{wanted[stratum]} rows with an image generated from them in '{spec.get('by')}', but only "
-            f"{available[stratum]} of its {sizes[stratum]} rows have one"
+            f"{wanted[stratum]} {unit_noun(spec)} with an image generated from them in '{spec.get('by')}', but only "
+            f"{available[stratum]} of its {sizes[stratum]} {unit_noun(spec)} have one"
         )
     taken = ranks < wanted[np.searchsorted(values, sorted_strata)]
     positions = np.flatnonzero(taken)
@@ -261,6 +351,10 @@ def ranked_selection(strata, key, fraction, candidates, spec) -> Selection:
 
 def stratum_name(value, spec) -> str:
     return f"class {value}" if spec["match"] == "label" else "the whole set"
+
+
+def unit_noun(spec) -> str:
+    return "images" if spec["unit"] == "image" else "rows"
 
 
 def generated_counterparts(base, by, spec):
@@ -278,15 +372,15 @@ def generated_counterparts(base, by, spec):
     return np.where(found >= 0, rows_in_key_order[found], -1)
 
 
-def chosen_items(by, selected: Selection, spec):
-    """The ``by`` row for each selected base row: rank k of its stratum gets the ``by`` item of
+def chosen_items(by_units: Units, selected: Selection, spec):
+    """The ``by`` unit for each selected base unit: rank k of its stratum gets the ``by`` unit of
     rank k in the same stratum, or with replacement rank k modulo the stratum's size."""
     import numpy as np
 
     from contamination.errors import DataError
 
     rng = named_rng(spec["seed"], spec["by"])
-    order, sorted_strata, _ = ranked(strata_of(by, spec["match"]), rng.permutation(len(by)))
+    order, sorted_strata, _ = ranked(strata_of(by_units.labels, spec["match"]), rng.permutation(by_units.count))
     starts = np.searchsorted(sorted_strata, selected.strata, side="left")
     sizes = np.searchsorted(sorted_strata, selected.strata, side="right") - starts
     short = (sizes == 0) if spec["with_replacement"] else (selected.ranks >= sizes)
@@ -297,16 +391,16 @@ def chosen_items(by, selected: Selection, spec):
         remedy = ("" if spec["with_replacement"] else
                   " without replacement; set mixtures[..].with_replacement: true for this mixture or lower its fraction")
         raise DataError(
-            f"mixture '{spec['name']}': {stratum_name(stratum, spec)} needs {needed} items from "
+            f"mixture '{spec['name']}': {stratum_name(stratum, spec)} needs {needed} {unit_noun(spec)} from "
             f"'{spec['by']}', which has {sizes[first]}{remedy}"
         )
     offsets = selected.ranks % sizes if spec["with_replacement"] else selected.ranks
     return order[starts + offsets]
 
 
-def assembled(spec, base, by, take, caption_take, replaced: int):
+def assembled(spec, base, by, take, caption_take, replaced: int, units: dict):
     """Manifest (an Arrow table) and summary of the rows ``take`` of base followed by ``by``
-    (captions from rows ``caption_take``). Ids become ``<origin>/<id>``; the n-th reuse of an
+    (captions from rows ``caption_take``); ``units`` counts what was drawn (summary_of). Ids become ``<origin>/<id>``; the n-th reuse of an
     item gets ``~n``."""
     import numpy as np
     import pyarrow as pa
@@ -344,7 +438,7 @@ def assembled(spec, base, by, take, caption_take, replaced: int):
         "caption": pooled([table["caption"] for _, table in parts]).take(caption_take),
         "origin": origins,
     })
-    return manifest, summary_of(spec, manifest, from_by, replaced=replaced,
+    return manifest, summary_of(spec, manifest, from_by, replaced=replaced, units=units,
                                 appended=len(take) - base.num_rows if spec["kind"] == "append" else 0,
                                 reused=int(reused.sum()))
 
@@ -380,7 +474,10 @@ def occurrence(take):
     return counts
 
 
-def summary_of(spec, manifest, from_by, replaced: int, appended: int, reused: int) -> dict:
+def summary_of(spec, manifest, from_by, replaced: int, units: dict, appended: int, reused: int) -> dict:
+    """Counts of rows by origin (and class), ``replaced`` base rows, and ``units``: the base's
+    units (images, or rows for ``unit: pair``), how many of them stay, how many ``by`` units
+    (generated rows for ``match: source``) came in."""
     import numpy as np
 
     from contamination.formats import NO_LABEL
@@ -397,6 +494,8 @@ def summary_of(spec, manifest, from_by, replaced: int, appended: int, reused: in
         "by": spec.get("by"),
         "match": spec["match"],
         "with_replacement": spec["with_replacement"],
+        "unit": spec["unit"],
+        "subsample": spec["subsample"],
         "fraction": spec["fraction"],
         "seed": spec["seed"],
         "total": manifest.num_rows,
@@ -404,6 +503,7 @@ def summary_of(spec, manifest, from_by, replaced: int, appended: int, reused: in
         "replaced": replaced,
         "appended": appended,
         "reused": reused,
+        "units": units,
     }
     labels = manifest["label"].to_numpy()
     labelled = labels != NO_LABEL

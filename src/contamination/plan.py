@@ -294,7 +294,9 @@ class Costs:
 
     def dataset_size(self, name) -> tuple:
         if name in cfg.TRAINING_SOURCES:
-            return self.source_size(name, "train")
+            size, note = self.source_size(name, "train")
+            subset = cfg.train_subset(self.config, name)
+            return (size if subset is None else min(size, subset)), note
         return cfg.generated_size(self.config, name), ""
 
     def mixture_size(self, name) -> tuple:

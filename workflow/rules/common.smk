@@ -171,7 +171,7 @@ def mixture_input(wildcards):
 
 
 def mixture_spec(wildcards):
-    return as_json(dict(mixture_spec_of(wildcards.mixture), seed=config["seed"]))
+    return as_json(cfg.mixture_job_spec(config, wildcards.mixture))
 
 
 def all_mixture_manifests():
@@ -375,6 +375,11 @@ def image_set_options(wildcards):
 def fidelity_settings():
     settings = config["fidelity"]
     return f"--k {settings['k']} --block-size {settings['block_size']} --device {settings['device']}"
+
+
+def dataset_fidelity_settings():
+    size = config["fidelity"]["dataset_sample_size"]
+    return fidelity_settings() + ("" if size is None else f" --sample-size {size} --seed {config['seed']}")
 
 
 def reference_features(references, size):

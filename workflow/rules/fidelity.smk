@@ -66,7 +66,7 @@ rule dataset_fidelity:
         LOGS / "fidelity" / "{mixture}.log",
     params:
         references=reference_arguments,
-        settings=fidelity_settings(),
+        settings=dataset_fidelity_settings(),
     conda:
         ENV
     shell:
