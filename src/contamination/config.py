@@ -7,6 +7,8 @@ message names the config key and the offending value.
 """
 
 import copy
+import functools
+import json
 import math
 from pathlib import Path
 
@@ -52,11 +54,18 @@ def validate(config: dict) -> None:
     check(config)
 
 
-def validate_schema(config: dict) -> None:
-    import jsonschema
+@functools.lru_cache(maxsize=None)
+def load_schema() -> dict:
+    """The config schema; callers must not modify it (it is read once per process)."""
     import yaml
 
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def validate_schema(config: dict) -> None:
+    import jsonschema
+
+    schema = load_schema()
     validator_class = jsonschema.validators.validator_for(schema)
 
     def fill_defaults(validator, properties, instance, schema):
@@ -71,6 +80,84 @@ def validate_schema(config: dict) -> None:
     if error is not None:
         key = key_name(error.absolute_path) or "(top level)"
         raise ConfigError(f"config key {key}: {error.message}")
+
+
+# ---- job settings: what a job's params carry -------------------------------------------------
+# Snakemake re-runs a job when its params change. A job's settings JSON therefore leaves out every
+# key at its schema default, and the command puts the defaults back (with_defaults): adding a key
+# with a default that keeps today's behaviour leaves every finished job's params, and so its
+# outputs, as they are, while setting a key to another value re-runs exactly the jobs that use it.
+# The other side of the bargain: a schema default must never change its value (a job relying on
+# it would keep its old outputs); change behaviour with a new key or an explicit config value.
+# A section is named by its schema address: "generation", "mixtures[]" (an item of the list
+# `mixtures`), "classification.models.*" (a value of the mapping `classification.models`).
+
+
+def section_schema(section: str) -> dict:
+    schema = load_schema()
+    for part in section.split("."):
+        if part == "*":
+            schema = schema["additionalProperties"]
+        elif part.endswith("[]"):
+            schema = schema["properties"][part[:-2]]["items"]
+        else:
+            schema = schema["properties"][part]
+    return schema
+
+
+def job_settings(section: str, values: dict, keys=None) -> dict:
+    """``values`` of config ``section`` (only ``keys`` of it if given) without the keys at their
+    schema default, nested sections included; keys the section's schema does not know (seed,
+    names added by the rule) are kept."""
+    if keys is not None:
+        values = {key: values[key] for key in keys}
+    return without_defaults(section_schema(section).get("properties", {}), values)
+
+
+def with_defaults(section: str, values: dict, keys=None) -> dict:
+    """The settings ``job_settings(section, settings, keys)`` was made from: every schema key of
+    the section (only ``keys`` if given) that ``values`` lacks is back at its default."""
+    return filled_defaults(section_schema(section).get("properties", {}), values, keys)
+
+
+def settings_argument(section: str, keys=None):
+    """An argparse ``type`` for a command's settings JSON made by ``job_settings(section, ..., keys)``."""
+    def settings(text: str) -> dict:
+        return with_defaults(section, json.loads(text), keys)
+
+    settings.__name__ = f"`{section}` settings JSON"  # argparse names the type in its errors
+    return settings
+
+
+def without_defaults(properties: dict, values: dict) -> dict:
+    compact = {}
+    for key, value in values.items():
+        schema = properties.get(key, {})
+        if isinstance(value, dict) and "properties" in schema:
+            value = without_defaults(schema["properties"], value)
+            if not value and "default" in schema:
+                continue
+        elif "default" in schema and same_json(value, schema["default"]):
+            continue
+        compact[key] = value
+    return compact
+
+
+def filled_defaults(properties: dict, values: dict, keys=None) -> dict:
+    filled = copy.deepcopy(values)
+    for key in properties if keys is None else keys:
+        schema = properties.get(key, {})
+        if key not in filled and "default" in schema:
+            filled[key] = copy.deepcopy(schema["default"])
+        if isinstance(filled.get(key), dict) and "properties" in schema:
+            filled[key] = filled_defaults(schema["properties"], filled[key])
+    return filled
+
+
+def same_json(a, b) -> bool:
+    """Equal as JSON, types included: 1 is not 1.0 and true is not 1, so a restored default
+    reaches the command exactly as the config gave it."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def key_name(path) -> str:
