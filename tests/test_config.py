@@ -160,6 +160,7 @@ def settings_cases(config):
             cases.append((verb, "--spec", cfg.job_settings("tables[]", table), table))
     cases.append(("table-report", "--mixtures", [cfg.job_settings("mixtures[]", m) for m in config["mixtures"]],
                   config["mixtures"]))
+    cases.append(("run-config", "--config", cfg.job_settings("", config), config))
     return cases
 
 
@@ -177,17 +178,20 @@ def test_commands_restore_the_exact_settings_from_job_settings(overlay):
     cases = settings_cases(config)
     assert {verb for verb, *_ in cases} >= {"generate", "caption", "synthetic", "detect", "spectra", "mae-pretrain",
                                             "mae-linear-probe", "iddpm-train", "iddpm-sample", "train-classifier",
-                                            "mixture", "prompts", "table", "table-report"}
+                                            "mixture", "prompts", "table", "table-report", "run-config"}
     for verb, option, sent, expected in cases:
         received = command_type(verb, option)(json.dumps(sent))
         assert canonical(received) == canonical(expected), (verb, option)
+        # in the order the full JSON had them (sorted): commands that write settings out keep their output
+        assert json.dumps(received) == canonical(expected), (verb, option)
 
 
 def test_job_settings_leave_out_every_default_value(paper):
     """With every defaulted section left to its defaults, the settings JSON of every job carries
     only what the rule adds; a value set to something else is kept, with its JSON type."""
     config = copy.deepcopy(paper)
-    for section in ("generation", "captioning", "synthetic", "detection", "spectra", "mae", "iddpm"):
+    defaulted = ("generation", "captioning", "synthetic", "detection", "spectra", "mae", "iddpm")
+    for section in defaulted:
         config.pop(section, None)
     config["classification"] = {"models": {"resnet50": {}}}
     config = validated(config)
@@ -197,6 +201,9 @@ def test_job_settings_leave_out_every_default_value(paper):
         elif verb == "mixture" or option == "--mixtures":
             for mixture in sent if option == "--mixtures" else [sent]:
                 assert mixture.get("match") != "label" and mixture.get("with_replacement") is not False, mixture
+        elif verb == "run-config":
+            assert not set(sent) & set(defaulted) and "seed" not in sent
+            assert all("match" not in m or m["match"] != "label" for m in sent["mixtures"])
         elif verb not in ("table", "table-report", "prompts"):  # these have no defaults to leave out
             assert set(sent) <= {"seed", "generated"}, (verb, sent)
     smoke = cfg.load(SMOKE_CONFIG)

@@ -90,12 +90,13 @@ def validate_schema(config: dict) -> None:
 # The other side of the bargain: a schema default must never change its value (a job relying on
 # it would keep its old outputs); change behaviour with a new key or an explicit config value.
 # A section is named by its schema address: "generation", "mixtures[]" (an item of the list
-# `mixtures`), "classification.models.*" (a value of the mapping `classification.models`).
+# `mixtures`), "classification.models.*" (a value of the mapping `classification.models`), ""
+# (the whole config).
 
 
 def section_schema(section: str) -> dict:
     schema = load_schema()
-    for part in section.split("."):
+    for part in section.split(".") if section else []:
         if part == "*":
             schema = schema["additionalProperties"]
         elif part.endswith("[]"):
@@ -111,13 +112,14 @@ def job_settings(section: str, values: dict, keys=None) -> dict:
     names added by the rule) are kept."""
     if keys is not None:
         values = {key: values[key] for key in keys}
-    return without_defaults(section_schema(section).get("properties", {}), values)
+    return without_defaults(section_schema(section), values)
 
 
 def with_defaults(section: str, values: dict, keys=None) -> dict:
     """The settings ``job_settings(section, settings, keys)`` was made from: every schema key of
-    the section (only ``keys`` if given) that ``values`` lacks is back at its default."""
-    return filled_defaults(section_schema(section).get("properties", {}), values, keys)
+    the section (only ``keys`` if given) that ``values`` lacks is back at its default. Keys come
+    in sorted order at every level, as the JSON of the job's params has them."""
+    return json.loads(json.dumps(filled_defaults(section_schema(section), values, keys), sort_keys=True))
 
 
 def settings_argument(section: str, keys=None):
@@ -125,33 +127,53 @@ def settings_argument(section: str, keys=None):
     def settings(text: str) -> dict:
         return with_defaults(section, json.loads(text), keys)
 
-    settings.__name__ = f"`{section}` settings JSON"  # argparse names the type in its errors
+    settings.__name__ = f"`{section or 'config'}` settings JSON"  # argparse names the type in its errors
     return settings
 
 
-def without_defaults(properties: dict, values: dict) -> dict:
+def value_schema(schema: dict, key) -> dict:
+    """The schema of ``key`` in an object of ``schema``: a named property or any other key's."""
+    other = schema.get("additionalProperties")
+    return schema.get("properties", {}).get(key, other if isinstance(other, dict) else {})
+
+
+def without_defaults(schema: dict, values: dict) -> dict:
     compact = {}
     for key, value in values.items():
-        schema = properties.get(key, {})
-        if isinstance(value, dict) and "properties" in schema:
-            value = without_defaults(schema["properties"], value)
-            if not value and "default" in schema:
-                continue
-        elif "default" in schema and same_json(value, schema["default"]):
+        subschema = value_schema(schema, key)
+        if "default" in subschema and same_json(value, filled_value(subschema, subschema["default"])):
             continue
+        if isinstance(value, dict) and is_object_schema(subschema):
+            value = without_defaults(subschema, value)
+        elif isinstance(value, list) and is_object_schema(subschema.get("items", {})):
+            value = [without_defaults(subschema["items"], item) for item in value]
         compact[key] = value
     return compact
 
 
-def filled_defaults(properties: dict, values: dict, keys=None) -> dict:
+def filled_defaults(schema: dict, values: dict, keys=None) -> dict:
     filled = copy.deepcopy(values)
-    for key in properties if keys is None else keys:
-        schema = properties.get(key, {})
-        if key not in filled and "default" in schema:
-            filled[key] = copy.deepcopy(schema["default"])
-        if isinstance(filled.get(key), dict) and "properties" in schema:
-            filled[key] = filled_defaults(schema["properties"], filled[key])
+    for key in dict.fromkeys([*schema.get("properties", {}), *filled]) if keys is None else keys:
+        subschema = value_schema(schema, key)
+        if key not in filled and "default" in subschema:
+            filled[key] = copy.deepcopy(subschema["default"])
+        if key in filled:
+            filled[key] = filled_value(subschema, filled[key])
     return filled
+
+
+def filled_value(schema: dict, value):
+    """``value`` with the defaults of its nested objects (also those in a list) filled in."""
+    if isinstance(value, dict) and is_object_schema(schema):
+        return filled_defaults(schema, value)
+    if isinstance(value, list) and is_object_schema(schema.get("items", {})):
+        return [filled_defaults(schema["items"], item) for item in value]
+    return value
+
+
+def is_object_schema(schema: dict) -> bool:
+    """An object whose keys the schema describes (and so may have defaults)."""
+    return "properties" in schema or isinstance(schema.get("additionalProperties"), dict)
 
 
 def same_json(a, b) -> bool:

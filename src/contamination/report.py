@@ -76,7 +76,8 @@ def add_commands(subparsers) -> None:
     parser.set_defaults(run=run_generated_examples)
 
     parser = subparsers.add_parser("run-config", help="the run's effective config as YAML and as an HTML page")
-    parser.add_argument("--config", required=True, type=json.loads, help="JSON: the whole config")
+    parser.add_argument("--config", required=True, type=settings_argument(""),
+                        help="JSON: the whole config (defaults may be left out)")
     parser.add_argument("--out-yaml", required=True)
     parser.add_argument("--out-html", required=True)
     parser.set_defaults(run=run_config_page)

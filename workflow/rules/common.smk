@@ -495,7 +495,7 @@ def mixtures_spec(wildcards):
 
 
 def run_config_json(wildcards):
-    return as_json(config)
+    return settings_json("", config)
 
 
 def spectra_csvs():
