@@ -19,7 +19,6 @@ on frozen features; without it the shared offset of every feature makes optimisa
 ill-conditioned, and the MLP can stall at chance on the random network of the smoke run).
 """
 
-
 from contamination.config import settings_argument
 
 CLASSIFIERS = {"linear_on_resnet50_features": "linear", "mlp_on_resnet50_features": "mlp"}

@@ -26,7 +26,6 @@ Everything runs on Arrow tables and NumPy arrays, without pandas: at paper scale
 rows, 27 jobs) converting strings to Python objects and back cost more than the mixture itself.
 """
 
-
 from contamination.config import settings_argument
 
 KINDS = ("subset", "replace", "append")

@@ -14,7 +14,6 @@ log10(power) (the spectra span many orders of magnitude, and Figure 6 is read on
 the PNG plots each dataset's mean with a band of one standard deviation.
 """
 
-
 from contamination.config import settings_argument
 
 # The keys of config `spectra` a spectra job uses (`generated` lists the datasets of all jobs).
@@ -27,7 +26,7 @@ POWER_FLOOR = 1e-20
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("spectra", help="azimuthally averaged power spectra of real and generated images")
     parser.add_argument("--spec", required=True, type=settings_argument("spectra", SPEC_KEYS),
-                        help="JSON: config `spectra` (its SPEC_KEYS; defaults may be left out) + seed + generated "
+                        help="JSON: SPEC_KEYS of config `spectra` (defaults may be left out) + seed + generated "
                              "(the dataset's name)")
     parser.add_argument("--real", required=True, help="index of the real source (its 'train' split is used)")
     parser.add_argument("--generated", required=True, help="index of the generated dataset")
