@@ -274,6 +274,110 @@ def test_set_sizes_the_paper_leaves_open_have_defaults_and_reach_the_mixture_job
     for name in ("in_wv_20", "in_wv_95", "webvision"):
         assert cfg.mixture_job_spec(config, name)["subsample"] == {"webvision": 1281167}
     job = cfg.mixture_job_spec(config, "co_sd_20")
-    assert job["subsample"] == {} and job["seed"] == 0 and job["unit"] == "image" and job["match"] == "source"
+    assert "subsample" not in job and job["seed"] == 0 and job["unit"] == "image" and job["match"] == "source"
     everything = validated(mutate(paper, lambda c: c["sources"]["webvision"].update(train_subset=None)))
-    assert cfg.mixture_job_spec(everything, "in_wv_20")["subsample"] == {}
+    assert "subsample" not in cfg.mixture_job_spec(everything, "in_wv_20")
+
+
+# ---- job settings: params carry what differs from the schema defaults --------------------------
+
+
+def command_type(verb, option):
+    """How the command ``verb`` reads its JSON ``option`` (the argparse ``type``)."""
+    from contamination.__main__ import build_parser
+
+    subparsers = next(action for action in build_parser()._actions if action.dest == "verb")
+    return subparsers.choices[verb]._option_string_actions[option].type
+
+
+def settings_cases(config):
+    """(verb, option, the JSON a rule passes, the settings the command must see) for every
+    settings JSON of workflow/rules/common.smk, built the way its functions build them."""
+    from contamination import classify, iddpm, mae, spectra
+
+    seed = {"seed": config["seed"]}
+    cases = [
+        ("generate", "--settings", cfg.job_settings("generation", config["generation"]), config["generation"]),
+        ("caption", "--settings", cfg.job_settings("captioning", config["captioning"]), config["captioning"]),
+        ("synthetic", "--spec", dict(cfg.job_settings("synthetic", config["synthetic"]), **seed),
+         dict(config["synthetic"], **seed)),
+        ("detect", "--spec", dict(cfg.job_settings("detection", config["detection"]), generated="sd_imagenet", **seed),
+         dict(config["detection"], generated="sd_imagenet", **seed)),
+    ]
+    for verb, section, keys in (("spectra", "spectra", spectra.SPEC_KEYS), ("mae-pretrain", "mae", mae.PRETRAIN_SPEC_KEYS),
+                                ("mae-linear-probe", "mae", mae.PROBE_SPEC_KEYS),
+                                ("iddpm-train", "iddpm", iddpm.TRAIN_SPEC_KEYS),
+                                ("iddpm-sample", "iddpm", iddpm.SAMPLE_SPEC_KEYS)):
+        settings = dict(config[section], **seed)
+        cases.append((verb, "--spec", dict(cfg.job_settings(section, settings, keys), **seed),
+                      {key: settings[key] for key in keys} | seed))
+    for model, recipe in config["classification"]["models"].items():
+        extra = {"model": model, "num_classes": 4, **seed}
+        cases.append(("train-classifier", "--spec",
+                      dict(cfg.job_settings("classification", config["classification"], classify.SPEC_KEYS),
+                           recipe=cfg.job_settings("classification.models.*", recipe), **extra),
+                      {key: config["classification"][key] for key in classify.SPEC_KEYS} | {"recipe": recipe} | extra))
+    for mixture in config["mixtures"]:
+        cases.append(("mixture", "--spec", dict(cfg.job_settings("mixtures[]", mixture), **seed), dict(mixture, **seed)))
+    for spec in config["generated"]:
+        prompts = {"complex_prompts": config["complex_prompts"], "size": 10, **seed}
+        cases.append(("prompts", "--spec", dict(cfg.job_settings("generated[]", spec), **prompts), dict(spec, **prompts)))
+    for table in config["tables"]:
+        for verb in ("table", "table-report"):
+            cases.append((verb, "--spec", cfg.job_settings("tables[]", table), table))
+    cases.append(("table-report", "--mixtures", [cfg.job_settings("mixtures[]", m) for m in config["mixtures"]],
+                  config["mixtures"]))
+    cases.append(("run-config", "--config", cfg.job_settings("", config), config))
+    return cases
+
+
+def canonical(data):
+    import json
+
+    return json.dumps(data, sort_keys=True)
+
+
+@pytest.mark.parametrize("overlay", [None, SMOKE_CONFIG], ids=["paper", "smoke"])
+def test_commands_restore_the_exact_settings_from_job_settings(overlay):
+    import json
+
+    config = cfg.load(*[overlay] if overlay else [])
+    cases = settings_cases(config)
+    assert {verb for verb, *_ in cases} >= {"generate", "caption", "synthetic", "detect", "spectra", "mae-pretrain",
+                                            "mae-linear-probe", "iddpm-train", "iddpm-sample", "train-classifier",
+                                            "mixture", "prompts", "table", "table-report", "run-config"}
+    for verb, option, sent, expected in cases:
+        received = command_type(verb, option)(json.dumps(sent))
+        assert canonical(received) == canonical(expected), (verb, option)
+        # in the order the full JSON had them (sorted): commands that write settings out keep their output
+        assert json.dumps(received) == canonical(expected), (verb, option)
+
+
+def test_job_settings_leave_out_every_default_value(paper):
+    """With every defaulted section left to its defaults, the settings JSON of every job carries
+    only what the rule adds; a value set to something else is kept, with its JSON type."""
+    config = copy.deepcopy(paper)
+    defaulted = ("generation", "captioning", "synthetic", "detection", "spectra", "mae", "iddpm")
+    for section in defaulted:
+        config.pop(section, None)
+    config["classification"] = {"models": {model: {} for model in paper["classification"]["models"]}}
+    config = validated(config)
+    for verb, option, sent, expected in settings_cases(config):
+        if verb == "train-classifier":
+            assert sent["recipe"] == {} and set(sent) == {"recipe", "model", "num_classes", "seed"}, verb
+        elif verb == "mixture" or option == "--mixtures":
+            for mixture in sent if option == "--mixtures" else [sent]:
+                assert mixture.get("match") != "label" and mixture.get("with_replacement") is not False, mixture
+        elif verb == "run-config":
+            assert not set(sent) & set(defaulted) and "seed" not in sent
+            assert all("match" not in m or m["match"] != "label" for m in sent["mixtures"])
+        elif verb not in ("table", "table-report", "prompts"):  # these have no defaults to leave out
+            assert set(sent) <= {"seed", "generated"}, (verb, sent)
+    smoke = cfg.load(SMOKE_CONFIG)
+    assert cfg.job_settings("generation", smoke["generation"]) == {"steps": 10, "height": 32, "width": 32,
+                                                                   "shard_size": 16}
+    # 0 is not the default 0.0: the command gets the integer the config gave
+    config["mae"]["pretrain"]["min_lr"] = 0
+    compact = cfg.job_settings("mae", config["mae"], ["pretrain"])
+    assert compact == {"pretrain": {"min_lr": 0}}
+    assert type(cfg.with_defaults("mae", compact, ["pretrain"])["pretrain"]["min_lr"]) is int

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from contamination import training
 from contamination.caption_metrics import METRICS
+from contamination.config import settings_argument
 from contamination.errors import ConfigError, DataError
 from contamination.provenance import path_fingerprint, sha256_of_file
 
@@ -62,7 +63,8 @@ def add_commands(subparsers) -> None:
     )
     parser.add_argument("--index", required=True, help="COCO index Parquet (Karpathy splits: val, test)")
     parser.add_argument("--model", required=True, help="directory of the starting BlipForConditionalGeneration + BlipProcessor")
-    parser.add_argument("--settings", required=True, type=json.loads, help="JSON: config `captioning`")
+    parser.add_argument("--settings", required=True, type=settings_argument("captioning"),
+                        help="JSON: config `captioning` (keys at their default may be left out)")
     parser.add_argument("--manifest", help="mixture manifest to fine-tune on; omitted: evaluate the model as it is")
     parser.add_argument("--checkpoint-dir", help="where the resumable checkpoint lives (not a workflow output)")
     parser.add_argument("--seed", type=int, default=0)

@@ -16,14 +16,18 @@ Besides metrics.json the job saves the ImageNet-val confusion matrix (rows: true
 columns: top-1 prediction) as .npy; a diverged run saves a 0x0 matrix.
 """
 
+import json
 from pathlib import Path
 
 from contamination import training
+from contamination.config import with_defaults
 from contamination.errors import DataError
 
 EVAL_SETS = ("imagenet_val", "imagenet_a", "imagenet_r")
 TOP_K = (1, 5)
 METRIC_NAMES = [f"top{k}_{name}" for name in EVAL_SETS for k in TOP_K]
+# The keys of config `classification` a training job uses besides its model's recipe.
+SPEC_KEYS = ("device", "num_workers", "print_freq", "keep_checkpoint")
 
 
 def add_commands(subparsers) -> None:
@@ -32,6 +36,7 @@ def add_commands(subparsers) -> None:
         "train a classifier on a mixture manifest and score it (metrics.json + confusion .npy)",
         "model, recipe (config classification.models.<model>), num_classes, seed, device, num_workers, "
         "print_freq, keep_checkpoint",
+        parse_spec,
     )
     parser.add_argument("--manifest", required=True, help="mixture manifest (Parquet)")
     parser.add_argument("--imagenet", required=True, help="ImageNet index; its 'val' split is scored")
@@ -40,6 +45,11 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--out", required=True, help="metrics.json")
     parser.add_argument("--confusion", required=True, help="ImageNet-val confusion matrix (.npy)")
     parser.set_defaults(run=run_train_classifier)
+
+
+def parse_spec(text: str) -> dict:
+    spec = with_defaults("classification", json.loads(text), SPEC_KEYS)
+    return dict(spec, recipe=with_defaults("classification.models.*", spec["recipe"]))
 
 
 def run_train_classifier(args) -> None:

@@ -9,6 +9,8 @@ Every message names the config key and the offending value.
 
 import copy
 import difflib
+import functools
+import json
 import math
 import re
 from pathlib import Path
@@ -83,11 +85,18 @@ def validate(config: dict) -> None:
     check(config)
 
 
-def validate_schema(config: dict) -> None:
-    import jsonschema
+@functools.lru_cache(maxsize=None)
+def load_schema() -> dict:
+    """The config schema; callers must not modify it (it is read once per process)."""
     import yaml
 
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def validate_schema(config: dict) -> None:
+    import jsonschema
+
+    schema = load_schema()
     validator_class = jsonschema.validators.validator_for(schema)
 
     def fill_defaults(validator, properties, instance, schema):
@@ -115,6 +124,106 @@ def unknown_key_message(error) -> str:
     known = list(error.schema["properties"])
     extra = next(str(key) for key in error.instance if str(key) not in known)
     return f"config key {key_name([*error.absolute_path, extra])}: unknown key{closest(extra, known)}"
+
+
+# ---- job settings: what a job's params carry -------------------------------------------------
+# Snakemake re-runs a job when its params change. A job's settings JSON therefore leaves out every
+# key at its schema default, and the command puts the defaults back (with_defaults): adding a key
+# with a default that keeps today's behaviour leaves every finished job's params, and so its
+# outputs, as they are, while setting a key to another value re-runs exactly the jobs that use it.
+# The other side of the bargain: a schema default must never change its value (a job relying on
+# it would keep its old outputs); change behaviour with a new key or an explicit config value.
+# A section is named by its schema address: "generation", "mixtures[]" (an item of the list
+# `mixtures`), "classification.models.*" (a value of the mapping `classification.models`), ""
+# (the whole config).
+
+
+def section_schema(section: str) -> dict:
+    schema = load_schema()
+    for part in section.split(".") if section else []:
+        if part == "*":
+            schema = schema["additionalProperties"]
+        elif part.endswith("[]"):
+            schema = schema["properties"][part[:-2]]["items"]
+        else:
+            schema = schema["properties"][part]
+    return schema
+
+
+def job_settings(section: str, values: dict, keys=None) -> dict:
+    """``values`` of config ``section`` (only ``keys`` of it if given) without the keys at their
+    schema default, nested sections included; keys the section's schema does not know (seed,
+    names added by the rule) are kept."""
+    if keys is not None:
+        values = {key: values[key] for key in keys}
+    return without_defaults(section_schema(section), values)
+
+
+def with_defaults(section: str, values: dict, keys=None) -> dict:
+    """The settings ``job_settings(section, settings, keys)`` was made from: every schema key of
+    the section (only ``keys`` if given) that ``values`` lacks is back at its default. Keys come
+    in sorted order at every level, as the JSON of the job's params has them."""
+    return json.loads(json.dumps(filled_defaults(section_schema(section), values, keys), sort_keys=True))
+
+
+def settings_argument(section: str, keys=None):
+    """An argparse ``type`` for a command's settings JSON made by ``job_settings(section, ..., keys)``."""
+    def settings(text: str) -> dict:
+        return with_defaults(section, json.loads(text), keys)
+
+    settings.__name__ = f"`{section or 'config'}` settings JSON"  # argparse names the type in its errors
+    return settings
+
+
+def value_schema(schema: dict, key) -> dict:
+    """The schema of ``key`` in an object of ``schema``: a named property or any other key's."""
+    other = schema.get("additionalProperties")
+    return schema.get("properties", {}).get(key, other if isinstance(other, dict) else {})
+
+
+def without_defaults(schema: dict, values: dict) -> dict:
+    compact = {}
+    for key, value in values.items():
+        subschema = value_schema(schema, key)
+        if "default" in subschema and same_json(value, filled_value(subschema, subschema["default"])):
+            continue
+        if isinstance(value, dict) and is_object_schema(subschema):
+            value = without_defaults(subschema, value)
+        elif isinstance(value, list) and is_object_schema(subschema.get("items", {})):
+            value = [without_defaults(subschema["items"], item) for item in value]
+        compact[key] = value
+    return compact
+
+
+def filled_defaults(schema: dict, values: dict, keys=None) -> dict:
+    filled = copy.deepcopy(values)
+    for key in dict.fromkeys([*schema.get("properties", {}), *filled]) if keys is None else keys:
+        subschema = value_schema(schema, key)
+        if key not in filled and "default" in subschema:
+            filled[key] = copy.deepcopy(subschema["default"])
+        if key in filled:
+            filled[key] = filled_value(subschema, filled[key])
+    return filled
+
+
+def filled_value(schema: dict, value):
+    """``value`` with the defaults of its nested objects (also those in a list) filled in."""
+    if isinstance(value, dict) and is_object_schema(schema):
+        return filled_defaults(schema, value)
+    if isinstance(value, list) and is_object_schema(schema.get("items", {})):
+        return [filled_defaults(schema["items"], item) for item in value]
+    return value
+
+
+def is_object_schema(schema: dict) -> bool:
+    """An object whose keys the schema describes (and so may have defaults)."""
+    return "properties" in schema or isinstance(schema.get("additionalProperties"), dict)
+
+
+def same_json(a, b) -> bool:
+    """Equal as JSON, types included: 1 is not 1.0 and true is not 1, so a restored default
+    reaches the command exactly as the config gave it."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def key_name(path) -> str:
@@ -340,12 +449,13 @@ def train_subset(config: dict, name: str):
 
 def mixture_job_spec(config: dict, name: str) -> dict:
     """What the mixture command builds mixture ``name`` from: its config entry, the run's seed and
-    the subset sizes of the datasets it draws from."""
+    the subset sizes of the datasets it draws from (omitted when none is cut, so a mixture of
+    other sources keeps its params)."""
     mixture = next(mixture for mixture in config["mixtures"] if mixture["name"] == name)
     datasets = [mixture["base"]] + ([mixture["by"]] if mixture["kind"] != "subset" else [])
     subsample = {dataset: train_subset(config, dataset) for dataset in datasets
                  if train_subset(config, dataset) is not None}
-    return dict(mixture, seed=config["seed"], subsample=subsample)
+    return dict(mixture, seed=config["seed"], **({"subsample": subsample} if subsample else {}))
 
 
 def generated_spec(config: dict, name: str) -> dict:

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from contamination.config import settings_argument
 from contamination.errors import ConfigError, DataError
 
 SETTINGS = [
@@ -41,7 +42,8 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--prompts", required=True, help="prompt table (Parquet)")
     parser.add_argument("--pipeline", required=True, help="local StableDiffusionPipeline directory")
     parser.add_argument("--shard", required=True, type=int, help="shard number: rows [shard * shard_size, ...)")
-    parser.add_argument("--settings", required=True, type=json.loads, help="JSON: config `generation`")
+    parser.add_argument("--settings", required=True, type=settings_argument("generation"),
+                        help="JSON: config `generation` (keys at their default may be left out)")
     parser.add_argument("--out", required=True, help="the shard file, shard-NNNNN.zip")
     parser.set_defaults(run=run_generate)
 

@@ -25,6 +25,7 @@ signals (exit 75, run again to resume) and divergence (status "diverged", NaN in
 from pathlib import Path
 
 from contamination import training
+from contamination.config import settings_argument
 from contamination.provenance import sha256_of_file
 
 MODEL_NAME = "mae_vit_b"
@@ -34,6 +35,9 @@ METRIC_NAMES = PROBE_METRICS + [PRETRAIN_LOSS_METRIC]  # what metrics.json of a 
 TOP_K = (1, 5)
 LR_REFERENCE_BATCH = 256  # MAE: lr = base_lr * effective batch / 256
 PACKAGES = ("torch", "torchvision", "transformers", "numpy")
+# The keys of config `mae` each command uses.
+PRETRAIN_SPEC_KEYS = ("model", "pretrain", "device", "num_workers", "print_freq", "keep_checkpoint")
+PROBE_SPEC_KEYS = ("linear_probe", "device", "num_workers", "print_freq", "keep_checkpoint")
 
 
 def add_commands(subparsers) -> None:
@@ -41,6 +45,7 @@ def add_commands(subparsers) -> None:
         subparsers, "mae-pretrain",
         "MAE pre-training of a ViT on a mixture manifest (saves the model + a summary JSON)",
         "model, pretrain (config mae.model, mae.pretrain), seed, device, num_workers, print_freq, keep_checkpoint",
+        settings_argument("mae", PRETRAIN_SPEC_KEYS),
     )
     parser.add_argument("--manifest", required=True, help="mixture manifest (Parquet)")
     parser.add_argument("--out", required=True, help="directory for the pre-trained model (save_pretrained)")
@@ -51,6 +56,7 @@ def add_commands(subparsers) -> None:
         subparsers, "mae-linear-probe",
         "linear probing of a pre-trained MAE encoder on ImageNet (metrics.json)",
         "linear_probe (config mae.linear_probe), num_classes, seed, device, num_workers, print_freq, keep_checkpoint",
+        settings_argument("mae", PROBE_SPEC_KEYS),
     )
     parser.add_argument("--pretrained", required=True, help="directory written by mae-pretrain")
     parser.add_argument("--pretrain-summary", required=True, help="summary JSON written by mae-pretrain")

@@ -37,7 +37,7 @@ Everything runs on Arrow tables and NumPy arrays, without pandas: at paper scale
 rows, 27 jobs) converting strings to Python objects and back cost more than the mixture itself.
 """
 
-import json
+from contamination.config import settings_argument
 
 KINDS = ("subset", "replace", "append")
 MATCHES = ("label", "source", "none")
@@ -49,8 +49,8 @@ ITEM_COLUMNS = {"id": "large_string", "uri": "large_string", "label": "int64", "
 
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("mixture", help="build one mixture manifest")
-    parser.add_argument("--spec", required=True, type=json.loads,
-                        help="one config `mixtures` entry as JSON, plus the run's `seed`")
+    parser.add_argument("--spec", required=True, type=settings_argument("mixtures[]"),
+                        help="one config `mixtures` entry as JSON (defaults may be left out), plus the run's `seed`")
     parser.add_argument("--base", required=True, help="index of the base dataset (Parquet)")
     parser.add_argument("--by", help="index of the dataset items come from (replace, append)")
     parser.add_argument("--out", required=True, help="manifest to write (Parquet)")

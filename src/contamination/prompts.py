@@ -17,6 +17,7 @@ regenerated alone.
 import hashlib
 import json
 
+from contamination.config import with_defaults
 from contamination.errors import ConfigError, DataError
 from contamination.formats import NO_LABEL, PROMPT_COLUMNS
 
@@ -30,12 +31,17 @@ def add_commands(subparsers) -> None:
     parser.add_argument(
         "--spec",
         required=True,
-        type=json.loads,
-        help="JSON: one entry of config `generated` plus seed, size and complex_prompts",
+        type=parse_spec,
+        help="JSON: one entry of config `generated` plus seed, size and complex_prompts (defaults may be left out)",
     )
     parser.add_argument("--index", required=True, help="ImageNet class table, or the COCO index for captions")
     parser.add_argument("--out", required=True)
     parser.set_defaults(run=run_prompts)
+
+
+def parse_spec(text: str) -> dict:
+    spec = with_defaults("generated[]", json.loads(text))
+    return dict(spec, complex_prompts=with_defaults("complex_prompts", spec["complex_prompts"]))
 
 
 def run_prompts(args) -> None:

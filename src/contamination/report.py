@@ -24,6 +24,8 @@ import html
 import json
 import math
 
+from contamination.config import settings_argument, with_defaults
+
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
@@ -42,8 +44,10 @@ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("table-report", help="a paper table as an HTML page and a plot against contamination")
-    parser.add_argument("--spec", required=True, type=json.loads, help="JSON: one entry of config `tables`")
-    parser.add_argument("--mixtures", required=True, type=json.loads, help="JSON: config `mixtures`")
+    parser.add_argument("--spec", required=True, type=settings_argument("tables[]"),
+                        help="JSON: one entry of config `tables` (defaults may be left out)")
+    parser.add_argument("--mixtures", required=True, type=parse_mixtures,
+                        help="JSON: config `mixtures` (defaults may be left out)")
     parser.add_argument("--table", required=True, help="the table CSV")
     parser.add_argument("--provenance", required=True, help="the table's provenance sidecar (JSON)")
     parser.add_argument("--out-html", required=True)
@@ -72,13 +76,18 @@ def add_commands(subparsers) -> None:
     parser.set_defaults(run=run_generated_examples)
 
     parser = subparsers.add_parser("run-config", help="the run's effective config as YAML and as an HTML page")
-    parser.add_argument("--config", required=True, type=json.loads, help="JSON: the whole config")
+    parser.add_argument("--config", required=True, type=settings_argument(""),
+                        help="JSON: the whole config (defaults may be left out)")
     parser.add_argument("--out-yaml", required=True)
     parser.add_argument("--out-html", required=True)
     parser.set_defaults(run=run_config_page)
 
 
 # ---- contamination ratio --------------------------------------------------------------------
+
+
+def parse_mixtures(text: str) -> list:
+    return [with_defaults("mixtures[]", mixture) for mixture in json.loads(text)]
 
 
 def contamination_positions(spec: dict, mixtures: list) -> list:

@@ -14,8 +14,10 @@ log10(power) (the spectra span many orders of magnitude, and Figure 6 is read on
 the PNG plots each dataset's mean with a band of one standard deviation.
 """
 
-import json
+from contamination.config import settings_argument
 
+# The keys of config `spectra` a spectra job uses (`generated` lists the datasets of all jobs).
+SPEC_KEYS = ("real_source", "images_per_source", "crop_size")
 CSV_COLUMNS = ["dataset", "radius", "frequency", "mean_log10_power", "std_log10_power", "images"]
 # Adds nothing to a real spectrum; keeps log10 finite where a ring has exactly zero power.
 POWER_FLOOR = 1e-20
@@ -23,8 +25,9 @@ POWER_FLOOR = 1e-20
 
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("spectra", help="azimuthally averaged power spectra of real and generated images")
-    parser.add_argument("--spec", required=True, type=json.loads,
-                        help="JSON: config `spectra` + seed + real_source + generated (dataset names)")
+    parser.add_argument("--spec", required=True, type=settings_argument("spectra", SPEC_KEYS),
+                        help="JSON: SPEC_KEYS of config `spectra` (defaults may be left out) + seed + generated "
+                             "(the dataset's name)")
     parser.add_argument("--real", required=True, help="index of the real source (its 'train' split is used)")
     parser.add_argument("--generated", required=True, help="index of the generated dataset")
     parser.add_argument("--out-csv", required=True)

@@ -18,8 +18,9 @@ Everything follows from the seed: each image draws from its own generator keyed 
 """
 
 import contextlib
-import json
 import re
+
+from contamination.config import settings_argument
 
 # name: (RGB, synonyms). Class names and captions use the synonyms.
 COLOURS = {
@@ -68,7 +69,8 @@ ROOT_KEYS = ("imagenet", "imagenet_a", "imagenet_r", "webvision", "coco", "flick
 
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("synthetic", help="write tiny synthetic datasets in the real layouts")
-    parser.add_argument("--spec", required=True, type=json.loads, help="JSON: config `synthetic` + roots")
+    parser.add_argument("--spec", required=True, type=settings_argument("synthetic"),
+                        help="JSON: config `synthetic` (defaults may be left out) + roots")
     parser.set_defaults(run=run_synthetic)
 
 

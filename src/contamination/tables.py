@@ -15,6 +15,8 @@ import json
 import math
 from importlib import resources
 
+from contamination.config import settings_argument
+
 TABLE_COLUMNS = ["table", "dataset", "model", "metric", "measured", "reported", "difference", "status", "note"]
 
 
@@ -87,7 +89,8 @@ def write_table(frame, path) -> None:
 
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("table", help="write one paper table as CSV, measured beside reported")
-    parser.add_argument("--spec", required=True, type=json.loads, help="JSON: one entry of config `tables`")
+    parser.add_argument("--spec", required=True, type=settings_argument("tables[]"),
+                        help="JSON: one entry of config `tables` (defaults may be left out)")
     parser.add_argument("--cells", required=True, type=json.loads, help='JSON: {"<row>|<model>": metrics.json}')
     parser.add_argument("--out", required=True)
     parser.add_argument("--provenance", help="also write the table's provenance sidecar (JSON) here")

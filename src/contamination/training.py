@@ -85,16 +85,17 @@ CHECKPOINT_NAME = "checkpoint.pt"
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
-def add_resumable_command(subparsers, name: str, help: str, spec_help: str):
-    """A CLI training command with the arguments every one has: ``--spec`` (JSON, described by
-    ``spec_help``) and ``--checkpoint-dir``; its help says how it runs under torchrun and resumes."""
+def add_resumable_command(subparsers, name: str, help: str, spec_help: str, spec_type):
+    """A CLI training command with the arguments every one has: ``--spec`` (JSON read by
+    ``spec_type``, described by ``spec_help``) and ``--checkpoint-dir``; its help says how it runs
+    under torchrun and resumes."""
     parser = subparsers.add_parser(
         name,
         help=help,
         description=f"Run it under torchrun for several GPUs. Exit code {EXIT_RESUME}: stopped by a signal "
         "after checkpointing; run the same command again to resume.",
     )
-    parser.add_argument("--spec", required=True, type=json.loads, help=f"JSON: {spec_help}")
+    parser.add_argument("--spec", required=True, type=spec_type, help=f"JSON: {spec_help} (defaults may be left out)")
     parser.add_argument("--checkpoint-dir", required=True, help="resume directory (not a workflow output)")
     return parser
 

@@ -40,6 +40,12 @@ def as_json(data):
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
+def settings_json(section, values, keys=None, **extra):
+    """A job's settings as JSON for its params: config ``section`` without its default values
+    (cfg.job_settings; the command restores them), plus ``extra`` (seed, names)."""
+    return as_json(dict(cfg.job_settings(section, values, keys), **extra))
+
+
 # ---- training jobs -------------------------------------------------------------------------
 
 
@@ -58,7 +64,7 @@ def synthetic_roots():
 
 
 def synthetic_spec():
-    spec = dict(config["synthetic"], seed=config["seed"])
+    spec = dict(cfg.job_settings("synthetic", config["synthetic"]), seed=config["seed"])
     spec["roots"] = synthetic_roots()
     spec["karpathy_json"] = {s: config["sources"][s]["karpathy_json"] for s in CAPTION_SOURCES}
     return as_json(spec)
@@ -113,13 +119,13 @@ def prompts_input(wildcards):
 
 
 def prompts_spec(wildcards):
-    spec = dict(cfg.generated_spec(config, wildcards.name))
-    spec.update(
+    return settings_json(
+        "generated[]",
+        cfg.generated_spec(config, wildcards.name),
         seed=config["seed"],
         size=cfg.generated_size(config, wildcards.name),
-        complex_prompts=config["complex_prompts"],
+        complex_prompts=cfg.job_settings("complex_prompts", config["complex_prompts"]),
     )
-    return as_json(spec)
 
 
 def stable_diffusion_dir():
@@ -129,7 +135,7 @@ def stable_diffusion_dir():
 
 
 def generation_settings():
-    return as_json(config["generation"])
+    return settings_json("generation", config["generation"])
 
 
 def shard_names(name):
@@ -171,7 +177,7 @@ def mixture_input(wildcards):
 
 
 def mixture_spec(wildcards):
-    return as_json(cfg.mixture_job_spec(config, wildcards.mixture))
+    return settings_json("mixtures[]", cfg.mixture_job_spec(config, wildcards.mixture))
 
 
 def all_mixture_manifests():
@@ -214,7 +220,7 @@ def table_cells_argument(wildcards, input):
 
 
 def table_spec(wildcards):
-    return as_json(TABLES[wildcards.table])
+    return settings_json("tables[]", TABLES[wildcards.table])
 
 
 def all_tables():
@@ -236,7 +242,7 @@ def blip_dir():
 
 
 def captioning_settings():
-    return as_json(config["captioning"])
+    return settings_json("captioning", config["captioning"])
 
 
 def caption_checkpoint_dir(wildcards):
@@ -245,18 +251,18 @@ def caption_checkpoint_dir(wildcards):
 
 # ---- self-supervised and detection -------------------------------------------------------
 from contamination.mae import MODEL_NAME as MAE_MODEL  # noqa: E402
+from contamination.mae import PRETRAIN_SPEC_KEYS as MAE_PRETRAIN_KEYS  # noqa: E402
+from contamination.mae import PROBE_SPEC_KEYS as MAE_PROBE_KEYS  # noqa: E402
+from contamination.spectra import SPEC_KEYS as SPECTRA_KEYS  # noqa: E402
 
 
 def mae_pretrain_spec():
-    settings = config["mae"]
-    spec = {key: settings[key] for key in ("model", "pretrain", "device", "num_workers", "print_freq", "keep_checkpoint")}
-    return as_json(dict(spec, seed=config["seed"]))
+    return settings_json("mae", config["mae"], MAE_PRETRAIN_KEYS, seed=config["seed"])
 
 
 def mae_probe_spec():
-    settings = config["mae"]
-    spec = {key: settings[key] for key in ("linear_probe", "device", "num_workers", "print_freq", "keep_checkpoint")}
-    return as_json(dict(spec, seed=config["seed"], num_classes=config["sources"]["imagenet"]["num_classes"]))
+    return settings_json("mae", config["mae"], MAE_PROBE_KEYS, seed=config["seed"],
+                         num_classes=config["sources"]["imagenet"]["num_classes"])
 
 
 def resnet50_detector_weights():
@@ -266,18 +272,12 @@ def resnet50_detector_weights():
 
 
 def detection_spec(wildcards):
-    return as_json(dict(config["detection"], seed=config["seed"], generated=wildcards.name))
+    return settings_json("detection", config["detection"], seed=config["seed"], generated=wildcards.name)
 
 
 def spectra_spec(wildcards):
-    settings = config["spectra"]
-    return as_json({
-        "real_source": settings["real_source"],
-        "generated": wildcards.name,
-        "images_per_source": settings["images_per_source"],
-        "crop_size": settings["crop_size"],
-        "seed": config["seed"],
-    })
+    return settings_json("spectra", config["spectra"], SPECTRA_KEYS, generated=wildcards.name,
+                         seed=config["seed"])
 
 
 def all_spectra():
@@ -285,19 +285,22 @@ def all_spectra():
 
 
 # ---- classification ------------------------------------------------------------------------
+from contamination.classify import SPEC_KEYS as CLASSIFIER_KEYS  # noqa: E402
+
 CLASSIFIERS = list(config["classification"]["models"])
 
 
 def classifier_spec(wildcards):
     settings = config["classification"]
-    spec = {key: settings[key] for key in ("device", "num_workers", "print_freq", "keep_checkpoint")}
-    spec.update(
+    return settings_json(
+        "classification",
+        settings,
+        CLASSIFIER_KEYS,
         model=wildcards.model,
-        recipe=settings["models"][wildcards.model],
+        recipe=cfg.job_settings("classification.models.*", settings["models"][wildcards.model]),
         num_classes=config["sources"]["imagenet"]["num_classes"],
         seed=config["seed"],
     )
-    return as_json(spec)
 
 
 def classifier_checkpoint_dir(wildcards):
@@ -411,8 +414,7 @@ def iddpm_images(wildcards):
 
 
 def iddpm_spec(keys):
-    settings = dict(config["iddpm"], seed=config["seed"])
-    return as_json({key: settings[key] for key in keys})
+    return settings_json("iddpm", dict(config["iddpm"], seed=config["seed"]), keys)
 
 
 def iddpm_checkpoint_dir(wildcards):
@@ -450,11 +452,11 @@ def table_provenance_files():
 
 # Functions, not strings: Snakemake would expand the braces of templates in the JSON as wildcards.
 def mixtures_spec(wildcards):
-    return as_json(config["mixtures"])
+    return as_json([cfg.job_settings("mixtures[]", mixture) for mixture in config["mixtures"]])
 
 
 def run_config_json(wildcards):
-    return as_json(config)
+    return settings_json("", config)
 
 
 def spectra_csvs():

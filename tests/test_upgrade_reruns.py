@@ -1,0 +1,80 @@
+"""A workflow upgrade re-runs only what it changes: after a finished run, a new default-valued
+config key and a requoted command leave nothing to do, while a changed generation setting
+re-runs exactly the generation shards and what depends on them. Runs on a copy of the project,
+so the copy's schema and rules can be edited as an upgrade would."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from contamination import config as cfg
+from helpers import PROJECT, SMOKE_CONFIG, environment, job_counts, write_yaml
+
+pytestmark = pytest.mark.workflow
+
+GENERATED = "sd_imagenet"
+MIXTURE = "in_sd_20"  # ImageNet with 20% of its items replaced by SD-ImageNet ones
+TARGETS = [f"results/smoke/generated/{GENERATED}/index.parquet", f"results/smoke/mixtures/{MIXTURE}.parquet"]
+
+
+def snakemake(project, *arguments, check=True):
+    command = [sys.executable, "-m", "snakemake", "-s", str(project / "Snakefile"), *map(str, arguments)]
+    result = subprocess.run(command, cwd=project.parent / "work", capture_output=True, text=True, env=environment())
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A copy of the project and the smoke run of TARGETS made with it (fewer, larger shards)."""
+    directory = tmp_path_factory.mktemp("upgrade")
+    project = directory / "project"
+    project.mkdir()
+    for name in ("Snakefile", "workflow", "src", "config", "profiles", "envs"):
+        copy = shutil.copytree if (PROJECT / name).is_dir() else shutil.copy
+        copy(PROJECT / name, project / name)
+    (directory / "work").mkdir()
+    overlay = write_yaml(directory / "overlay.yaml", {"generation": {"shard_size": 48}})
+    configs = ["--configfile", SMOKE_CONFIG, overlay]
+    snakemake(project, "--cores", "2", *TARGETS, *configs)
+    assert "Nothing to be done" in snakemake(project, "-n", *TARGETS, *configs)
+    return project, configs
+
+
+def upgrade(project):
+    """What a `git pull` might bring: a generation key whose default keeps today's behaviour, and
+    the generate command requoted and reformatted."""
+    schema_path = project / "workflow" / "schemas" / "config.schema.yaml"
+    schema = yaml.safe_load(schema_path.read_text())
+    schema["properties"]["generation"]["properties"]["new_option"] = {"type": "boolean", "default": False}
+    schema_path.write_text(yaml.safe_dump(schema, sort_keys=False))
+    rules = project / "workflow" / "rules" / "generate.smk"
+    text = rules.read_text()
+    line = next(line for line in text.splitlines() if "contamination generate --prompts" in line)
+    quoted = "{input.prompts:q}" in line
+    requoted = line.replace(*(("{input.prompts:q}", "{input.prompts}") if quoted else ("{input.prompts}", "{input.prompts:q}")))
+    requoted = requoted.replace(" --pipeline", "  --pipeline")
+    rules.write_text(text.replace(line, requoted))
+
+
+def test_upgrade_leaves_a_finished_run_with_nothing_to_do(finished_run):
+    project, configs = finished_run
+    upgrade(project)
+    output = snakemake(project, "-n", *TARGETS, *configs)
+    assert "Nothing to be done" in output, output
+    # Without the workflow profile, Snakemake's `code` trigger would regenerate every shard.
+    counts = job_counts(snakemake(project, "-n", "--workflow-profile", "none", *TARGETS, *configs))
+    assert counts["generate_shard"] == 2
+
+
+def test_changed_generation_steps_rerun_exactly_the_shards_and_their_dependents(finished_run, tmp_path):
+    project, configs = finished_run
+    steps = write_yaml(tmp_path / "steps.yaml", {"generation": {"steps": 5}})
+    output = snakemake(project, "-n", *TARGETS, *configs, steps)
+    config = cfg.load(SMOKE_CONFIG, configs[-1], steps)
+    assert cfg.shard_count(config, GENERATED) == 2
+    assert job_counts(output) == {"generate_shard": 2, "merge_generated": 1, "mixture": 1, "total": 4}, output
