@@ -21,7 +21,7 @@ from contamination.caption import (
     train_transform,
 )
 from contamination.caption_metrics import METRICS, score_captions
-from contamination.errors import ConfigError
+from contamination.errors import ConfigError, DataError
 from contamination.io import read_json, write_parquet
 from contamination.tiny_blip import build_tiny_blip
 from contamination.io import save_pretrained
@@ -112,6 +112,25 @@ def test_the_same_seed_builds_the_same_tiny_model():
 def test_a_mismatched_image_size_names_the_config_key(tiny_blip_dir, settings):
     with pytest.raises(ConfigError, match="captioning.image_size: 64"):
         load_blip(tiny_blip_dir, dict(settings, image_size=64))
+
+
+@pytest.mark.parametrize("change, message", [
+    ("remove", "missing keys: vision_model.post_layernorm.weight"),
+    ("add", "unexpected keys: text_decoder.bert.extra.weight"),
+])
+def test_a_missing_or_unknown_weight_fails_naming_the_key(tiny_blip_dir, settings, tmp_path, change, message):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "blip"
+    shutil.copytree(tiny_blip_dir, broken)
+    weights = load_file(broken / "model.safetensors")
+    if change == "remove":
+        del weights["vision_model.post_layernorm.weight"]
+    else:
+        weights["text_decoder.bert.extra.weight"] = torch.zeros(3)
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(DataError, match=f"models.blip: .*{message}"):
+        load_blip(broken, settings)
 
 
 def test_a_missing_model_directory_names_models_blip(tmp_path, settings):

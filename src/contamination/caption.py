@@ -161,7 +161,9 @@ def load_blip(model_dir, settings):
     config.text_config.hidden_dropout_prob = settings["text_dropout"]
     config.text_config.attention_probs_dropout_prob = settings["text_dropout"]
     config.text_config.label_smoothing = settings["label_smoothing"]
-    model = BlipForConditionalGeneration.from_pretrained(directory, config=config, local_files_only=True)
+    model, loading = BlipForConditionalGeneration.from_pretrained(directory, config=config, local_files_only=True,
+                                                                  output_loading_info=True)
+    require_every_weight(directory, loading)
     processor = BlipProcessor.from_pretrained(directory, local_files_only=True)
     tokenizer, text = processor.tokenizer, config.text_config
     expected = {"bos ([DEC])": (tokenizer.bos_token_id, text.bos_token_id),
@@ -175,6 +177,18 @@ def load_blip(model_dir, settings):
         raise ConfigError(f"captioning.image_size: {settings['image_size']}, but the model in '{directory}' "
                           f"takes {config.vision_config.image_size} px images")
     return model, processor
+
+
+def require_every_weight(directory, loading) -> None:
+    """Fail naming the keys if the saved weights and the model do not match one to one:
+    transformers would otherwise initialise a missing weight at random and drop an unknown one,
+    and the run would train from a silently different model."""
+    problems = {name: sorted(str(key) for key in loading.get(name) or ())
+                for name in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(problems.values()) or loading.get("error_msgs"):
+        found = "; ".join(f"{name.replace('_', ' ')}: {', '.join(keys)}" for name, keys in problems.items() if keys)
+        raise DataError(f"models.blip: the weights in '{directory}' do not fill the BLIP model exactly "
+                        f"({found or '; '.join(map(str, loading['error_msgs']))})")
 
 
 # ---- data -----------------------------------------------------------------------------------
