@@ -194,6 +194,76 @@ def test_a_batch_larger_than_the_data_names_the_config_key(images, tmp_path):
         mae.pretrain(spec, images["manifest"], training.Checkpointer(tmp_path, cpu(), "x"), cpu())
 
 
+def test_probe_crops_like_maes_util_crop_one_draw_cut_to_the_image():
+    """MAE's linear-probe crop draws area and log aspect once and cuts a too-long side to the image;
+    its mean area, integrated independently, differs from torchvision's (which redraws)."""
+    import numpy as np
+    from torchvision import transforms
+
+    height, width, scale, draws = 375, 500, (0.08, 1.0), 20000
+    torch.manual_seed(0)
+    boxes = np.array([mae.one_draw_crop_box(height, width, scale) for _ in range(draws)])
+    top, left, crop_height, crop_width = boxes.T
+    assert (top >= 0).all() and (top + crop_height <= height).all() and (left + crop_width <= width).all()
+    assert (crop_height == height).mean() > 0.1  # too tall crops are cut, not redrawn
+    areas = crop_height * crop_width / (height * width)
+    # E[min(sqrt(sAr), W) min(sqrt(sA/r), H)] / A over s ~ U(scale), log r ~ U(log 3/4, log 4/3)
+    grid = (np.arange(1000) + 0.5) / 1000
+    s = scale[0] + grid[:, None] * (scale[1] - scale[0])
+    r = np.exp(np.log(3 / 4) + grid[None, :] * (np.log(4 / 3) - np.log(3 / 4)))
+    area = height * width
+    expected = (np.minimum(np.sqrt(s * area * r), width) * np.minimum(np.sqrt(s * area / r), height)).mean() / area
+    tolerance = 4 * areas.std() / math.sqrt(draws)
+    assert abs(areas.mean() - expected) < tolerance
+    image = torch.empty(1, height, width)
+    torchvision_boxes = np.array([transforms.RandomResizedCrop.get_params(image, scale, (3 / 4, 4 / 3))
+                                  for _ in range(draws)])
+    torchvision_mean = (torchvision_boxes[:, 2] * torchvision_boxes[:, 3]).mean() / area
+    assert abs(torchvision_mean - expected) > 10 * tolerance
+    # The offset is uniform over the positions where the crop fits.
+    free = (height - crop_height) > 0
+    assert abs((top[free] / (height - crop_height[free])).mean() - 0.5) < 0.02
+
+
+class TransformSeen(Exception):
+    pass
+
+
+def test_the_probe_trains_with_maes_crop_and_pretraining_with_torchvisions(images, tmp_path, monkeypatch):
+    from torchvision.transforms import v2
+
+    from contamination import data
+
+    def record_transform(rows, transform, **_):
+        raise TransformSeen(transform.transforms[0])
+
+    monkeypatch.setattr(data, "ManifestDataset", record_transform)
+    with pytest.raises(TransformSeen) as pretraining:
+        mae.pretrain(PRETRAIN_SPEC, images["manifest"], training.Checkpointer(tmp_path / "a", cpu(), "x"), cpu())
+    crop = pretraining.value.args[0]
+    assert isinstance(crop, v2.RandomResizedCrop) and crop.scale == (0.2, 1.0)
+    save_pretrained(mae.build_mae(MODEL, PRETRAIN), tmp_path / "pretrained")
+    with pytest.raises(TransformSeen) as probing:
+        mae.linear_probe(PROBE_SPEC, tmp_path / "pretrained", images["imagenet"],
+                         training.Checkpointer(tmp_path / "b", cpu(), "x"), cpu())
+    crop = probing.value.args[0]
+    assert isinstance(crop, mae.OneDrawResizedCrop) and crop.scale == (0.08, 1.0) and crop.size == 32
+
+
+def test_the_probe_crop_resizes_its_box_bicubically():
+    import numpy as np
+    from PIL import Image
+
+    image = Image.fromarray((torch.rand(30, 40, 3) * 255).byte().numpy())
+    torch.manual_seed(5)
+    cropped = mae.OneDrawResizedCrop(16, (0.3, 0.6))(image)
+    torch.manual_seed(5)
+    top, left, height, width = mae.one_draw_crop_box(30, 40, (0.3, 0.6))
+    assert cropped.size == (16, 16) and (height, width) != (30, 40)
+    expected = image.crop((left, top, left + width, top + height)).resize((16, 16), Image.Resampling.BICUBIC)
+    assert (np.asarray(cropped) == np.asarray(expected)).all()
+
+
 def test_linear_probe_learns_classes_from_frozen_features(images, tmp_path):
     torch.manual_seed(0)
     save_pretrained(mae.build_mae(MODEL, PRETRAIN), tmp_path / "pretrained")

@@ -11,8 +11,9 @@ config `mae`:
 - linear probing: the encoder frozen; features = the CLS token of its last layer (after the
   final LayerNorm), computed with mask ratio 0 and the identity token order, so a feature does
   not depend on the random number generator; head = BatchNorm1d(affine=False, eps 1e-6) +
-  Linear; LARS (lars.py) with the same per-iteration schedule; RandomResizedCrop + flip for
-  training, resize + centre crop for ImageNet val. Reported: top-1 (percent) on ImageNet val.
+  Linear; LARS (lars.py) with the same per-iteration schedule; MAE's own random resized crop
+  (``OneDrawResizedCrop``, main_linprobe.py's util/crop.py) + flip for training, resize + centre
+  crop for ImageNet val. Reported: top-1 (percent) on ImageNet val.
 
 ``batch_size`` is the effective batch (all processes x accumulation steps), as in the paper
 (4,096 for pre-training, 16,384 for probing), so the recipe does not depend on the GPU count;
@@ -32,6 +33,7 @@ PROBE_METRICS = ["linear_probe_top1_imagenet_val", "linear_probe_top5_imagenet_v
 TOP_K = (1, 5)
 LR_REFERENCE_BATCH = 256  # MAE: lr = base_lr * effective batch / 256
 PACKAGES = ("torch", "torchvision", "transformers", "numpy")
+CROP_ASPECT_RATIOS = (3 / 4, 4 / 3)  # the default of torchvision's and MAE's random resized crops
 
 
 def add_commands(subparsers) -> None:
@@ -237,13 +239,52 @@ def to_normalized_tensor():
     return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def train_transform(image_size: int, crop_scale):
-    """RandomResizedCrop (bicubic) + horizontal flip, as main_pretrain.py and main_linprobe.py."""
+def one_draw_crop_box(height: int, width: int, scale, ratio=CROP_ASPECT_RATIOS):
+    """(top, left, crop height, crop width) of MAE's linear-probe crop (its util/crop.py, after
+    BYOL's TF code): area and log aspect ratio are drawn once, uniformly, and a side longer than
+    the image is cut to the image. torchvision instead redraws (up to ten times) until the crop
+    fits, which favours small areas: with scale (0.08, 1) its mean crop is 43-48% of the image,
+    this one's 52-53%. Draws from torch's global RNG, as torchvision's transforms do."""
+    import math
+
+    import torch
+
+    area = height * width * float(torch.empty(()).uniform_(scale[0], scale[1]))
+    aspect = math.exp(float(torch.empty(()).uniform_(math.log(ratio[0]), math.log(ratio[1]))))
+    crop_width = min(width, round(math.sqrt(area * aspect)))
+    crop_height = min(height, round(math.sqrt(area / aspect)))
+    top = int(torch.randint(height - crop_height + 1, ()))
+    left = int(torch.randint(width - crop_width + 1, ()))
+    return top, left, crop_height, crop_width
+
+
+class OneDrawResizedCrop:
+    """A PIL image -> its one_draw_crop_box region resized to ``size`` x ``size`` (bicubic)."""
+
+    def __init__(self, size: int, scale):
+        self.size = size
+        self.scale = tuple(scale)
+
+    def __call__(self, image):
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional
+
+        box = one_draw_crop_box(image.height, image.width, self.scale)
+        return functional.resized_crop(image, *box, [self.size, self.size], interpolation=InterpolationMode.BICUBIC,
+                                       antialias=True)
+
+
+def train_transform(image_size: int, crop_scale, crop: str = "torchvision"):
+    """Random resized crop (bicubic) + horizontal flip: torchvision's RandomResizedCrop as in
+    main_pretrain.py (``crop`` "torchvision"), or MAE's own as in main_linprobe.py ("mae")."""
     from torchvision.transforms import InterpolationMode, v2
 
-    crop = v2.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=InterpolationMode.BICUBIC,
-                                antialias=True)
-    return v2.Compose([crop, v2.RandomHorizontalFlip(), *to_normalized_tensor()])
+    if crop == "mae":
+        resized_crop = OneDrawResizedCrop(image_size, crop_scale)
+    else:
+        resized_crop = v2.RandomResizedCrop(image_size, scale=tuple(crop_scale),
+                                            interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return v2.Compose([resized_crop, v2.RandomHorizontalFlip(), *to_normalized_tensor()])
 
 
 def eval_transform(image_size: int, resize_size: int):
@@ -474,7 +515,8 @@ def linear_probe(spec: dict, pretrained, imagenet_index, checkpointer, env, stop
     optimizer = lars_optimizer(head, recipe)
     state = {"head": head, "optimizer": optimizer, "scaler": grad_scaler(recipe, env)}
     image_size = encoder.config.image_size
-    dataset = ManifestDataset(index_rows(imagenet_index, "train"), train_transform(image_size, recipe["crop_scale"]))
+    dataset = ManifestDataset(index_rows(imagenet_index, "train"),
+                              train_transform(image_size, recipe["crop_scale"], crop="mae"))
     criterion = torch.nn.CrossEntropyLoss()
 
     def classification_loss(images, targets):
