@@ -82,6 +82,21 @@ def test_vlb_term_at_t0_is_the_discretised_decoder_nll(gaussian, chain):
     torch.testing.assert_close(gaussian.vlb_terms(output, x_start, x_t, t), expected, rtol=1e-6, atol=0.0)
 
 
+def test_the_decoder_floors_every_pixel_at_1e_12_like_improved_diffusion():
+    """Pixels far outside a sharp decoder: improved-diffusion clamps each probability at 1e-12
+    before the log, the edge bins (-1 and 1) as well as the interior ones."""
+    x = torch.tensor([-1.0, 1.0, 0.0, -1.0, 1.0, 0.0], dtype=torch.float64)
+    mean = torch.tensor([0.9, -0.9, 0.9, -1.0, 1.0, 0.0], dtype=torch.float64)
+    log_scale = torch.full_like(x, math.log(0.01))
+    log_probability = diffusion.discretized_gaussian_log_likelihood(x, mean, log_scale)
+    torch.testing.assert_close(log_probability[:3], torch.full((3,), math.log(1e-12), dtype=torch.float64))
+    # Near the mean the floor does not bind: the edge bins reach to -inf / +inf.
+    normal = torch.distributions.Normal(mean[3:], 0.01)
+    expected = torch.log(torch.stack([normal.cdf(x[3] + 1 / 255)[0], 1 - normal.cdf(x[4] - 1 / 255)[1],
+                                      normal.cdf(x[5] + 1 / 255)[2] - normal.cdf(x[5] - 1 / 255)[2]]))
+    torch.testing.assert_close(log_probability[3:], expected)
+
+
 def test_hybrid_loss_trains_the_mean_by_mse_only(gaussian):
     t, x_start, x_t, output = toy_case(2, [3, 900, 3999])
     output.requires_grad_(True)
