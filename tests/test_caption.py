@@ -172,6 +172,47 @@ def test_augmentation_depends_only_on_seed_epoch_and_item(caption_data, settings
     assert first.shape == (3, SIZE, SIZE) and caption == "a picture of a noisy green picture"
 
 
+def lavis_autocontrast_reference(pixels):
+    """LAVIS's per-channel table with its numpy uint8 scalars (min, max), computed independently."""
+    out = []
+    for channel in np.moveaxis(pixels, -1, 0):
+        low, high = channel.min(), channel.max()  # np.uint8
+        if high <= low:
+            out.append(channel)
+            continue
+        scale = 255 / (high - low)
+        with np.errstate(over="ignore"):
+            offset = -low * scale  # -np.uint8(low) wraps to 256 - low
+        out.append(np.clip(np.arange(256) * scale + offset, 0, 255).astype(np.uint8)[channel])
+    return np.stack(out, axis=-1)
+
+
+@pytest.mark.parametrize("choice", ["correct", "as_run"])
+def test_autocontrast_is_pils_or_lavis_as_run_wrap_around(settings, choice):
+    from PIL import Image, ImageOps
+
+    rng = np.random.default_rng(0)
+    pixels = np.stack([rng.integers(10, 201, (8, 8)),  # minimum above 0: LAVIS whitens it
+                       rng.integers(0, 101, (8, 8)),  # minimum 0: stretched by both
+                       np.full((8, 8), 50)], axis=-1).astype(np.uint8)  # constant: left alone
+    pixels[0, 0, 1] = 0
+    image = Image.fromarray(pixels)
+    augment = train_transform(dict(settings, autocontrast=choice), (0.5,) * 3, (0.5,) * 3).transforms[2]
+    result = np.asarray(augment.apply("AutoContrast", image))
+    correct = np.asarray(ImageOps.autocontrast(image))
+    if choice == "correct":
+        assert (result == correct).all()
+    else:
+        assert (result == lavis_autocontrast_reference(pixels)).all()
+        assert (result[..., 0] == 255).all() and (result[..., 1:] == correct[..., 1:]).all()
+
+
+def test_autocontrast_defaults_to_the_correct_one():
+    from contamination import config as cfg
+
+    assert cfg.load()["captioning"]["autocontrast"] == "correct"
+
+
 def test_the_karpathy_split_groups_every_reference(caption_data):
     index, _ = caption_data
     test = KarpathySplit(index, "test")

@@ -12,6 +12,9 @@ every number from config ``captioning``:
   RandomResizedCrop(384, scale 0.5-1, bicubic), horizontal flip, BLIP's RandomAugment (2 ops of
   Identity, AutoContrast, Brightness, Sharpness, Equalize, ShearX/Y, TranslateX/Y, Rotate, each
   applied with probability 1/2 at magnitude 5 of 10), normalised with the processor's mean/std.
+  AutoContrast (``autocontrast``) is PIL's by default ("correct"); "as_run" is LAVIS's, which
+  negates a channel's minimum in uint8, so a channel whose minimum is above 0 (and not constant)
+  becomes 255: the augmentation BLIP was actually fine-tuned with.
   Text: lower case, the punctuation ``.!"()*#:;~`` removed, at most 50 words, prefixed by the
   prompt "a picture of "; at most 40 tokens; the loss ignores the prompt and padding.
   Evaluation images: resized to 384x384, bicubic.
@@ -199,9 +202,10 @@ class RandomAugment:
     each applied with probability 1/2 at ``magnitude`` (of MAX_MAGNITUDE); shears, translations
     and rotations take a random sign and fill with grey. Draws from torch's global RNG."""
 
-    def __init__(self, num_ops: int, magnitude: float):
+    def __init__(self, num_ops: int, magnitude: float, autocontrast: str = "correct"):
         self.num_ops = num_ops
         self.level = magnitude / MAX_MAGNITUDE
+        self.autocontrast = autocontrast
 
     def __call__(self, image):
         import torch
@@ -230,7 +234,7 @@ class RandomAugment:
         if name == "Rotate":
             return image.rotate(sign * 30 * self.level, resample=Image.Resampling.BILINEAR, fillcolor=AUGMENT_FILL)
         if name == "AutoContrast":
-            return ImageOps.autocontrast(image)
+            return ImageOps.autocontrast(image) if self.autocontrast == "correct" else autocontrast_as_run(image)
         if name == "Equalize":
             return ImageOps.equalize(image)
         if name == "Brightness":
@@ -238,6 +242,28 @@ class RandomAugment:
         if name == "Sharpness":
             return ImageEnhance.Sharpness(image).enhance(enhance)
         return image  # Identity
+
+
+def autocontrast_as_run(image):
+    """LAVIS's AutoContrast (randaugment.py, cutoff 0) with its uint8 wrap-around: the offset
+    -min x scale is computed from the channel's uint8 minimum, so it is (256 - min) x scale; every
+    value of a channel with 0 < min < max maps above 255 and is clipped to white. A channel whose
+    minimum is 0 is stretched correctly, a constant one is left alone."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(image.convert("RGB"))
+    channels = []
+    for channel in np.moveaxis(pixels, -1, 0):
+        low, high = int(channel.min()), int(channel.max())
+        if high <= low:
+            channels.append(channel)
+            continue
+        scale = 255 / (high - low)
+        wrapped_offset = ((256 - low) % 256) * scale
+        table = np.clip(np.arange(256) * scale + wrapped_offset, 0, 255).astype(np.uint8)
+        channels.append(table[channel])
+    return Image.fromarray(np.stack(channels, axis=-1))
 
 
 def train_transform(settings, mean, std):
@@ -248,7 +274,7 @@ def train_transform(settings, mean, std):
         transforms.RandomResizedCrop(settings["image_size"], scale=(settings["min_crop_scale"], settings["max_crop_scale"]),
                                      interpolation=InterpolationMode.BICUBIC),
         transforms.RandomHorizontalFlip(),
-        RandomAugment(settings["randaugment_ops"], settings["randaugment_magnitude"]),
+        RandomAugment(settings["randaugment_ops"], settings["randaugment_magnitude"], settings["autocontrast"]),
         transforms.ToTensor(),
         transforms.Normalize(mean, std),
     ])
