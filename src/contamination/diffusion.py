@@ -69,11 +69,12 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale):
     inverse_scale = torch.exp(-log_scale)
     upper = inverse_scale * (x - mean + BINS_HALF_WIDTH)
     lower = inverse_scale * (x - mean - BINS_HALF_WIDTH)
-    log_below_upper = log_ndtr(upper)
-    log_above_lower = log_ndtr(-lower)
-    log_in_bin = torch.log(ndtr(upper) - ndtr(lower))
-    log_probability = torch.where(x < -0.999, log_below_upper, torch.where(x > 0.999, log_above_lower, log_in_bin))
-    return log_probability.clamp(min=LOG_PROBABILITY_FLOOR)
+    # Each branch is floored on its own, before any log of 0: torch.where passes gradients through
+    # the branches it does not select too, and an infinite one would make them NaN.
+    log_below_upper = log_ndtr(upper).clamp(min=LOG_PROBABILITY_FLOOR)
+    log_above_lower = log_ndtr(-lower).clamp(min=LOG_PROBABILITY_FLOOR)
+    log_in_bin = torch.log((ndtr(upper) - ndtr(lower)).clamp(min=math.exp(LOG_PROBABILITY_FLOOR)))
+    return torch.where(x < -0.999, log_below_upper, torch.where(x > 0.999, log_above_lower, log_in_bin))
 
 
 class GaussianDiffusion:
