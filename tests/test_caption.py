@@ -247,7 +247,7 @@ def test_a_stopped_fine_tune_resumes_to_identical_weights(caption_data, tiny_bli
         model, processor = load_blip(tiny_blip_dir, settings)
         checkpointer = training.Checkpointer(directory, env, "spec")
         best = training.Checkpointer(directory / "best", env, "spec")
-        history = fine_tune(model, processor, manifest, val, settings, 0, env, checkpointer, best, stop)
+        history, _ = fine_tune(model, processor, manifest, val, settings, 0, env, checkpointer, best, stop)
         return model.state_dict(), history
 
     initial = load_blip(tiny_blip_dir, settings)[0].state_dict()
@@ -292,6 +292,7 @@ def test_every_metric_but_spice_is_measured(fine_tuned_run):
     assert all(value <= 1 for name, value in measured.items() if name != "CIDEr")
     assert run["metrics"]["SPICE"] is None and "captioning.spice_corenlp_dir" in run["reasons"]["SPICE"]
     assert run["provenance"]["fine_tuned"] and len(run["provenance"]["selection"]["val_scores"]) == 2
+    assert run["training"]["optimizer_steps"] == 6 and run["training"]["diverged"] is None  # 2 epochs of 12 / 4
     assert not (out / "checkpoints" / training.CHECKPOINT_NAME).exists()  # removed after success
 
 
@@ -355,5 +356,8 @@ def test_a_diverged_fine_tune_writes_null_metrics_with_the_reason(caption_data, 
                            manifest=manifest, checkpoint_dir=tmp_path / "checkpoints", stop=StopAfterSteps())
     run = read_json(tmp_path / "metrics.json")
     assert run["status"] == "diverged" and set(run["metrics"].values()) == {None}
-    assert all(reason.startswith("training diverged: non-finite training loss") for reason in run["reasons"].values())
+    diverged = run["training"]["diverged"]
+    assert all(reason == f"training diverged: {diverged['reason']} at optimizer step {diverged['step']}"
+               for reason in run["reasons"].values())
+    assert diverged["reason"].startswith(("non-finite weights", "non-finite training loss"))
     assert read_json(tmp_path / "captions.json") == {}

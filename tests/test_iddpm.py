@@ -174,7 +174,8 @@ class StopAfter:
 def train(spec, images, checkpoint_dir, stop=None):
     env = training.setup_distributed("cpu")
     checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec))
-    return iddpm.train(spec, images, checkpointer, env, stop=stop), checkpointer
+    unet, _ = iddpm.train(spec, images, checkpointer, env, stop=stop)
+    return unet, checkpointer
 
 
 def test_resumed_training_ends_with_identical_weights(tmp_path, images):
@@ -220,6 +221,8 @@ def test_diverged_training_writes_status_and_empty_samples(tmp_path, images):
     iddpm.run_train(train_args)
     status = read_json(tmp_path / "training.json")
     assert status["status"] == "diverged" and "non-finite training loss" in status["reason"]
+    diverged = status["training"]["diverged"]
+    assert diverged["step"] == status["training"]["optimizer_steps"] + 1 and f"optimizer step {diverged['step']}" in status["reason"]
     assert list((tmp_path / "model").iterdir()) == []
     iddpm.run_sample(types.SimpleNamespace(spec=spec, model=str(tmp_path / "model"), status=train_args.status,
                                            shard=0, out=str(tmp_path / "samples.npy")))
@@ -243,6 +246,7 @@ def test_trained_model_is_saved_and_sampled_through_from_pretrained(tmp_path, im
                                        status=str(tmp_path / "training.json"))
     iddpm.run_train(train_args)
     assert read_json(tmp_path / "training.json")["status"] == "ok"
+    assert read_json(tmp_path / "training.json")["training"]["optimizer_steps"] == 3
     assert not (tmp_path / "checkpoint" / training.CHECKPOINT_NAME).exists()  # keep_checkpoint: false
     for shard in (0, 1):
         iddpm.run_sample(types.SimpleNamespace(spec=spec, model=train_args.out, status=train_args.status,

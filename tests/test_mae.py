@@ -24,12 +24,12 @@ MODEL = {
 PRETRAIN = {
     "mask_ratio": 0.75, "norm_pix_loss": True, "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "accum_iter": 2,
     "base_lr": 1.5e-3, "min_lr": 0.0, "weight_decay": 0.05, "betas": [0.9, 0.95], "crop_scale": [0.2, 1.0],
-    "amp": True,
+    "amp": True, "max_skipped_steps": 100,
 }
 PROBE = {
     "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "accum_iter": 1, "base_lr": 0.1, "min_lr": 0.0,
     "weight_decay": 0.0, "momentum": 0.9, "trust_coefficient": 0.001, "crop_scale": [0.08, 1.0],
-    "val_resize_size": 36, "amp": True,
+    "val_resize_size": 36, "amp": True, "max_skipped_steps": 100,
 }
 RUN = {"seed": 0, "device": "cpu", "num_workers": 0, "print_freq": 1, "keep_checkpoint": False}
 PRETRAIN_SPEC = dict(RUN, model=MODEL, pretrain=PRETRAIN)
@@ -162,7 +162,7 @@ class StopAfter:
 
 
 def test_pretraining_interrupted_mid_epoch_resumes_to_identical_weights(images, tmp_path):
-    uninterrupted, history, status, _ = mae.pretrain(
+    uninterrupted, history, status, _, _ = mae.pretrain(
         PRETRAIN_SPEC, images["manifest"], training.Checkpointer(tmp_path / "a", cpu(), "x"), cpu())
     assert status == "ok" and len(history.losses) == 2 and all(math.isfinite(loss) for loss in history.losses)
 
@@ -173,7 +173,7 @@ def test_pretraining_interrupted_mid_epoch_resumes_to_identical_weights(images, 
     saved = torch.load(checkpointer.path, weights_only=False)
     assert saved["position"] == {"epoch": 0, "step": 2}
     torch.manual_seed(99)  # the resumed run must not depend on the state this process is in
-    resumed, resumed_history, status, _ = mae.pretrain(PRETRAIN_SPEC, images["manifest"], checkpointer, cpu())
+    resumed, resumed_history, status, _, _ = mae.pretrain(PRETRAIN_SPEC, images["manifest"], checkpointer, cpu())
 
     assert status == "ok"
     assert states_equal(resumed.state_dict(), uninterrupted.state_dict())
@@ -183,9 +183,11 @@ def test_pretraining_interrupted_mid_epoch_resumes_to_identical_weights(images, 
 
 def test_pretraining_reports_divergence_instead_of_crashing(images, tmp_path):
     spec = dict(PRETRAIN_SPEC, pretrain=dict(PRETRAIN, base_lr=float("inf")))
-    _, history, status, reason = mae.pretrain(spec, images["manifest"], training.Checkpointer(tmp_path, cpu(), "x"),
-                                              cpu())
-    assert status == "diverged" and "non-finite training loss" in reason
+    _, history, status, reason, steps = mae.pretrain(spec, images["manifest"],
+                                                     training.Checkpointer(tmp_path, cpu(), "x"), cpu())
+    # The first update (after accum_iter 2 batches) makes the weights infinite; the next batch finds it.
+    assert status == "diverged" and reason == "non-finite weights at optimizer step 1"
+    assert steps["diverged"] == {"step": 1, "reason": "non-finite weights"} and steps["optimizer_steps"] == 1
 
 
 def test_a_batch_larger_than_the_data_names_the_config_key(images, tmp_path):
@@ -271,7 +273,7 @@ def test_linear_probe_learns_classes_from_frozen_features(images, tmp_path):
     # head needs thousands of steps (the paper: about 7,000); 0.02 and lr 1 make 40 enough.
     probe = dict(PROBE, epochs=20, warmup_epochs=2, base_lr=16.0, trust_coefficient=0.02, crop_scale=[0.9, 1.0])
     spec = dict(PROBE_SPEC, linear_probe=probe)
-    status, metrics, reasons = mae.linear_probe(spec, tmp_path / "pretrained", images["imagenet"],
+    status, metrics, reasons, _ = mae.linear_probe(spec, tmp_path / "pretrained", images["imagenet"],
                                                 training.Checkpointer(tmp_path / "probe", cpu(), "x"), cpu())
     assert status == "ok" and reasons == {}
     assert metrics["linear_probe_top1_imagenet_val"] >= 75.0  # chance: 25
@@ -282,7 +284,7 @@ def test_cli_pretraining_killed_by_sigterm_resumes_and_the_probe_writes_metrics(
     """SIGTERM to a pre-training process (exit 75 after checkpointing) + rerun = the weights of an
     uninterrupted run; then linear probing writes metrics.json."""
     spec = dict(PRETRAIN_SPEC, pretrain=dict(PRETRAIN, epochs=6), keep_checkpoint=True)
-    reference, _, _, _ = mae.pretrain(spec, images["manifest"], training.Checkpointer(tmp_path / "ref", cpu(), "x"),
+    reference, _, _, _, _ = mae.pretrain(spec, images["manifest"], training.Checkpointer(tmp_path / "ref", cpu(), "x"),
                                       cpu())
     arguments = ["mae-pretrain", "--spec", json.dumps(spec), "--manifest", images["manifest"],
                  "--checkpoint-dir", tmp_path / "checkpoints", "--out", tmp_path / "pretrained",
@@ -306,12 +308,16 @@ def test_cli_pretraining_killed_by_sigterm_resumes_and_the_probe_writes_metrics(
     assert states_equal(saved.state_dict(), reference.state_dict())
     summary = json.loads((tmp_path / "pretrain.json").read_text())
     assert summary["status"] == "ok" and len(summary["loss_per_epoch"]) == 6
+    # 6 epochs of 32 images, 16 per update: 12 updates, counted across the resume.
+    assert summary["training"] == {"optimizer_steps": 12, "skipped_steps": 0, "max_consecutive_skipped_steps": None,
+                                   "diverged": None}
 
     run_command("mae-linear-probe", "--spec", json.dumps(PROBE_SPEC), "--pretrained", tmp_path / "pretrained",
                 "--pretrain-summary", tmp_path / "pretrain.json", "--imagenet", images["imagenet"],
                 "--checkpoint-dir", tmp_path / "probe-checkpoints", "--out", tmp_path / "metrics.json")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["reasons"] == {}
+    assert metrics["training"]["optimizer_steps"] == 4 and metrics["training"]["diverged"] is None
     assert 0.0 <= metrics["metrics"]["linear_probe_top1_imagenet_val"] <= 100.0
     assert metrics["metrics"]["pretrain_final_loss"] == pytest.approx(summary["loss_per_epoch"][-1])
     assert not (tmp_path / "probe-checkpoints" / training.CHECKPOINT_NAME).exists()  # keep_checkpoint false

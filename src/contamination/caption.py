@@ -110,17 +110,17 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
         model.to(env.device)
         spec = {"settings": {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED},
                 "model": str(model_dir), "index": sha256_of_file(index), "seed": seed}
-        status, metrics, reasons, history = "ok", {}, {}, None
+        status, metrics, reasons, history, steps = "ok", {}, {}, None, None
         if manifest is not None:
             spec["manifest"] = sha256_of_file(manifest)
             val = KarpathySplit(index, "val") if settings["select_by"] else None
             checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec))
             best = training.Checkpointer(Path(checkpoint_dir) / "best", env, training.fingerprint(spec))
             try:
-                history = fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer, best,
-                                    stop if stop is not None else training.StopRequest())
+                history, steps = fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer, best,
+                                           stop if stop is not None else training.StopRequest())
             except training.Diverged as error:
-                status = "diverged"
+                status, steps = "diverged", error.record
                 training.log(env, f"diverged: {error}")
                 metrics, reasons = training.unavailable(METRICS, f"training diverged: {error}")
         captions = {}
@@ -139,7 +139,7 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
             record["fine_tuned"] = manifest is not None
             if history is not None:
                 record["selection"] = history
-            training.write_metrics(out, metrics, reasons, status, record)
+            training.write_metrics(out, metrics, reasons, status, record, steps)
         if manifest is not None and status == "ok" and not settings["keep_checkpoint"]:
             checkpointer.remove()
             best.remove()
@@ -417,8 +417,8 @@ class Selection:
 
 
 def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer, best, stop):
-    """Train ``model`` in place (ending with the selected epoch's weights); returns the selection
-    history for provenance, or None without model selection."""
+    """Train ``model`` in place (ending with the selected epoch's weights); returns (the selection
+    history for provenance or None without model selection, the StepWatch record)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -441,7 +441,9 @@ def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"], eta_min=settings["min_lr"])
     selection = Selection()
-    position = checkpointer.load(model=model, optimizer=optimizer, scheduler=scheduler, selection=selection)
+    watch = training.StepWatch(model)  # fp32, as LAVIS: a non-finite loss or weight is divergence
+    position = checkpointer.load(model=model, optimizer=optimizer, scheduler=scheduler, selection=selection,
+                                 watch=watch)
     epochs = settings["epochs"]
     training.log(env, f"fine-tuning on {len(dataset)} captions, {len(sampler) // batch_size} batches per epoch, "
                       f"{env.world_size} process(es), from epoch {position.epoch} step {position.step}")
@@ -457,15 +459,15 @@ def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer
         for step, (pixels, input_ids, attention_mask, labels) in enumerate(loader, start=sampler.skipped_batches):
             loss = network(pixel_values=pixels.to(env.device), input_ids=input_ids.to(env.device),
                            attention_mask=attention_mask.to(env.device), labels=labels.to(env.device)).loss
-            stopping = training.check_step(loss, stop, env)
+            stopping = training.check_step(loss, stop, env, watch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            watch.step(optimizer)
             if step % settings["log_every"] == 0:
                 training.log(env, f"epoch {epoch} step {step} loss {loss.item():.4f} lr {scheduler.get_last_lr()[0]:.3g}")
             if stopping:
                 checkpointer.save(training.Position(epoch, step + 1), model=model, optimizer=optimizer,
-                                  scheduler=scheduler, selection=selection)
+                                  scheduler=scheduler, selection=selection, watch=watch)
                 raise training.Interrupted()
         scheduler.step()
         if val is not None:
@@ -474,13 +476,14 @@ def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer
             if selection.record(score):
                 best.save(training.Position(epoch + 1, 0), model=model)
         checkpointer.save(training.Position(epoch + 1, 0), model=model, optimizer=optimizer,
-                          scheduler=scheduler, selection=selection)
+                          scheduler=scheduler, selection=selection, watch=watch)
+    watch.check_weights(env)
     if val is None:
-        return None
+        return None, watch.record()
     training.log(env, f"testing the weights of epoch {selection.best_epoch} (best val {' + '.join(settings['select_by'])})")
     best.load(model=model)
     return {"metric": " + ".join(settings["select_by"]), "val_scores": selection.scores,
-            "epoch": selection.best_epoch}
+            "epoch": selection.best_epoch}, watch.record()
 
 
 def validation_score(model, processor, val, settings, env) -> float:
