@@ -106,6 +106,22 @@ def test_a_file_that_is_not_a_blip_checkpoint_is_named(tmp_path, original_checkp
         convert_blip(tmp_path / "other.pth", vocab)
 
 
+@pytest.mark.parametrize("change, message", [
+    ("remove", r"missing \['vision_model.post_layernorm.bias'\]"),
+    ("add", r"unknown \['text_decoder.bert.pooler.extra'\]"),
+])
+def test_a_missing_or_unknown_captioner_weight_fails_naming_the_key(original_checkpoint, tmp_path, change, message):
+    _, vocab, state, _ = original_checkpoint
+    changed = dict(state)
+    if change == "remove":
+        del changed["visual_encoder.norm.bias"]
+    else:
+        changed["text_decoder.bert.pooler.extra"] = torch.zeros(2)
+    torch.save({"model": changed}, tmp_path / "changed.pth")
+    with pytest.raises(DataError, match=f"changed.pth: cannot fill the transformers BLIP model.*{message}"):
+        convert_blip(tmp_path / "changed.pth", vocab)
+
+
 def test_the_cli_converts_and_captions_a_check_image(original_checkpoint, tmp_path):
     from PIL import Image
 

@@ -22,7 +22,7 @@ from contamination.caption import (
     train_transform,
 )
 from contamination.caption_metrics import METRICS, score_captions
-from contamination.errors import ConfigError
+from contamination.errors import ConfigError, DataError
 from contamination.io import read_json, write_parquet
 from contamination.tiny_blip import build_tiny_blip
 from contamination.io import save_pretrained
@@ -115,6 +115,25 @@ def test_a_mismatched_image_size_names_the_config_key(tiny_blip_dir, settings):
         load_blip(tiny_blip_dir, dict(settings, image_size=64))
 
 
+@pytest.mark.parametrize("change, message", [
+    ("remove", "missing keys: vision_model.post_layernorm.weight"),
+    ("add", "unexpected keys: text_decoder.bert.extra.weight"),
+])
+def test_a_missing_or_unknown_weight_fails_naming_the_key(tiny_blip_dir, settings, tmp_path, change, message):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "blip"
+    shutil.copytree(tiny_blip_dir, broken)
+    weights = load_file(broken / "model.safetensors")
+    if change == "remove":
+        del weights["vision_model.post_layernorm.weight"]
+    else:
+        weights["text_decoder.bert.extra.weight"] = torch.zeros(3)
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(DataError, match=f"models.blip: .*{message}"):
+        load_blip(broken, settings)
+
+
 def test_a_missing_model_directory_names_models_blip(tmp_path, settings):
     with pytest.raises(ConfigError, match="models.blip"):
         load_blip(tmp_path / "nowhere", settings)
@@ -154,6 +173,47 @@ def test_augmentation_depends_only_on_seed_epoch_and_item(caption_data, settings
     assert first.shape == (3, SIZE, SIZE) and caption == "a picture of a noisy green picture"
 
 
+def lavis_autocontrast_reference(pixels):
+    """LAVIS's per-channel table with its numpy uint8 scalars (min, max), computed independently."""
+    out = []
+    for channel in np.moveaxis(pixels, -1, 0):
+        low, high = channel.min(), channel.max()  # np.uint8
+        if high <= low:
+            out.append(channel)
+            continue
+        scale = 255 / (high - low)
+        with np.errstate(over="ignore"):
+            offset = -low * scale  # -np.uint8(low) wraps to 256 - low
+        out.append(np.clip(np.arange(256) * scale + offset, 0, 255).astype(np.uint8)[channel])
+    return np.stack(out, axis=-1)
+
+
+@pytest.mark.parametrize("choice", ["correct", "as_run"])
+def test_autocontrast_is_pils_or_lavis_as_run_wrap_around(settings, choice):
+    from PIL import Image, ImageOps
+
+    rng = np.random.default_rng(0)
+    pixels = np.stack([rng.integers(10, 201, (8, 8)),  # minimum above 0: LAVIS whitens it
+                       rng.integers(0, 101, (8, 8)),  # minimum 0: stretched by both
+                       np.full((8, 8), 50)], axis=-1).astype(np.uint8)  # constant: left alone
+    pixels[0, 0, 1] = 0
+    image = Image.fromarray(pixels)
+    augment = train_transform(dict(settings, autocontrast=choice), (0.5,) * 3, (0.5,) * 3).transforms[2]
+    result = np.asarray(augment.apply("AutoContrast", image))
+    correct = np.asarray(ImageOps.autocontrast(image))
+    if choice == "correct":
+        assert (result == correct).all()
+    else:
+        assert (result == lavis_autocontrast_reference(pixels)).all()
+        assert (result[..., 0] == 255).all() and (result[..., 1:] == correct[..., 1:]).all()
+
+
+def test_autocontrast_defaults_to_the_correct_one():
+    from contamination import config as cfg
+
+    assert cfg.load()["captioning"]["autocontrast"] == "correct"
+
+
 def test_the_karpathy_split_groups_every_reference(caption_data):
     index, _ = caption_data
     test = KarpathySplit(index, "test")
@@ -188,7 +248,7 @@ def test_a_stopped_fine_tune_resumes_to_identical_weights(caption_data, tiny_bli
         model, processor = load_blip(tiny_blip_dir, settings)
         checkpointer = training.Checkpointer(directory, env, "spec")
         best = training.Checkpointer(directory / "best", env, "spec")
-        history = fine_tune(model, processor, manifest, val, settings, 0, env, checkpointer, best, stop)
+        history, _ = fine_tune(model, processor, manifest, val, settings, 0, env, checkpointer, best, stop)
         return model.state_dict(), history
 
     initial = load_blip(tiny_blip_dir, settings)[0].state_dict()
@@ -263,6 +323,7 @@ def test_every_metric_but_spice_is_measured(fine_tuned_run):
     assert all(value <= 1 for name, value in measured.items() if name != "CIDEr")
     assert run["metrics"]["SPICE"] is None and "captioning.spice_corenlp_dir" in run["reasons"]["SPICE"]
     assert run["provenance"]["fine_tuned"] and len(run["provenance"]["selection"]["val_scores"]) == 2
+    assert run["training"]["optimizer_steps"] == 6 and run["training"]["diverged"] is None  # 2 epochs of 12 / 4
     assert not (out / "checkpoints" / training.CHECKPOINT_NAME).exists()  # removed after success
 
 
@@ -326,5 +387,8 @@ def test_a_diverged_fine_tune_writes_null_metrics_with_the_reason(caption_data, 
                            manifest=manifest, checkpoint_dir=tmp_path / "checkpoints", stop=StopAfterSteps())
     run = read_json(tmp_path / "metrics.json")
     assert run["status"] == "diverged" and set(run["metrics"].values()) == {None}
-    assert all(reason.startswith("training diverged: non-finite training loss") for reason in run["reasons"].values())
+    diverged = run["training"]["diverged"]
+    assert all(reason == f"training diverged: {diverged['reason']} at optimizer step {diverged['step']}"
+               for reason in run["reasons"].values())
+    assert diverged["reason"].startswith(("non-finite weights", "non-finite training loss"))
     assert read_json(tmp_path / "captions.json") == {}

@@ -70,7 +70,7 @@ def assert_same_weights(first, second):
 
 
 def test_a_tiny_model_learns_a_separable_set_well_above_chance(image_sets, tmp_path):
-    status, metrics, reasons, matrix = run(tiny_spec(epochs=10, lr=0.003), image_sets, tmp_path)
+    status, metrics, reasons, matrix, _ = run(tiny_spec(epochs=10, lr=0.003), image_sets, tmp_path)
     assert status == "ok" and reasons == {}
     assert metrics["top1_imagenet_val"] >= 75.0  # chance: 25%
     assert matrix.shape == (CLASSES, CLASSES) and matrix.sum() == 16
@@ -97,7 +97,7 @@ def test_resume_after_a_crash_at_an_epoch_end_gives_identical_weights(image_sets
     monkeypatch.setattr(training.Checkpointer, "save", real_save)
     torch.manual_seed(999)  # the rerun must not depend on the state the crash left behind
 
-    _, metrics, _, _ = run(spec, image_sets, tmp_path / "crashed")
+    _, metrics, _, _, _ = run(spec, image_sets, tmp_path / "crashed")
     resumed = final_checkpoint(tmp_path / "crashed")
     assert resumed["position"] == straight["position"] == {"epoch": 3, "step": 0}
     assert_same_weights(straight, resumed)
@@ -169,14 +169,51 @@ def test_divergence_ends_cleanly_with_null_metrics_and_a_nan_table_cell(image_se
     written = json.loads(out.read_text())
     assert written["status"] == "diverged"
     assert written["metrics"] == {name: None for name in classify.METRIC_NAMES}
-    assert all("training diverged: non-finite training loss" in written["reasons"][name] for name in classify.METRIC_NAMES)
+    # The first update overflows the weights: found before the next step, with its step.
+    assert all("training diverged: non-finite weights at optimizer step 1" in written["reasons"][name]
+               for name in classify.METRIC_NAMES)
+    assert written["training"]["diverged"] == {"step": 1, "reason": "non-finite weights"}
     assert np.load(matrix).shape == (0, 0)
 
     spec_table = {"name": "table1", "reported_table": "1", "models": ["resnet50"], "metrics": ["top1_imagenet_val"],
                   "rows": [{"dataset": "IN/WV-80%", "mixture": "in_wv_80"}]}
     table = tables.build_table(spec_table, {"IN/WV-80%|resnet50": out})
     assert math.isnan(table.loc[0, "measured"]) and table.loc[0, "status"] == "diverged"
-    assert "non-finite training loss" in table.loc[0, "note"]
+    assert "non-finite weights" in table.loc[0, "note"]
+
+
+@pytest.mark.parametrize("report_weights", ["ema", "raw"])
+def test_ema_and_raw_weights_are_both_scored_and_the_table_reads_the_chosen(image_sets, tmp_path, monkeypatch,
+                                                                            report_weights):
+    from torch.optim.swa_utils import AveragedModel
+
+    scored = []
+
+    def evaluate(model, spec, eval_indexes, env):
+        weights = "ema" if isinstance(model, AveragedModel) else "raw"
+        scored.append(weights)
+        return {name: {"ema": 10.0, "raw": 20.0}[weights] for name in classify.METRIC_NAMES}, np.array([[weights]])
+
+    monkeypatch.setattr(classify, "evaluate_all", evaluate)
+    spec = tiny_spec(epochs=1, model_ema=True, model_ema_steps=1, report_weights=report_weights)
+    status, metrics, _, matrix, steps = run(spec, image_sets, tmp_path)
+    assert status == "ok" and sorted(scored) == ["ema", "raw"] and matrix[0, 0] == report_weights
+    chosen = {"ema": 10.0, "raw": 20.0}[report_weights]
+    for name in classify.METRIC_NAMES:
+        assert (metrics[name], metrics[f"{name}_ema"], metrics[f"{name}_raw"]) == (chosen, 10.0, 20.0)
+    assert steps == {"optimizer_steps": 4, "skipped_steps": 0, "max_consecutive_skipped_steps": None,
+                     "diverged": None}
+
+
+def test_the_paper_reports_swin_s_with_ema_weights_and_ema_needs_an_ema_model():
+    from contamination import classify_recipe
+    from contamination.errors import ConfigError
+
+    models = cfg.load()["classification"]["models"]
+    assert models["swin_s"]["report_weights"] == "ema" and models["swin_s"]["model_ema"]
+    assert models["resnet50"]["report_weights"] == "raw"
+    with pytest.raises(ConfigError, match="classification.models.resnet50.report_weights: 'ema'"):
+        classify_recipe.check(dict(models["resnet50"], report_weights="ema"), "classification.models.resnet50")
 
 
 def test_restricted_topk_only_ranks_the_given_classes():

@@ -82,6 +82,27 @@ def test_vlb_term_at_t0_is_the_discretised_decoder_nll(gaussian, chain):
     torch.testing.assert_close(gaussian.vlb_terms(output, x_start, x_t, t), expected, rtol=1e-6, atol=0.0)
 
 
+def test_the_decoder_floors_every_pixel_at_1e_12_like_improved_diffusion():
+    """Pixels far outside a sharp decoder: improved-diffusion clamps each probability at 1e-12
+    before the log, the edge bins (-1 and 1) as well as the interior ones."""
+    x = torch.tensor([-1.0, 1.0, 0.0, -1.0, 1.0, 0.0], dtype=torch.float64)
+    mean = torch.tensor([0.9, -0.9, 0.9, -1.0, 1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    log_scale = torch.full_like(x, math.log(0.01))
+    log_probability = diffusion.discretized_gaussian_log_likelihood(x, mean, log_scale)
+    torch.testing.assert_close(log_probability[:3], torch.full((3,), math.log(1e-12), dtype=torch.float64),
+                               check_dtype=False)
+    # The floor stops the gradient of floored pixels; it never makes gradients NaN (torch.where
+    # differentiates the branches it does not select too).
+    (gradient,) = torch.autograd.grad(log_probability.sum(), mean)
+    assert torch.isfinite(gradient).all() and (gradient[:3] == 0).all()
+    log_probability = log_probability.detach()
+    # Near the mean the floor does not bind: the edge bins reach to -inf / +inf.
+    normal = torch.distributions.Normal(mean[3:], 0.01)
+    expected = torch.log(torch.stack([normal.cdf(x[3] + 1 / 255)[0], 1 - normal.cdf(x[4] - 1 / 255)[1],
+                                      normal.cdf(x[5] + 1 / 255)[2] - normal.cdf(x[5] - 1 / 255)[2]]))
+    torch.testing.assert_close(log_probability[3:], expected)
+
+
 def test_hybrid_loss_trains_the_mean_by_mse_only(gaussian):
     t, x_start, x_t, output = toy_case(2, [3, 900, 3999])
     output.requires_grad_(True)
@@ -153,7 +174,8 @@ class StopAfter:
 def train(spec, images, checkpoint_dir, stop=None):
     env = training.setup_distributed("cpu")
     checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec))
-    return iddpm.train(spec, images, checkpointer, env, stop=stop), checkpointer
+    unet, _ = iddpm.train(spec, images, checkpointer, env, stop=stop)
+    return unet, checkpointer
 
 
 def test_resumed_training_ends_with_identical_weights(tmp_path, images):
@@ -199,6 +221,8 @@ def test_diverged_training_writes_status_and_empty_samples(tmp_path, images):
     iddpm.run_train(train_args)
     status = read_json(tmp_path / "training.json")
     assert status["status"] == "diverged" and "non-finite training loss" in status["reason"]
+    diverged = status["training"]["diverged"]
+    assert diverged["step"] == status["training"]["optimizer_steps"] + 1 and f"optimizer step {diverged['step']}" in status["reason"]
     assert list((tmp_path / "model").iterdir()) == []
     iddpm.run_sample(types.SimpleNamespace(spec=spec, model=str(tmp_path / "model"), status=train_args.status,
                                            shard=0, out=str(tmp_path / "samples.npy")))
@@ -207,7 +231,8 @@ def test_diverged_training_writes_status_and_empty_samples(tmp_path, images):
     np.save(tmp_path / "real.npy", np.random.default_rng(1).normal(size=(10, 8)).astype(np.float32))
     fidelity.run_fidelity(types.SimpleNamespace(
         generated=str(tmp_path / "generated.npy"), reference=[f"imagenet64_val={tmp_path / 'real.npy'}"],
-        kind="samples", k=5, block_size=8, device="cpu", training=train_args.status, out=str(tmp_path / "m.json")))
+        kind="samples", k=5, block_size=8, device="cpu", training=train_args.status, sample_size=None, seed=0,
+        out=str(tmp_path / "m.json")))
     metrics = read_json(tmp_path / "m.json")
     assert metrics["status"] == "diverged" and metrics["metrics"]["FID_vs_imagenet64_val"] is None
     assert "non-finite training loss" in metrics["reasons"]["recall@5_vs_imagenet64_val"]
@@ -222,6 +247,7 @@ def test_trained_model_is_saved_and_sampled_through_from_pretrained(tmp_path, im
                                        status=str(tmp_path / "training.json"))
     iddpm.run_train(train_args)
     assert read_json(tmp_path / "training.json")["status"] == "ok"
+    assert read_json(tmp_path / "training.json")["training"]["optimizer_steps"] == 3
     assert not (tmp_path / "checkpoint" / training.CHECKPOINT_NAME).exists()  # keep_checkpoint: false
     for shard in (0, 1):
         iddpm.run_sample(types.SimpleNamespace(spec=spec, model=train_args.out, status=train_args.status,

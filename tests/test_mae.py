@@ -24,12 +24,12 @@ MODEL = {
 PRETRAIN = {
     "mask_ratio": 0.75, "norm_pix_loss": True, "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "accum_iter": 2,
     "base_lr": 1.5e-3, "min_lr": 0.0, "weight_decay": 0.05, "betas": [0.9, 0.95], "crop_scale": [0.2, 1.0],
-    "amp": True,
+    "amp": True, "max_skipped_steps": 100,
 }
 PROBE = {
     "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "accum_iter": 1, "base_lr": 0.1, "min_lr": 0.0,
     "weight_decay": 0.0, "momentum": 0.9, "trust_coefficient": 0.001, "crop_scale": [0.08, 1.0],
-    "val_resize_size": 36, "amp": True,
+    "val_resize_size": 36, "amp": True, "max_skipped_steps": 100,
 }
 RUN = {"seed": 0, "device": "cpu", "num_workers": 0, "print_freq": 1, "keep_checkpoint": False}
 PRETRAIN_SPEC = dict(RUN, model=MODEL, pretrain=PRETRAIN)
@@ -162,7 +162,7 @@ class StopAfter:
 
 
 def test_pretraining_interrupted_mid_epoch_resumes_to_identical_weights(images, tmp_path):
-    uninterrupted, history, status, _ = mae.pretrain(
+    uninterrupted, history, status, _, _ = mae.pretrain(
         PRETRAIN_SPEC, images["manifest"], training.Checkpointer(tmp_path / "a", cpu(), "x"), cpu())
     assert status == "ok" and len(history.losses) == 2 and all(math.isfinite(loss) for loss in history.losses)
 
@@ -173,7 +173,7 @@ def test_pretraining_interrupted_mid_epoch_resumes_to_identical_weights(images, 
     saved = torch.load(checkpointer.path, weights_only=False)
     assert saved["position"] == {"epoch": 0, "step": 2}
     torch.manual_seed(99)  # the resumed run must not depend on the state this process is in
-    resumed, resumed_history, status, _ = mae.pretrain(PRETRAIN_SPEC, images["manifest"], checkpointer, cpu())
+    resumed, resumed_history, status, _, _ = mae.pretrain(PRETRAIN_SPEC, images["manifest"], checkpointer, cpu())
 
     assert status == "ok"
     assert states_equal(resumed.state_dict(), uninterrupted.state_dict())
@@ -183,15 +183,87 @@ def test_pretraining_interrupted_mid_epoch_resumes_to_identical_weights(images, 
 
 def test_pretraining_reports_divergence_instead_of_crashing(images, tmp_path):
     spec = dict(PRETRAIN_SPEC, pretrain=dict(PRETRAIN, base_lr=float("inf")))
-    _, history, status, reason = mae.pretrain(spec, images["manifest"], training.Checkpointer(tmp_path, cpu(), "x"),
-                                              cpu())
-    assert status == "diverged" and "non-finite training loss" in reason
+    _, history, status, reason, steps = mae.pretrain(spec, images["manifest"],
+                                                     training.Checkpointer(tmp_path, cpu(), "x"), cpu())
+    # The first update (after accum_iter 2 batches) makes the weights infinite; the next batch finds it.
+    assert status == "diverged" and reason == "non-finite weights at optimizer step 1"
+    assert steps["diverged"] == {"step": 1, "reason": "non-finite weights"} and steps["optimizer_steps"] == 1
 
 
 def test_a_batch_larger_than_the_data_names_the_config_key(images, tmp_path):
     spec = dict(PRETRAIN_SPEC, pretrain=dict(PRETRAIN, batch_size=64))
     with pytest.raises(ConfigError, match="mae.pretrain.batch_size: 64"):
         mae.pretrain(spec, images["manifest"], training.Checkpointer(tmp_path, cpu(), "x"), cpu())
+
+
+def test_probe_crops_like_maes_util_crop_one_draw_cut_to_the_image():
+    """MAE's linear-probe crop draws area and log aspect once and cuts a too-long side to the image;
+    its mean area, integrated independently, differs from torchvision's (which redraws)."""
+    import numpy as np
+    from torchvision import transforms
+
+    height, width, scale, draws = 375, 500, (0.08, 1.0), 20000
+    torch.manual_seed(0)
+    boxes = np.array([mae.one_draw_crop_box(height, width, scale) for _ in range(draws)])
+    top, left, crop_height, crop_width = boxes.T
+    assert (top >= 0).all() and (top + crop_height <= height).all() and (left + crop_width <= width).all()
+    assert (crop_height == height).mean() > 0.1  # too tall crops are cut, not redrawn
+    areas = crop_height * crop_width / (height * width)
+    # E[min(sqrt(sAr), W) min(sqrt(sA/r), H)] / A over s ~ U(scale), log r ~ U(log 3/4, log 4/3)
+    grid = (np.arange(1000) + 0.5) / 1000
+    s = scale[0] + grid[:, None] * (scale[1] - scale[0])
+    r = np.exp(np.log(3 / 4) + grid[None, :] * (np.log(4 / 3) - np.log(3 / 4)))
+    area = height * width
+    expected = (np.minimum(np.sqrt(s * area * r), width) * np.minimum(np.sqrt(s * area / r), height)).mean() / area
+    tolerance = 4 * areas.std() / math.sqrt(draws)
+    assert abs(areas.mean() - expected) < tolerance
+    image = torch.empty(1, height, width)
+    torchvision_boxes = np.array([transforms.RandomResizedCrop.get_params(image, scale, (3 / 4, 4 / 3))
+                                  for _ in range(draws)])
+    torchvision_mean = (torchvision_boxes[:, 2] * torchvision_boxes[:, 3]).mean() / area
+    assert abs(torchvision_mean - expected) > 10 * tolerance
+    # The offset is uniform over the positions where the crop fits.
+    free = (height - crop_height) > 0
+    assert abs((top[free] / (height - crop_height[free])).mean() - 0.5) < 0.02
+
+
+class TransformSeen(Exception):
+    pass
+
+
+def test_the_probe_trains_with_maes_crop_and_pretraining_with_torchvisions(images, tmp_path, monkeypatch):
+    from torchvision.transforms import v2
+
+    from contamination import data
+
+    def record_transform(rows, transform, **_):
+        raise TransformSeen(transform.transforms[0])
+
+    monkeypatch.setattr(data, "ManifestDataset", record_transform)
+    with pytest.raises(TransformSeen) as pretraining:
+        mae.pretrain(PRETRAIN_SPEC, images["manifest"], training.Checkpointer(tmp_path / "a", cpu(), "x"), cpu())
+    crop = pretraining.value.args[0]
+    assert isinstance(crop, v2.RandomResizedCrop) and crop.scale == (0.2, 1.0)
+    save_pretrained(mae.build_mae(MODEL, PRETRAIN), tmp_path / "pretrained")
+    with pytest.raises(TransformSeen) as probing:
+        mae.linear_probe(PROBE_SPEC, tmp_path / "pretrained", images["imagenet"],
+                         training.Checkpointer(tmp_path / "b", cpu(), "x"), cpu())
+    crop = probing.value.args[0]
+    assert isinstance(crop, mae.OneDrawResizedCrop) and crop.scale == (0.08, 1.0) and crop.size == 32
+
+
+def test_the_probe_crop_resizes_its_box_bicubically():
+    import numpy as np
+    from PIL import Image
+
+    image = Image.fromarray((torch.rand(30, 40, 3) * 255).byte().numpy())
+    torch.manual_seed(5)
+    cropped = mae.OneDrawResizedCrop(16, (0.3, 0.6))(image)
+    torch.manual_seed(5)
+    top, left, height, width = mae.one_draw_crop_box(30, 40, (0.3, 0.6))
+    assert cropped.size == (16, 16) and (height, width) != (30, 40)
+    expected = image.crop((left, top, left + width, top + height)).resize((16, 16), Image.Resampling.BICUBIC)
+    assert (np.asarray(cropped) == np.asarray(expected)).all()
 
 
 def test_linear_probe_learns_classes_from_frozen_features(images, tmp_path):
@@ -201,7 +273,7 @@ def test_linear_probe_learns_classes_from_frozen_features(images, tmp_path):
     # head needs thousands of steps (the paper: about 7,000); 0.02 and lr 1 make 40 enough.
     probe = dict(PROBE, epochs=20, warmup_epochs=2, base_lr=16.0, trust_coefficient=0.02, crop_scale=[0.9, 1.0])
     spec = dict(PROBE_SPEC, linear_probe=probe)
-    status, metrics, reasons = mae.linear_probe(spec, tmp_path / "pretrained", images["imagenet"],
+    status, metrics, reasons, _ = mae.linear_probe(spec, tmp_path / "pretrained", images["imagenet"],
                                                 training.Checkpointer(tmp_path / "probe", cpu(), "x"), cpu())
     assert status == "ok" and reasons == {}
     assert metrics["linear_probe_top1_imagenet_val"] >= 75.0  # chance: 25
@@ -212,7 +284,7 @@ def test_cli_pretraining_killed_by_sigterm_resumes_and_the_probe_writes_metrics(
     """SIGTERM to a pre-training process (exit 75 after checkpointing) + rerun = the weights of an
     uninterrupted run; then linear probing writes metrics.json."""
     spec = dict(PRETRAIN_SPEC, pretrain=dict(PRETRAIN, epochs=6), keep_checkpoint=True)
-    reference, _, _, _ = mae.pretrain(spec, images["manifest"], training.Checkpointer(tmp_path / "ref", cpu(), "x"),
+    reference, _, _, _, _ = mae.pretrain(spec, images["manifest"], training.Checkpointer(tmp_path / "ref", cpu(), "x"),
                                       cpu())
     arguments = ["mae-pretrain", "--spec", json.dumps(spec), "--manifest", images["manifest"],
                  "--checkpoint-dir", tmp_path / "checkpoints", "--out", tmp_path / "pretrained",
@@ -236,12 +308,16 @@ def test_cli_pretraining_killed_by_sigterm_resumes_and_the_probe_writes_metrics(
     assert states_equal(saved.state_dict(), reference.state_dict())
     summary = json.loads((tmp_path / "pretrain.json").read_text())
     assert summary["status"] == "ok" and len(summary["loss_per_epoch"]) == 6
+    # 6 epochs of 32 images, 16 per update: 12 updates, counted across the resume.
+    assert summary["training"] == {"optimizer_steps": 12, "skipped_steps": 0, "max_consecutive_skipped_steps": None,
+                                   "diverged": None}
 
     run_command("mae-linear-probe", "--spec", json.dumps(PROBE_SPEC), "--pretrained", tmp_path / "pretrained",
                 "--pretrain-summary", tmp_path / "pretrain.json", "--imagenet", images["imagenet"],
                 "--checkpoint-dir", tmp_path / "probe-checkpoints", "--out", tmp_path / "metrics.json")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["reasons"] == {}
+    assert metrics["training"]["optimizer_steps"] == 4 and metrics["training"]["diverged"] is None
     assert 0.0 <= metrics["metrics"]["linear_probe_top1_imagenet_val"] <= 100.0
     assert metrics["metrics"]["pretrain_final_loss"] == pytest.approx(summary["loss_per_epoch"][-1])
     assert not (tmp_path / "probe-checkpoints" / training.CHECKPOINT_NAME).exists()  # keep_checkpoint false

@@ -54,6 +54,24 @@ def test_diverged_cell_is_nan_with_reason_and_paper_note(tmp_path):
     assert "paper: loss exploded" in cell["note"]  # the paper's own cell is NaN too
 
 
+def test_a_nan_cell_of_a_finished_run_says_why_it_is_not_ok(tmp_path):
+    """SPICE without CoreNLP: the run is "ok", its SPICE is null with a reason."""
+    spec = dict(SPEC, metrics=["top1_imagenet_val", "SPICE", "CIDEr"])
+    run = {"status": "ok", "metrics": {"top1_imagenet_val": 61.25, "SPICE": None},
+           "reasons": {"SPICE": "SPICE needs Stanford CoreNLP 3.6.0"}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    runs = dict(cells(tmp_path), **{"ImageNet|resnet50": str(tmp_path / "run.json")})
+    frame = tables.build_table(spec, runs).set_index(["dataset", "model", "metric"])
+    assert frame.loc[("ImageNet", "resnet50", "top1_imagenet_val"), "status"] == "ok"
+    spice = frame.loc[("ImageNet", "resnet50", "SPICE")]
+    assert spice["status"] == "unavailable" and "CoreNLP" in spice["note"]
+    cider = frame.loc[("ImageNet", "resnet50", "CIDEr")]
+    assert cider["status"] == "not run" and "metric CIDEr was not measured" in cider["note"]
+    assert frame.loc[("IN/WV-80%", "swin_s", "SPICE"), "status"] == "diverged"
+    nan_cells = frame[frame["measured"].isna()]
+    assert len(nan_cells) == 9 and not (nan_cells["status"] == "ok").any()
+
+
 def test_cli_writes_csv(tmp_path):
     out = tmp_path / "tables" / "table1.csv"
     cli("table", "--spec", json.dumps(SPEC), "--cells", json.dumps(cells(tmp_path)), "--out", out)

@@ -167,6 +167,95 @@ def test_check_step_raises_diverged_on_non_finite_loss(value, restore_signal_han
         training.check_step(torch.tensor(value), training.StopRequest(), CPU)
 
 
+class NoStop:
+    requested = False
+
+
+def amp_step(model, optimizer, watch, loss_factor):
+    """One training step as the trainers take it: forward, check_step, scaled backward, update."""
+    loss = model(torch.ones(2, 3)).sum() * loss_factor
+    training.check_step(loss, NoStop(), CPU, watch)
+    optimizer.zero_grad(set_to_none=True)
+    (watch.scaler.scale(loss) if watch.scaler is not None else loss).backward()
+    watch.step(optimizer)
+
+
+def amp_run(max_skipped_steps=3):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return model, optimizer, training.StepWatch(model, torch.amp.GradScaler("cpu"), max_skipped_steps)
+
+
+def test_a_step_the_amp_scaler_skips_is_not_divergence():
+    model, optimizer, watch = amp_run(max_skipped_steps=3)
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    amp_step(model, optimizer, watch, math.nan)  # the scaler skips it and halves its scale
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    amp_step(model, optimizer, watch, math.inf)
+    amp_step(model, optimizer, watch, 1.0)  # a finite step ends the run of skips
+    assert not torch.equal(before[0], model.weight)
+    amp_step(model, optimizer, watch, math.nan)
+    amp_step(model, optimizer, watch, math.nan)
+    assert watch.record() == {"optimizer_steps": 5, "skipped_steps": 4, "max_consecutive_skipped_steps": 3,
+                              "diverged": None}
+
+
+def test_max_skipped_steps_in_a_row_is_divergence_with_its_step():
+    model, optimizer, watch = amp_run(max_skipped_steps=3)
+    amp_step(model, optimizer, watch, 1.0)
+    amp_step(model, optimizer, watch, math.nan)
+    amp_step(model, optimizer, watch, math.nan)
+    with pytest.raises(training.Diverged, match="3 consecutive optimizer steps skipped .* at optimizer step 4") as error:
+        amp_step(model, optimizer, watch, math.nan)
+    assert error.value.step == 4
+    assert error.value.record["diverged"] == {"step": 4, "reason": error.value.reason}
+    assert error.value.record["skipped_steps"] == 3
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_non_finite_weights_are_divergence(scaled):
+    model, optimizer, watch = amp_run()
+    if not scaled:
+        watch = training.StepWatch(model)
+    amp_step(model, optimizer, watch, 1.0)
+    amp_step(model, optimizer, watch, 1.0)
+    with torch.no_grad():
+        model.bias[1] = math.inf
+    with pytest.raises(training.Diverged, match="non-finite weights at optimizer step 2") as error:
+        watch.check_weights(CPU)
+    assert error.value.record["diverged"] == {"step": 2, "reason": "non-finite weights"}
+    with pytest.raises(training.Diverged, match="non-finite weights at optimizer step 2"):
+        amp_step(model, optimizer, watch, 1.0)  # found before the next update
+
+
+def test_without_a_scaler_a_non_finite_loss_diverges_before_the_update():
+    model, optimizer, _ = amp_run()
+    watch = training.StepWatch(model)
+    amp_step(model, optimizer, watch, 1.0)
+    before = model.weight.detach().clone()
+    with pytest.raises(training.Diverged, match="without an AMP loss scaler .* at optimizer step 2") as error:
+        amp_step(model, optimizer, watch, math.nan)
+    assert torch.equal(before, model.weight) and error.value.record["diverged"]["step"] == 2
+
+
+def test_the_step_counts_resume_from_a_checkpoint(tmp_path):
+    model, optimizer, watch = amp_run(max_skipped_steps=2)
+    amp_step(model, optimizer, watch, math.nan)
+    checkpointer = training.Checkpointer(tmp_path, CPU, "x")
+    checkpointer.save(training.Position(0, 1), watch=watch, scaler=watch.scaler)
+    model, optimizer, resumed = amp_run(max_skipped_steps=2)
+    checkpointer.load(watch=resumed, scaler=resumed.scaler)
+    with pytest.raises(training.Diverged, match="2 consecutive"):  # the skip before the checkpoint counts
+        amp_step(model, optimizer, resumed, math.nan)
+
+
+def test_metrics_json_records_the_training_steps(tmp_path):
+    _, _, watch = amp_run()
+    training.write_metrics(tmp_path / "m.json", {"a": 1.0}, {}, "ok", {}, watch.record())
+    assert json.loads((tmp_path / "m.json").read_text())["training"]["max_consecutive_skipped_steps"] == 3
+
+
 def test_repeated_augment_sampler_repeats_each_index_and_rounds_the_epoch():
     dataset = list(range(40))
     sampler = training.RepeatedAugmentSampler(dataset, CPU, seed=0, repetitions=4, round_to=16)

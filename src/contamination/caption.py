@@ -12,6 +12,9 @@ every number from config ``captioning``:
   RandomResizedCrop(384, scale 0.5-1, bicubic), horizontal flip, BLIP's RandomAugment (2 ops of
   Identity, AutoContrast, Brightness, Sharpness, Equalize, ShearX/Y, TranslateX/Y, Rotate, each
   applied with probability 1/2 at magnitude 5 of 10), normalised with the processor's mean/std.
+  AutoContrast (``autocontrast``) is PIL's by default ("correct"); "as_run" is LAVIS's, which
+  negates a channel's minimum in uint8, so a channel whose minimum is above 0 (and not constant)
+  becomes 255: the augmentation BLIP was actually fine-tuned with.
   Text: lower case, the punctuation ``.!"()*#:;~`` removed, at most 50 words, prefixed by the
   prompt "a picture of "; at most 40 tokens; the loss ignores the prompt and padding.
   Evaluation images: resized to 384x384, bicubic.
@@ -108,16 +111,16 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
         model, processor = load_blip(model_dir, settings)
         model.to(env.device)
         spec = run_identity(settings, index, model_dir, seed, manifest)
-        status, metrics, reasons, history = "ok", {}, {}, None
+        status, metrics, reasons, history, steps = "ok", {}, {}, None, None
         if manifest is not None:
             val = KarpathySplit(index, "val") if settings["select_by"] else None
             checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec))
             best = training.Checkpointer(Path(checkpoint_dir) / "best", env, training.fingerprint(spec))
             try:
-                history = fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer, best,
-                                    stop if stop is not None else training.StopRequest())
+                history, steps = fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer, best,
+                                           stop if stop is not None else training.StopRequest())
             except training.Diverged as error:
-                status = "diverged"
+                status, steps = "diverged", error.record
                 training.log(env, f"diverged: {error}")
                 metrics, reasons = training.unavailable(METRICS, f"training diverged: {error}")
         captions = {}
@@ -136,7 +139,7 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
             record["fine_tuned"] = manifest is not None
             if history is not None:
                 record["selection"] = history
-            training.write_metrics(out, metrics, reasons, status, record)
+            training.write_metrics(out, metrics, reasons, status, record, steps)
         if manifest is not None and status == "ok" and not settings["keep_checkpoint"]:
             checkpointer.remove()
             best.remove()
@@ -172,7 +175,9 @@ def load_blip(model_dir, settings):
     config.text_config.hidden_dropout_prob = settings["text_dropout"]
     config.text_config.attention_probs_dropout_prob = settings["text_dropout"]
     config.text_config.label_smoothing = settings["label_smoothing"]
-    model = BlipForConditionalGeneration.from_pretrained(directory, config=config, local_files_only=True)
+    model, loading = BlipForConditionalGeneration.from_pretrained(directory, config=config, local_files_only=True,
+                                                                  output_loading_info=True)
+    require_every_weight(directory, loading)
     processor = BlipProcessor.from_pretrained(directory, local_files_only=True)
     tokenizer, text = processor.tokenizer, config.text_config
     expected = {"bos ([DEC])": (tokenizer.bos_token_id, text.bos_token_id),
@@ -188,6 +193,18 @@ def load_blip(model_dir, settings):
     return model, processor
 
 
+def require_every_weight(directory, loading) -> None:
+    """Fail naming the keys if the saved weights and the model do not match one to one:
+    transformers would otherwise initialise a missing weight at random and drop an unknown one,
+    and the run would train from a silently different model."""
+    problems = {name: sorted(str(key) for key in loading.get(name) or ())
+                for name in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(problems.values()) or loading.get("error_msgs"):
+        found = "; ".join(f"{name.replace('_', ' ')}: {', '.join(keys)}" for name, keys in problems.items() if keys)
+        raise DataError(f"models.blip: the weights in '{directory}' do not fill the BLIP model exactly "
+                        f"({found or '; '.join(map(str, loading['error_msgs']))})")
+
+
 # ---- data -----------------------------------------------------------------------------------
 
 
@@ -196,9 +213,10 @@ class RandomAugment:
     each applied with probability 1/2 at ``magnitude`` (of MAX_MAGNITUDE); shears, translations
     and rotations take a random sign and fill with grey. Draws from torch's global RNG."""
 
-    def __init__(self, num_ops: int, magnitude: float):
+    def __init__(self, num_ops: int, magnitude: float, autocontrast: str = "correct"):
         self.num_ops = num_ops
         self.level = magnitude / MAX_MAGNITUDE
+        self.autocontrast = autocontrast
 
     def __call__(self, image):
         import torch
@@ -227,7 +245,7 @@ class RandomAugment:
         if name == "Rotate":
             return image.rotate(sign * 30 * self.level, resample=Image.Resampling.BILINEAR, fillcolor=AUGMENT_FILL)
         if name == "AutoContrast":
-            return ImageOps.autocontrast(image)
+            return ImageOps.autocontrast(image) if self.autocontrast == "correct" else autocontrast_as_run(image)
         if name == "Equalize":
             return ImageOps.equalize(image)
         if name == "Brightness":
@@ -235,6 +253,28 @@ class RandomAugment:
         if name == "Sharpness":
             return ImageEnhance.Sharpness(image).enhance(enhance)
         return image  # Identity
+
+
+def autocontrast_as_run(image):
+    """LAVIS's AutoContrast (randaugment.py, cutoff 0) with its uint8 wrap-around: the offset
+    -min x scale is computed from the channel's uint8 minimum, so it is (256 - min) x scale; every
+    value of a channel with 0 < min < max maps above 255 and is clipped to white. A channel whose
+    minimum is 0 is stretched correctly, a constant one is left alone."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(image.convert("RGB"))
+    channels = []
+    for channel in np.moveaxis(pixels, -1, 0):
+        low, high = int(channel.min()), int(channel.max())
+        if high <= low:
+            channels.append(channel)
+            continue
+        scale = 255 / (high - low)
+        wrapped_offset = ((256 - low) % 256) * scale
+        table = np.clip(np.arange(256) * scale + wrapped_offset, 0, 255).astype(np.uint8)
+        channels.append(table[channel])
+    return Image.fromarray(np.stack(channels, axis=-1))
 
 
 def train_transform(settings, mean, std):
@@ -245,7 +285,7 @@ def train_transform(settings, mean, std):
         transforms.RandomResizedCrop(settings["image_size"], scale=(settings["min_crop_scale"], settings["max_crop_scale"]),
                                      interpolation=InterpolationMode.BICUBIC),
         transforms.RandomHorizontalFlip(),
-        RandomAugment(settings["randaugment_ops"], settings["randaugment_magnitude"]),
+        RandomAugment(settings["randaugment_ops"], settings["randaugment_magnitude"], settings["autocontrast"]),
         transforms.ToTensor(),
         transforms.Normalize(mean, std),
     ])
@@ -388,8 +428,8 @@ class Selection:
 
 
 def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer, best, stop):
-    """Train ``model`` in place (ending with the selected epoch's weights); returns the selection
-    history for provenance, or None without model selection."""
+    """Train ``model`` in place (ending with the selected epoch's weights); returns (the selection
+    history for provenance or None without model selection, the StepWatch record)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -412,7 +452,9 @@ def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"], eta_min=settings["min_lr"])
     selection = Selection()
-    position = checkpointer.load(model=model, optimizer=optimizer, scheduler=scheduler, selection=selection)
+    watch = training.StepWatch(model)  # fp32, as LAVIS: a non-finite loss or weight is divergence
+    position = checkpointer.load(model=model, optimizer=optimizer, scheduler=scheduler, selection=selection,
+                                 watch=watch)
     epochs = settings["epochs"]
     training.log(env, f"fine-tuning on {len(dataset)} captions, {len(sampler) // batch_size} batches per epoch, "
                       f"{env.world_size} process(es), from epoch {position.epoch} step {position.step}")
@@ -428,15 +470,15 @@ def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer
         for step, (pixels, input_ids, attention_mask, labels) in enumerate(loader, start=sampler.skipped_batches):
             loss = network(pixel_values=pixels.to(env.device), input_ids=input_ids.to(env.device),
                            attention_mask=attention_mask.to(env.device), labels=labels.to(env.device)).loss
-            stopping = training.check_step(loss, stop, env)
+            stopping = training.check_step(loss, stop, env, watch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            watch.step(optimizer)
             if step % settings["log_every"] == 0:
                 training.log(env, f"epoch {epoch} step {step} loss {loss.item():.4f} lr {scheduler.get_last_lr()[0]:.3g}")
             if stopping:
                 checkpointer.save(training.Position(epoch, step + 1), model=model, optimizer=optimizer,
-                                  scheduler=scheduler, selection=selection)
+                                  scheduler=scheduler, selection=selection, watch=watch)
                 raise training.Interrupted()
         scheduler.step()
         if val is not None:
@@ -445,13 +487,14 @@ def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer
             if selection.record(score):
                 best.save(training.Position(epoch + 1, 0), model=model)
         checkpointer.save(training.Position(epoch + 1, 0), model=model, optimizer=optimizer,
-                          scheduler=scheduler, selection=selection)
+                          scheduler=scheduler, selection=selection, watch=watch)
+    watch.check_weights(env)
     if val is None:
-        return None
+        return None, watch.record()
     training.log(env, f"testing the weights of epoch {selection.best_epoch} (best val {' + '.join(settings['select_by'])})")
     best.load(model=model)
     return {"metric": " + ".join(settings["select_by"]), "val_scores": selection.scores,
-            "epoch": selection.best_epoch}
+            "epoch": selection.best_epoch}, watch.record()
 
 
 def validation_score(model, processor, val, settings, env) -> float:

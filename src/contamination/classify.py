@@ -10,8 +10,11 @@ stop signals and divergence come from training.py.
 Evaluation: every rank scores its share of each evaluation set (no padding), rank 0 gathers.
 ImageNet-A and ImageNet-R have 200 of the 1,000 classes: their logits are restricted to their
 official classes (sources.imagenet.official_wnids) among the classes of the ImageNet index before
-top-k, never to whatever their own index holds. Scores are percentages, as in the paper. The model
-evaluated is the EMA model when the recipe keeps one (the paper reports Swin-S with EMA weights).
+top-k, never to whatever their own index holds. Scores are percentages, as in the paper. When the
+recipe keeps an EMA model, both it and the raw weights are scored (metrics ``<name>_ema`` and
+``<name>_raw``); the unsuffixed metrics the tables read are those of ``report_weights`` (the
+paper reports Swin-S with EMA weights). A non-finite loss under AMP is a skipped step;
+divergence is training.StepWatch's, recorded in metrics.json ("training") with its step.
 Besides metrics.json the job saves the ImageNet-val confusion matrix (rows: true class,
 columns: top-1 prediction) as .npy; a diverged run saves a 0x0 matrix.
 """
@@ -60,7 +63,7 @@ def run_train_classifier(args) -> None:
     spec = args.spec
     eval_indexes = {"imagenet_val": args.imagenet, "imagenet_a": args.imagenet_a, "imagenet_r": args.imagenet_r}
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
-        status, metrics, reasons, confusion = train_and_evaluate(
+        status, metrics, reasons, confusion, steps = train_and_evaluate(
             spec, args.manifest, eval_indexes, args.checkpoint_dir, env
         )
     if env.is_main:
@@ -68,7 +71,8 @@ def run_train_classifier(args) -> None:
             with open(temporary, "wb") as handle:
                 np.save(handle, confusion)
         provenance = training.provenance(run_identity(spec, args.manifest), spec["seed"], env)
-        training.write_metrics(args.out, metrics, reasons, status, provenance)
+        provenance["reported_weights"] = spec["recipe"]["report_weights"]
+        training.write_metrics(args.out, metrics, reasons, status, provenance, steps)
         print(f"{status}: " + ", ".join(f"{name} {value}" for name, value in metrics.items()), flush=True)
         if not spec["keep_checkpoint"]:
             # Only now: a job killed before its outputs were written still finds its weights.
@@ -88,25 +92,33 @@ def run_checkpointer(spec: dict, manifest, checkpoint_dir, env) -> training.Chec
 
 
 def train_and_evaluate(spec: dict, manifest, eval_indexes: dict, checkpoint_dir, env):
-    """(status, metrics, reasons, confusion matrix); raises training.Interrupted on a stop signal."""
+    """(status, metrics, reasons, confusion matrix, StepWatch record); raises
+    training.Interrupted on a stop signal."""
     import numpy as np
 
+    recipe = spec["recipe"]
+    names = METRIC_NAMES + [f"{name}_{weights}" for weights in ("ema", "raw") for name in METRIC_NAMES
+                            if recipe["model_ema"]]
     try:
-        model = train(spec, manifest, run_checkpointer(spec, manifest, checkpoint_dir, env), env)
+        models, watch = train(spec, manifest, run_checkpointer(spec, manifest, checkpoint_dir, env), env)
     except training.Diverged as error:
         training.log(env, f"diverged: {error}")
-        metrics, reasons = training.unavailable(METRIC_NAMES, f"training diverged: {error}")
-        return "diverged", metrics, reasons, np.zeros((0, 0), dtype=np.int64)
-    metrics, confusion = evaluate_all(model, spec, eval_indexes, env)
-    return "ok", metrics, {}, confusion
+        metrics, reasons = training.unavailable(names, f"training diverged: {error}")
+        return "diverged", metrics, reasons, np.zeros((0, 0), dtype=np.int64), error.record
+    scored = {weights: evaluate_all(model, spec, eval_indexes, env) for weights, model in models.items()}
+    metrics, confusion = scored[recipe["report_weights"]]
+    if recipe["model_ema"]:
+        metrics = metrics | {f"{name}_{weights}": value for weights, (values, _) in scored.items()
+                             for name, value in values.items()}
+    return "ok", metrics, {}, confusion, watch.record()
 
 
 # ---- training -------------------------------------------------------------------------------
 
 
 def train(spec: dict, manifest, checkpointer, env):
-    """Train to the end of the recipe (resuming from the checkpoint if there is one) and return
-    the model to evaluate: the EMA model if the recipe keeps one."""
+    """Train to the end of the recipe (resuming from the checkpoint if there is one); return
+    ({"raw": model, "ema": EMA model if the recipe keeps one}, the run's StepWatch)."""
     import torch
     import torchvision
 
@@ -147,7 +159,9 @@ def train(spec: dict, manifest, checkpointer, env):
         ema = training.ExponentialMovingAverage(
             model, recipes.ema_decay_per_update(recipe, env.world_size), device=env.device
         )
-    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "ema": ema, "scaler": scaler}
+    watch = training.StepWatch(model, scaler, recipe["max_skipped_steps"])
+    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "ema": ema, "scaler": scaler,
+             "watch": watch}
     position = checkpointer.load(**state)
     stop = training.StopRequest()
 
@@ -166,13 +180,14 @@ def train(spec: dict, manifest, checkpointer, env):
             generator=training.loader_generator(spec["seed"], env, epoch),
         )
         train_one_epoch(trained, criterion, optimizer, loader, sampler.skipped_batches, epoch, recipe,
-                        env, ema, scaler, stop, checkpointer, state, spec["print_freq"])
+                        env, ema, watch, stop, checkpointer, state, spec["print_freq"])
         scheduler.step()
         checkpointer.save(training.Position(epoch + 1, 0), **state)
-    return ema.module if ema is not None else model
+    watch.check_weights(env)
+    return {"raw": model} | ({"ema": ema.module} if ema is not None else {}), watch
 
 
-def train_one_epoch(model, criterion, optimizer, loader, first_step, epoch, recipe, env, ema, scaler, stop,
+def train_one_epoch(model, criterion, optimizer, loader, first_step, epoch, recipe, env, ema, watch, stop,
                     checkpointer, state, print_freq) -> None:
     import time
 
@@ -183,22 +198,17 @@ def train_one_epoch(model, criterion, optimizer, loader, first_step, epoch, reci
     for step, (images, targets) in enumerate(loader, start=first_step):
         images = images.to(env.device, non_blocking=True)
         targets = targets.to(env.device, non_blocking=True)
+        scaler = watch.scaler
         with torch.autocast(device_type=env.device.type, enabled=scaler is not None):
             loss = criterion(model(images), targets)
-        stopping = training.check_step(loss, stop, env)
+        stopping = training.check_step(loss, stop, env, watch)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if recipe["clip_grad_norm"] is not None:
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if recipe["clip_grad_norm"] is not None:
+            if scaler is not None:
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["clip_grad_norm"])
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if recipe["clip_grad_norm"] is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["clip_grad_norm"])
-            optimizer.step()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["clip_grad_norm"])
+        watch.step(optimizer)
         if ema is not None and step % recipe["model_ema_steps"] == 0:
             ema.update(model.module if env.distributed else model)
             if epoch < recipe["lr_warmup_epochs"]:

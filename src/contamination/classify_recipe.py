@@ -182,5 +182,7 @@ def check(recipe: dict, key: str) -> None:
             f"{key}.lr_warmup_epochs: {recipe['lr_warmup_epochs']} leaves no epochs of the cosine schedule "
             f"(epochs {recipe['epochs']})"
         )
+    if recipe["report_weights"] == "ema" and not recipe["model_ema"]:
+        raise ConfigError(f"{key}.report_weights: 'ema', but model_ema is false (there are no EMA weights)")
     if recipe["val_crop_size"] > recipe["val_resize_size"]:
         raise ConfigError(f"{key}.val_crop_size: {recipe['val_crop_size']} exceeds val_resize_size {recipe['val_resize_size']}")

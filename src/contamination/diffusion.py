@@ -26,6 +26,8 @@ improved-diffusion uses a tanh approximation (|error| < 2e-4); it enters one tim
 import math
 
 BINS_HALF_WIDTH = 1.0 / 255.0  # pixels in [-1, 1] with 256 levels: bins of width 2/255
+# improved-diffusion clamps every pixel's probability at 1e-12 before the log, edge bins included.
+LOG_PROBABILITY_FLOOR = math.log(1e-12)
 
 
 def scheduler(num_timesteps: int):
@@ -59,16 +61,19 @@ def normal_kl(mean_1, log_variance_1, mean_2, log_variance_2):
 
 def discretized_gaussian_log_likelihood(x, mean, log_scale):
     """log P(x) of pixels x in [-1, 1] (256 levels) under N(mean, exp(log_scale)^2) integrated
-    over each pixel's bin; the edge bins extend to -inf and +inf. Elementwise, in nats."""
+    over each pixel's bin; the edge bins extend to -inf and +inf. Elementwise, in nats, at least
+    LOG_PROBABILITY_FLOOR for every pixel (as improved-diffusion's losses.py)."""
     import torch
     from torch.special import log_ndtr, ndtr
 
     inverse_scale = torch.exp(-log_scale)
     upper = inverse_scale * (x - mean + BINS_HALF_WIDTH)
     lower = inverse_scale * (x - mean - BINS_HALF_WIDTH)
-    log_below_upper = log_ndtr(upper)
-    log_above_lower = log_ndtr(-lower)
-    log_in_bin = torch.log((ndtr(upper) - ndtr(lower)).clamp(min=1e-12))
+    # Each branch is floored on its own, before any log of 0: torch.where passes gradients through
+    # the branches it does not select too, and an infinite one would make them NaN.
+    log_below_upper = log_ndtr(upper).clamp(min=LOG_PROBABILITY_FLOOR)
+    log_above_lower = log_ndtr(-lower).clamp(min=LOG_PROBABILITY_FLOOR)
+    log_in_bin = torch.log((ndtr(upper) - ndtr(lower)).clamp(min=math.exp(LOG_PROBABILITY_FLOOR)))
     return torch.where(x < -0.999, log_below_upper, torch.where(x > 0.999, log_above_lower, log_in_bin))
 
 

@@ -120,8 +120,8 @@ def run_identity(spec: dict, manifest) -> dict:
 
 def train(spec: dict, images_path, checkpointer, env, stop=None):
     """Train to ``spec["iterations"]`` (resuming from the checkpoint if there is one) and return
-    the EMA UNet. Raises training.Interrupted after checkpointing when a stop is requested and
-    training.Diverged on a non-finite loss."""
+    (the EMA UNet, the StepWatch record). Raises training.Interrupted after checkpointing when a
+    stop is requested and training.Diverged on a non-finite loss or weights."""
     import torch
 
     from contamination import diffusion
@@ -145,7 +145,8 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
     gaussian = diffusion.GaussianDiffusion.from_scheduler(diffusion.scheduler(spec["diffusion_steps"]))
     optimizer = torch.optim.AdamW(unet.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
     ema = training.ExponentialMovingAverage(unet, spec["ema_decay"], device=env.device)
-    state = {"model": unet, "optimizer": optimizer, "ema": ema}
+    watch = training.StepWatch(unet)  # fp32: a non-finite loss or weight is divergence
+    state = {"model": unet, "optimizer": optimizer, "ema": ema, "watch": watch}
     position = checkpointer.load(**state)
     stop = training.StopRequest() if stop is None else stop
 
@@ -172,10 +173,10 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
             output = model(x_t, model_timesteps(t, spec)).sample
             losses, mse, vlb = gaussian.hybrid_loss(output, x_start, x_t, t, noise, spec["vlb_weight"])
             loss = losses.mean()
-            stopping = training.check_step(loss, stop, env)
+            stopping = training.check_step(loss, stop, env, watch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            watch.step(optimizer)
             ema.update(unet)
             done += 1
             if stopping:
@@ -189,7 +190,8 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
             if done == spec["iterations"]:
                 break
         epoch += 1
-    return ema.module.module
+    watch.check_weights(env)
+    return ema.module.module, watch.record()
 
 
 def run_train(args) -> None:
@@ -199,27 +201,28 @@ def run_train(args) -> None:
         checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
         status, reason, ema_unet = "ok", "", None
         try:
-            ema_unet = train(spec, args.images, checkpointer, env)
+            ema_unet, steps = train(spec, args.images, checkpointer, env)
         except training.Diverged as error:
-            status, reason = "diverged", f"training diverged: {error}"
+            status, reason, steps = "diverged", f"training diverged: {error}", error.record
             training.log(env, reason)
         if env.is_main:
             write_model(ema_unet, args.out, args.status, status, reason, spec,
-                        training.provenance(identity, spec["seed"], env, packages=("torch", "diffusers")))
+                        training.provenance(identity, spec["seed"], env, packages=("torch", "diffusers")), steps)
         if status == "ok" and not spec["keep_checkpoint"]:
             checkpointer.remove()  # collective, after the outputs exist
 
 
-def write_model(ema_unet, out, status_path, status: str, reason: str, spec: dict, provenance: dict) -> None:
+def write_model(ema_unet, out, status_path, status: str, reason: str, spec: dict, provenance: dict,
+                steps=None) -> None:
     """The EMA UNet (save_pretrained; an empty directory when training did not finish) and
-    training.json."""
+    training.json (with ``steps``, the StepWatch record)."""
     from contamination.io import atomic_directory, write_json
 
     with atomic_directory(out) as directory:
         if ema_unet is not None:
             ema_unet.save_pretrained(directory, safe_serialization=True)
-    write_json({"status": status, "reason": reason, "iterations": spec["iterations"], "provenance": provenance},
-               status_path)
+    write_json({"status": status, "reason": reason, "iterations": spec["iterations"], "training": steps,
+                "provenance": provenance}, status_path)
     print(json.dumps({"status": status, "reason": reason, "model": str(out)}))
 
 

@@ -11,15 +11,17 @@ config `mae`:
 - linear probing: the encoder frozen; features = the CLS token of its last layer (after the
   final LayerNorm), computed with mask ratio 0 and the identity token order, so a feature does
   not depend on the random number generator; head = BatchNorm1d(affine=False, eps 1e-6) +
-  Linear; LARS (lars.py) with the same per-iteration schedule; RandomResizedCrop + flip for
-  training, resize + centre crop for ImageNet val. Reported: top-1 (percent) on ImageNet val.
+  Linear; LARS (lars.py) with the same per-iteration schedule; MAE's own random resized crop
+  (``OneDrawResizedCrop``, main_linprobe.py's util/crop.py) + flip for training, resize + centre
+  crop for ImageNet val. Reported: top-1 (percent) on ImageNet val.
 
 ``batch_size`` is the effective batch (all processes x accumulation steps), as in the paper
 (4,096 for pre-training, 16,384 for probing), so the recipe does not depend on the GPU count;
 each process takes batch_size / (accum_iter x world size) images per step.
 
 Both stages run under torchrun (DDP) and use training.py for seeding, checkpoint/resume, stop
-signals (exit 75, run again to resume) and divergence (status "diverged", NaN in the table).
+signals (exit 75, run again to resume) and divergence (status "diverged", NaN in the table; a
+step the AMP loss scaler skips is not divergence, ``max_skipped_steps`` of them in a row are).
 """
 
 from pathlib import Path
@@ -38,6 +40,7 @@ PACKAGES = ("torch", "torchvision", "transformers", "numpy")
 # The keys of config `mae` each command uses.
 PRETRAIN_SPEC_KEYS = ("model", "pretrain", "device", "num_workers", "print_freq", "keep_checkpoint")
 PROBE_SPEC_KEYS = ("linear_probe", "device", "num_workers", "print_freq", "keep_checkpoint")
+CROP_ASPECT_RATIOS = (3 / 4, 4 / 3)  # the default of torchvision's and MAE's random resized crops
 
 
 def add_commands(subparsers) -> None:
@@ -76,10 +79,10 @@ def run_pretrain(args) -> None:
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = pretrain_identity(spec, args.manifest)
         checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
-        model, history, status, reason = pretrain(spec, args.manifest, checkpointer, env)
+        model, history, status, reason, steps = pretrain(spec, args.manifest, checkpointer, env)
         if env.is_main:
             save_pretrained(model, args.out)
-            write_json({"status": status, "reason": reason, "loss_per_epoch": history.losses,
+            write_json({"status": status, "reason": reason, "loss_per_epoch": history.losses, "training": steps,
                         "provenance": training.provenance(identity, spec["seed"], env, packages=PACKAGES)},
                        args.summary)
             print(f"pre-training {status}: loss per epoch {history.losses}", flush=True)
@@ -95,8 +98,9 @@ def run_linear_probe(args) -> None:
         identity = probe_identity(spec, args.pretrained, args.imagenet)
         pretraining = read_json(args.pretrain_summary)
         checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
+        steps = None
         if pretraining["status"] == "ok":
-            status, metrics, reasons = linear_probe(spec, args.pretrained, args.imagenet, checkpointer, env)
+            status, metrics, reasons, steps = linear_probe(spec, args.pretrained, args.imagenet, checkpointer, env)
         else:
             status = pretraining["status"]
             metrics, reasons = training.unavailable(PROBE_METRICS, f"MAE pre-training {status}: {pretraining['reason']}")
@@ -106,7 +110,7 @@ def run_linear_probe(args) -> None:
             reasons[PRETRAIN_LOSS_METRIC] = f"MAE pre-training {pretraining['status']} before its first epoch ended"
         if env.is_main:
             training.write_metrics(args.out, metrics, reasons, status,
-                                   training.provenance(identity, spec["seed"], env, packages=PACKAGES))
+                                   training.provenance(identity, spec["seed"], env, packages=PACKAGES), steps)
             print(f"{status}: " + ", ".join(f"{name} {value}" for name, value in metrics.items()), flush=True)
         if status == "ok" and not spec["keep_checkpoint"]:
             checkpointer.remove()
@@ -245,13 +249,52 @@ def to_normalized_tensor():
     return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def train_transform(image_size: int, crop_scale):
-    """RandomResizedCrop (bicubic) + horizontal flip, as main_pretrain.py and main_linprobe.py."""
+def one_draw_crop_box(height: int, width: int, scale, ratio=CROP_ASPECT_RATIOS):
+    """(top, left, crop height, crop width) of MAE's linear-probe crop (its util/crop.py, after
+    BYOL's TF code): area and log aspect ratio are drawn once, uniformly, and a side longer than
+    the image is cut to the image. torchvision instead redraws (up to ten times) until the crop
+    fits, which favours small areas: with scale (0.08, 1) its mean crop is 43-48% of the image,
+    this one's 52-53%. Draws from torch's global RNG, as torchvision's transforms do."""
+    import math
+
+    import torch
+
+    area = height * width * float(torch.empty(()).uniform_(scale[0], scale[1]))
+    aspect = math.exp(float(torch.empty(()).uniform_(math.log(ratio[0]), math.log(ratio[1]))))
+    crop_width = min(width, round(math.sqrt(area * aspect)))
+    crop_height = min(height, round(math.sqrt(area / aspect)))
+    top = int(torch.randint(height - crop_height + 1, ()))
+    left = int(torch.randint(width - crop_width + 1, ()))
+    return top, left, crop_height, crop_width
+
+
+class OneDrawResizedCrop:
+    """A PIL image -> its one_draw_crop_box region resized to ``size`` x ``size`` (bicubic)."""
+
+    def __init__(self, size: int, scale):
+        self.size = size
+        self.scale = tuple(scale)
+
+    def __call__(self, image):
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional
+
+        box = one_draw_crop_box(image.height, image.width, self.scale)
+        return functional.resized_crop(image, *box, [self.size, self.size], interpolation=InterpolationMode.BICUBIC,
+                                       antialias=True)
+
+
+def train_transform(image_size: int, crop_scale, crop: str = "torchvision"):
+    """Random resized crop (bicubic) + horizontal flip: torchvision's RandomResizedCrop as in
+    main_pretrain.py (``crop`` "torchvision"), or MAE's own as in main_linprobe.py ("mae")."""
     from torchvision.transforms import InterpolationMode, v2
 
-    crop = v2.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=InterpolationMode.BICUBIC,
-                                antialias=True)
-    return v2.Compose([crop, v2.RandomHorizontalFlip(), *to_normalized_tensor()])
+    if crop == "mae":
+        resized_crop = OneDrawResizedCrop(image_size, crop_scale)
+    else:
+        resized_crop = v2.RandomResizedCrop(image_size, scale=tuple(crop_scale),
+                                            interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return v2.Compose([resized_crop, v2.RandomHorizontalFlip(), *to_normalized_tensor()])
 
 
 def eval_transform(image_size: int, resize_size: int):
@@ -326,8 +369,9 @@ class LossHistory:
 
 
 def fit(loss_of, trained, optimizer, dataset, recipe: dict, key: str, spec: dict, checkpointer, state: dict,
-        history: LossHistory, env, stop=None) -> None:
-    """Train for recipe["epochs"] as MAE's engines do, resuming from the checkpoint if any.
+        history: LossHistory, env, stop=None):
+    """Train for recipe["epochs"] as MAE's engines do, resuming from the checkpoint if any;
+    returns the run's training.StepWatch (raises training.Diverged, which carries its record).
 
     ``loss_of(images, targets)`` returns the loss of a batch through ``trained`` (the DDP-wrapped
     module when distributed). Every accum_iter batches: set the learning rate for the current
@@ -345,11 +389,12 @@ def fit(loss_of, trained, optimizer, dataset, recipe: dict, key: str, spec: dict
     if steps_per_epoch < recipe["accum_iter"]:
         raise training_data_error(key, recipe, len(dataset))
     peak_lr = recipe["base_lr"] * recipe["batch_size"] / LR_REFERENCE_BATCH
-    state = dict(state, history=history)
+    scaler = state.get("scaler")
+    watch = training.StepWatch(trained, scaler, recipe["max_skipped_steps"])
+    state = dict(state, history=history, watch=watch)
     position = checkpointer.load(**state)
     stop = training.StopRequest() if stop is None else stop
     accum = recipe["accum_iter"]
-    scaler = state.get("scaler")
 
     training.log(env, f"{key}: {len(dataset)} images, {recipe['epochs']} epochs of {steps_per_epoch} steps of "
                       f"{batch} x {env.world_size} process(es), accumulation {accum}, peak lr {peak_lr:.3g}")
@@ -375,15 +420,11 @@ def fit(loss_of, trained, optimizer, dataset, recipe: dict, key: str, spec: dict
             with synchronised:
                 with torch.autocast(device_type=env.device.type, enabled=scaler is not None):
                     loss = loss_of(images.to(env.device, non_blocking=True), targets.to(env.device, non_blocking=True))
-                stopping = training.check_step(loss, stop, env) or stopping
+                stopping = training.check_step(loss, stop, env, watch) or stopping
                 scaled = loss / accum
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
             if updating:
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                watch.step(optimizer)
                 optimizer.zero_grad(set_to_none=True)
             history.add(float(loss.detach()))
             if step % spec["print_freq"] == 0:
@@ -396,6 +437,8 @@ def fit(loss_of, trained, optimizer, dataset, recipe: dict, key: str, spec: dict
         checkpointer.save(training.Position(epoch + 1, 0), **state)
         if stopping:  # signalled during the last batches, which did not complete an update
             raise training.Interrupted()
+    watch.check_weights(env)
+    return watch
 
 
 def mean_over_processes(total: float, count: int, env) -> float:
@@ -437,7 +480,8 @@ def grad_scaler(recipe: dict, env):
 
 
 def pretrain(spec: dict, manifest, checkpointer, env, stop=None):
-    """(model, loss history, status, reason): MAE pre-training to the end of the recipe."""
+    """(model, loss history, status, reason, StepWatch record): MAE pre-training to the end of
+    the recipe."""
     import torch
 
     from contamination.data import ManifestDataset
@@ -456,20 +500,20 @@ def pretrain(spec: dict, manifest, checkpointer, env, stop=None):
 
     history = LossHistory()
     try:
-        fit(reconstruction_loss, trained, optimizer, dataset, recipe, "mae.pretrain", spec, checkpointer, state,
-            history, env, stop)
+        watch = fit(reconstruction_loss, trained, optimizer, dataset, recipe, "mae.pretrain", spec, checkpointer,
+                    state, history, env, stop)
     except training.Diverged as error:
-        # Diverged is raised before the update, so the saved weights are the last finite ones.
         training.log(env, f"diverged: {error}")
-        return model.cpu(), history, "diverged", str(error)
-    return model.cpu(), history, "ok", ""
+        return model.cpu(), history, "diverged", str(error), error.record
+    return model.cpu(), history, "ok", "", watch.record()
 
 
 # ---- linear probing -------------------------------------------------------------------------
 
 
 def linear_probe(spec: dict, pretrained, imagenet_index, checkpointer, env, stop=None):
-    """(status, metrics, reasons): train the probe head on ImageNet train, score ImageNet val."""
+    """(status, metrics, reasons, StepWatch record): train the probe head on ImageNet train,
+    score ImageNet val."""
     import torch
 
     from contamination.data import ManifestDataset
@@ -482,7 +526,8 @@ def linear_probe(spec: dict, pretrained, imagenet_index, checkpointer, env, stop
     optimizer = lars_optimizer(head, recipe)
     state = {"head": head, "optimizer": optimizer, "scaler": grad_scaler(recipe, env)}
     image_size = encoder.config.image_size
-    dataset = ManifestDataset(index_rows(imagenet_index, "train"), train_transform(image_size, recipe["crop_scale"]))
+    dataset = ManifestDataset(index_rows(imagenet_index, "train"),
+                              train_transform(image_size, recipe["crop_scale"], crop="mae"))
     criterion = torch.nn.CrossEntropyLoss()
 
     def classification_loss(images, targets):
@@ -491,17 +536,17 @@ def linear_probe(spec: dict, pretrained, imagenet_index, checkpointer, env, stop
         return criterion(trained(features.float()), targets)
 
     try:
-        fit(classification_loss, trained, optimizer, dataset, recipe, "mae.linear_probe", spec, checkpointer, state,
-            LossHistory(), env, stop)
+        watch = fit(classification_loss, trained, optimizer, dataset, recipe, "mae.linear_probe", spec, checkpointer,
+                    state, LossHistory(), env, stop)
     except training.Diverged as error:
         training.log(env, f"diverged: {error}")
         metrics, reasons = training.unavailable(PROBE_METRICS, f"linear probing diverged: {error}")
-        return "diverged", metrics, reasons
+        return "diverged", metrics, reasons, error.record
     val = ManifestDataset(index_rows(imagenet_index, "val"), eval_transform(image_size, recipe["val_resize_size"]))
     accuracy = topk_accuracy(encoder, head, val, spec, env)
     metrics = {f"linear_probe_top{k}_imagenet_val": accuracy[k] for k in TOP_K}
     training.log(env, ", ".join(f"{name} {value:.2f}" for name, value in metrics.items()))
-    return "ok", metrics, {}
+    return "ok", metrics, {}, watch.record()
 
 
 def lars_optimizer(head, recipe: dict):

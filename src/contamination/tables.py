@@ -9,6 +9,10 @@ NaN and the run's reason.
 
 metrics.json of a run: {"status": "ok" | "diverged" | ..., "metrics": {name: float | null},
 "reasons": {name: "why it is null"}, "provenance": {...}}.
+
+A cell's status is "ok" only if it holds a number: a NaN cell of a run that finished is
+"unavailable" (the run could not compute that metric, e.g. SPICE offline) or "not run" (the run
+has no such metric); a NaN cell of a run that did not finish has the run's status ("diverged").
 """
 
 import json
@@ -49,6 +53,13 @@ def measured_value(run: dict, metric: str):
     return math.nan, reason
 
 
+def cell_status(run: dict, metric: str, measured: float) -> str:
+    status = run.get("status", "unknown")
+    if math.isfinite(measured) or status != "ok":
+        return status
+    return "unavailable" if metric in run.get("metrics", {}) else "not run"
+
+
 def build_table(spec: dict, cells: dict, reported=None):
     """Rows of the table CSV. ``cells`` maps "<row label>|<model>" to that run's metrics.json path."""
     import pandas as pd
@@ -73,7 +84,7 @@ def build_table(spec: dict, cells: dict, reported=None):
                         "measured": measured,
                         "reported": paper_value,
                         "difference": measured - paper_value,
-                        "status": run.get("status", "unknown"),
+                        "status": cell_status(run, metric, measured),
                         "note": "; ".join(notes),
                     }
                 )

@@ -9,24 +9,27 @@ captioning, IDDPM, MAE) uses it the same way::
     checkpointer = training.Checkpointer(checkpoint_dir, env, fingerprint=training.fingerprint(spec))
     stop = training.StopRequest()                   # SIGTERM / SIGUSR1 -> stop.requested
     sampler = training.ResumableSampler(training.distributed_sampler(dataset, env, seed), batch_size)
-    position = checkpointer.load(model=model, optimizer=optimizer, scheduler=scheduler, ema=ema)
+    watch = training.StepWatch(model, scaler, max_skipped_steps)  # scaler: None without AMP
+    position = checkpointer.load(model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, watch=watch)
     try:
         for epoch in range(position.epoch, epochs):
             sampler.set_epoch(epoch, skip_batches=position.step if epoch == position.epoch else 0)
             loader = DataLoader(dataset, sampler=sampler, generator=training.loader_generator(seed, env, epoch), ...)
             for step, batch in enumerate(loader, start=sampler.skipped_batches):
                 loss = ...                                      # forward
-                stopping = training.check_step(loss, stop, env) # raises Diverged on non-finite loss
-                loss.backward(); optimizer.step()
+                stopping = training.check_step(loss, stop, env, watch)  # raises Diverged (see StepWatch)
+                loss.backward(); watch.step(optimizer)          # through the AMP GradScaler if any
                 if stopping:
                     checkpointer.save(training.Position(epoch, step + 1), model=model, ...)
                     raise training.Interrupted()
             scheduler.step()
             checkpointer.save(training.Position(epoch + 1, 0), model=model, ...)
+        watch.check_weights(env)
     except training.Diverged as error:
         metrics, reasons = training.unavailable(METRIC_NAMES, str(error))   # -> status "diverged"
+        steps = error.record                                                # step and reason
     ...
-    training.write_metrics(out, metrics, reasons, status, training.provenance(spec, seed, env))
+    training.write_metrics(out, metrics, reasons, status, training.provenance(spec, seed, env), steps)
 
 The CLI command turns ``Interrupted`` into exit code ``EXIT_RESUME`` (75): the job failed, so
 Snakemake (or SLURM) retries it, and the retry resumes from the checkpoint. (Under torchrun, the
@@ -48,9 +51,14 @@ Pieces:
   torch.save to a temporary name and renamed, loaded with ``weights_only=True`` (a file that
   would unpickle code is refused). A checkpoint with another fingerprint is ignored.
 - ``StopRequest`` + ``check_step``: signals only set a flag. After each forward pass one
-  all-reduce tells every rank whether any loss is non-finite (raise Diverged before the update
-  touches the weights) and whether any rank was signalled (finish this step, then checkpoint
-  before the next batch is loaded, so a resumed CPU run with num_workers=0 is bit-identical).
+  all-reduce tells every rank whether any loss is non-finite, whether the weights are (with a
+  ``StepWatch``), and whether any rank was signalled (finish this step, then checkpoint before
+  the next batch is loaded, so a resumed CPU run with num_workers=0 is bit-identical).
+- ``StepWatch``: AMP is not divergence. A non-finite loss or gradient that the GradScaler skips
+  is a skipped step; training has diverged when the weights are not finite, when a loss is not
+  finite with no scaler to skip its update (the update would poison the weights: raised before
+  it), or after ``max_skipped_steps`` consecutive skipped steps. ``Diverged`` carries the
+  optimizer step and the reason; ``StepWatch.record`` goes into metrics.json (``training``).
 - ``loader_generator``: the DataLoader's generator for an epoch, so DataLoader worker seeds
   depend only on (seed, rank, epoch): a run resumed at an epoch boundary sees the same
   augmentations with workers too (mid-epoch, only with num_workers=0).
@@ -101,7 +109,14 @@ def add_resumable_command(subparsers, name: str, help: str, spec_help: str, spec
 
 
 class Diverged(Exception):
-    """The loss became non-finite: the run ends with status "diverged" (a result, not a crash)."""
+    """Training diverged (StepWatch says when): the run ends with status "diverged" (a result, not
+    a crash). ``step``: the optimizer step (counted from 1) at which it was found, if known."""
+
+    def __init__(self, reason: str, step=None):
+        super().__init__(reason if step is None else f"{reason} at optimizer step {step}")
+        self.reason = reason
+        self.step = step
+        self.record = None  # StepWatch.record, when a StepWatch found it
 
 
 class Interrupted(Exception):
@@ -394,15 +409,90 @@ class StopRequest:
         print(f"received {self.signal_name}: checkpointing after this step", file=sys.stderr, flush=True)
 
 
-def check_step(loss, stop: StopRequest, env: DistEnv) -> bool:
-    """Call after the forward pass, before the update: raise Diverged if any rank's loss is not
-    finite; return True if any rank was asked to stop (then finish the step, checkpoint and
-    raise Interrupted)."""
+def check_step(loss, stop: StopRequest, env: DistEnv, watch=None) -> bool:
+    """Call after the forward pass, before the update: raise Diverged if the weights are not
+    finite (with ``watch``), or if any rank's loss is not finite and no GradScaler will skip the
+    update (without ``watch`` or with one that has no scaler); return True if any rank was asked
+    to stop (then finish the step, checkpoint and raise Interrupted)."""
     value = float(loss.detach())
-    stop_any, nonfinite_any = all_reduce_max([float(stop.requested), float(not math.isfinite(value))], env)
-    if nonfinite_any:
-        raise Diverged(f"non-finite training loss ({value} on rank {env.rank})")
+    weights_bad = watch is not None and not watch.weights_finite()
+    stop_any, nonfinite_any, weights_any = all_reduce_max(
+        [float(stop.requested), float(not math.isfinite(value)), float(weights_bad)], env)
+    if weights_any:
+        raise watch.diverged("non-finite weights", watch.steps)
+    if nonfinite_any and (watch is None or watch.scaler is None):
+        reason = f"non-finite training loss ({value} on rank {env.rank}) without an AMP loss scaler to skip the update"
+        raise Diverged(reason) if watch is None else watch.diverged(reason, watch.steps + 1)
     return bool(stop_any)
+
+
+class StepWatch:
+    """Counts optimizer steps and the ones the AMP GradScaler skips, and tells them from divergence.
+
+    ``step(optimizer)`` updates through ``scaler`` if there is one: the scaler skips an update
+    whose gradients are not finite and lowers its scale, which is how a skip is recognised. A
+    skipped step is normal under AMP (the scale is calibrated that way); ``max_skipped_steps``
+    in a row is divergence (config ``max_skipped_steps``). Non-finite weights are divergence
+    (checked in check_step before each update, and by ``check_weights`` at the end). Its counts
+    are checkpointed with the run (state_dict).
+    """
+
+    def __init__(self, model, scaler=None, max_skipped_steps=None):
+        self.parameters = list(model.parameters())
+        self.scaler = scaler
+        self.max_skipped_steps = max_skipped_steps
+        if scaler is not None and not max_skipped_steps:
+            raise ValueError("a StepWatch with a GradScaler needs max_skipped_steps")
+        self.steps = 0
+        self.skipped = 0
+        self.consecutive_skipped = 0
+
+    def weights_finite(self) -> bool:
+        import torch
+
+        return bool(torch.stack([parameter.isfinite().all() for parameter in self.parameters]).all())
+
+    def check_weights(self, env: DistEnv) -> None:
+        """Raise Diverged if any rank's weights are not finite (collective)."""
+        if all_reduce_max([float(not self.weights_finite())], env)[0]:
+            raise self.diverged("non-finite weights", self.steps)
+
+    def step(self, optimizer) -> None:
+        self.steps += 1
+        if self.scaler is None:
+            optimizer.step()
+            return
+        scale = self.scaler.get_scale()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        if self.scaler.get_scale() >= scale:
+            self.consecutive_skipped = 0
+            return
+        self.skipped += 1
+        self.consecutive_skipped += 1
+        if self.consecutive_skipped >= self.max_skipped_steps:
+            raise self.diverged(f"{self.consecutive_skipped} consecutive optimizer steps skipped by the AMP loss "
+                                "scaler (non-finite gradients)", self.steps)
+
+    def diverged(self, reason: str, step: int) -> Diverged:
+        error = Diverged(reason, step)
+        error.record = self.record(error)
+        return error
+
+    def record(self, diverged=None) -> dict:
+        """For metrics.json: steps, skipped steps, the limit, and where and why training diverged."""
+        return {
+            "optimizer_steps": self.steps,
+            "skipped_steps": self.skipped,
+            "max_consecutive_skipped_steps": self.max_skipped_steps if self.scaler is not None else None,
+            "diverged": None if diverged is None else {"step": diverged.step, "reason": diverged.reason},
+        }
+
+    def state_dict(self):
+        return {"steps": self.steps, "skipped": self.skipped, "consecutive_skipped": self.consecutive_skipped}
+
+    def load_state_dict(self, state):
+        self.steps, self.skipped, self.consecutive_skipped = state["steps"], state["skipped"], state["consecutive_skipped"]
 
 
 # ---- EMA ------------------------------------------------------------------------------------
@@ -546,8 +636,9 @@ def unavailable(names, reason: str):
     return {name: None for name in names}, {name: reason for name in names}
 
 
-def write_metrics(path, metrics: dict, reasons: dict, status: str, provenance: dict) -> None:
-    """Write metrics.json atomically. Non-finite numbers become null; every null needs a reason."""
+def write_metrics(path, metrics: dict, reasons: dict, status: str, provenance: dict, steps=None) -> None:
+    """Write metrics.json atomically. Non-finite numbers become null; every null needs a reason.
+    ``steps``: a StepWatch.record (optimizer and skipped steps, divergence), written as "training"."""
     clean, why = {}, dict(reasons)
     for name, value in metrics.items():
         if value is not None and math.isfinite(float(value)):
@@ -557,4 +648,7 @@ def write_metrics(path, metrics: dict, reasons: dict, status: str, provenance: d
             clean[name] = None
             if name not in why:
                 raise ValueError(f"metric {name} is {value} without a reason")
-    write_json({"status": status, "metrics": clean, "reasons": why, "provenance": provenance}, path)
+    record = {"status": status, "metrics": clean, "reasons": why, "provenance": provenance}
+    if steps is not None:
+        record["training"] = steps
+    write_json(record, path)
