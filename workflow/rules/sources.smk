@@ -3,17 +3,19 @@
 # writes tiny datasets in the same layouts under RESULTS/synthetic/ and reads those instead.
 
 
-rule synthetic_sources:
-    output:
-        [directory(root) for root in synthetic_roots().values()],
-    log:
-        LOGS / "synthetic_sources.log",
-    params:
-        spec=synthetic_spec(),
-    conda:
-        ENV
-    shell:
-        "python -m contamination synthetic --spec {params.spec:q} > {log:q} 2>&1"
+if config["synthetic"]["enabled"]:
+
+    rule synthetic_sources:
+        output:
+            [directory(root) for root in synthetic_roots().values()],
+        log:
+            LOGS / "synthetic_sources.log",
+        params:
+            spec=synthetic_spec(),
+        conda:
+            ENV
+        shell:
+            "python -m contamination synthetic --spec {params.spec:q} > {log:q} 2>&1"
 
 
 rule imagenet_classes:
