@@ -50,9 +50,9 @@ def environment():
     return env
 
 
-def snakemake(*arguments, cwd, check=True) -> subprocess.CompletedProcess:
-    """Run Snakemake on the project's Snakefile with ``cwd`` as its working directory."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *map(str, arguments)]
+def snakemake(*arguments, cwd, check=True, snakefile=SNAKEFILE) -> subprocess.CompletedProcess:
+    """Run Snakemake on the project's Snakefile (or ``snakefile``) with ``cwd`` as its working directory."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), *map(str, arguments)]
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=environment())
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")

@@ -1,26 +1,44 @@
 """The smoke workflow for real, from nothing: synthetic sources in the real layouts, indexes,
-prompts, tiny Stable Diffusion, generation shards, every mixture of the paper, and one training
-cell, in a fresh working directory. (The experiments' own targets run in their test files.)"""
+prompts, tiny Stable Diffusion, generation shards, every mixture of the paper, one training
+cell and the compute plan, in a fresh copy of the checkout whose path (and so the results path)
+holds a space and a non-ASCII letter. (The experiments' own targets run in their test files.)"""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 
 from contamination import config as cfg
-from helpers import SMOKE_CONFIG, snakemake
+from helpers import PROJECT, SMOKE_CONFIG, snakemake
 
 pytestmark = pytest.mark.workflow
 
 TRAINING_CELL = "results/smoke/classify/resnet50/imagenet/metrics.json"
+PLAN = "results/smoke/plan.csv"
+CHECKOUT = ("Snakefile", "workflow", "src", "config", "profiles", "envs")
+
+
+def smoke_targets(config) -> list:
+    return [f"results/smoke/mixtures/{mixture['name']}.parquet" for mixture in config["mixtures"]] + [TRAINING_CELL, PLAN]
+
+
+def run_in_checkout(checkout, *arguments):
+    return snakemake(*arguments, "--configfile", checkout / "config" / "smoke.yaml", cwd=checkout,
+                     snakefile=checkout / "Snakefile")
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("smoke")
+    directory = tmp_path_factory.mktemp("smoke") / "check out é"
+    directory.mkdir()
+    for part in CHECKOUT:
+        if (PROJECT / part).is_dir():
+            shutil.copytree(PROJECT / part, directory / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(PROJECT / part, directory / part)
     config = cfg.load(SMOKE_CONFIG)
-    targets = [f"results/smoke/mixtures/{mixture['name']}.parquet" for mixture in config["mixtures"]]
-    snakemake("--cores", "2", *targets, TRAINING_CELL, "--configfile", SMOKE_CONFIG, cwd=directory)
+    run_in_checkout(directory, "--cores", "2", *smoke_targets(config))
     return directory, config
 
 
@@ -60,8 +78,13 @@ def test_resnet50_on_the_all_real_smoke_set_beats_chance_clearly(smoke_run):
     assert metrics["metrics"]["top1_imagenet_val"] >= 2 * chance
 
 
+def test_the_plan_is_made_from_the_checkouts_profile(smoke_run):
+    directory, _ = smoke_run
+    plan = pd.read_csv(directory / PLAN)
+    assert {"all", "table1"} <= set(plan["scope"]) and (plan["jobs"] > 0).all()
+
+
 def test_a_second_run_has_nothing_to_do(smoke_run):
     directory, config = smoke_run
-    targets = [f"results/smoke/mixtures/{mixture['name']}.parquet" for mixture in config["mixtures"]]
-    result = snakemake("-n", *targets, TRAINING_CELL, "--configfile", SMOKE_CONFIG, cwd=directory)
+    result = run_in_checkout(directory, "-n", *smoke_targets(config))
     assert "Nothing to be done" in result.stdout + result.stderr

@@ -176,10 +176,10 @@ def test_spec_errors_name_the_config_key(tmp_path):
         write_all({key: value for key, value in spec.items() if key != "image_size"})
 
 
-def test_karpathy_json_outside_its_root_is_written_where_the_config_says(tmp_path):
+def test_karpathy_json_outside_its_root_is_refused(tmp_path):
+    """The writer replaces only directories it owns: a JSON elsewhere could be the user's file."""
     spec = smoke_spec(tmp_path / "data")
     spec["karpathy_json"] = dict(spec["karpathy_json"], flickr30k=str(tmp_path / "splits" / "flickr30k.json"))
-    write_all(spec)
-    images = json.loads((tmp_path / "splits" / "flickr30k.json").read_text())["images"]
-    assert len(images) == spec["flickr30k_images"]
-    assert all((Path(spec["roots"]["flickr30k"]) / "flickr30k-images" / image["filename"]).is_file() for image in images)
+    with pytest.raises(ConfigError, match=r"sources\.flickr30k\.karpathy_json: .* must be inside"):
+        write_all(spec)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "splits").exists()

@@ -41,8 +41,8 @@ def test_saved_pipeline_loads_through_from_pretrained_and_generates(saved):
 
 def test_same_seed_gives_identical_files_and_another_seed_differs(saved, tmp_path):
     again, other = tmp_path / "again", tmp_path / "other"
-    save_pretrained(tiny_sd.build_pipeline(0), again)
-    save_pretrained(tiny_sd.build_pipeline(1), other)
+    save_pretrained(tiny_sd.build_pipeline(0), again, owned=True)  # as the tiny-sd command
+    save_pretrained(tiny_sd.build_pipeline(1), other, owned=True)
 
     reference = files_of(saved)
     assert files_of(again) == reference

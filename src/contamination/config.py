@@ -489,6 +489,34 @@ def results_dir(config: dict) -> Path:
     return Path("results") / config["run"]
 
 
+# The tiny models' file names under results/<run>/models/ (config `models.build_tiny`).
+TINY_MODEL_NAMES = {"stable_diffusion": "tiny-sd", "blip": "tiny-blip", "resnet50_detector": "resnet50-random.pth",
+                    "inception": "tiny-inception.pth"}
+
+
+def source_location(config: dict, source: str) -> dict:
+    """Where the workflow reads real ``source`` from: {"root": ..., and for caption sources
+    "karpathy_json": ...}. With ``synthetic.enabled`` that is the synthetic copy under the run's
+    results directory, and the configured ``sources.<source>`` paths are never read nor written;
+    otherwise the configured paths, which are only ever read."""
+    settings = config["sources"][source]
+    if not config["synthetic"]["enabled"]:
+        return {key: settings[key] for key in ("root", "karpathy_json") if key in settings}
+    root = results_dir(config) / "synthetic" / source
+    location = {"root": str(root)}
+    if "karpathy_json" in settings:
+        location["karpathy_json"] = str(root / f"dataset_{source}.json")
+    return location
+
+
+def model_location(config: dict, key: str) -> str:
+    """Where the workflow reads model ``key`` from: with ``models.build_tiny`` the tiny model it
+    builds under the run's results directory (``models.<key>`` is ignored), else ``models.<key>``."""
+    if config["models"]["build_tiny"]:
+        return str(results_dir(config) / "models" / TINY_MODEL_NAMES[key])
+    return config["models"][key]
+
+
 def require_existing(config: dict, key: str) -> str:
     """The path at dotted config ``key``; a ConfigError naming key and value if it does not exist."""
     value = config

@@ -47,6 +47,9 @@ def add_commands(subparsers) -> None:
 
 
 def run_tiny_resnet50(args) -> None:
+    from contamination.io import require_replaceable
+
+    require_replaceable(args.out)  # never over weights a user points it at
     save_random_resnet50(args.out, args.seed)
     print(f"random ResNet-50 (seed {args.seed}) saved to {args.out}")
 

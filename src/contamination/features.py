@@ -279,7 +279,9 @@ def run_tiny_inception(args) -> None:
     import torch
 
     from contamination import inception
+    from contamination.io import require_replaceable
 
+    require_replaceable(args.out)  # never over weights a user points it at
     torch.set_num_threads(1)  # BatchNorm statistics then do not depend on the machine's core count
     network = inception.build_random(args.seed, args.resolution)
     inception.save(network, args.out)

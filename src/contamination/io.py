@@ -98,6 +98,10 @@ def atomic_directory(final_path):
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent))
+    # mkdtemp makes it private; the directory should be like any other folder (the umask's).
+    umask = os.umask(0)
+    os.umask(umask)
+    temporary.chmod(0o777 & ~umask)
     try:
         yield temporary
         if final_path.exists():
@@ -112,13 +116,46 @@ def atomic_directory(final_path):
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def save_pretrained(model, out) -> None:
+# Left in every directory the workflow builds in place of data or models a user could own
+# (synthetic datasets, tiny models): only a directory holding it may be replaced.
+OWNER_MARKER = ".written-by-contamination"
+
+
+def require_replaceable(path) -> None:
+    """A DataError naming ``path`` unless it is absent, an empty directory, or a directory this
+    package wrote (it holds OWNER_MARKER): anything else may be the user's data or weights."""
+    from contamination.errors import DataError
+
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise DataError(f"'{path}' already exists: not replacing it (it may be your data or weights). "
+                        "Choose another path, or remove it yourself.")
+    if any(path.iterdir()) and not (path / OWNER_MARKER).is_file():
+        raise DataError(f"'{path}' is a non-empty directory that contamination did not write (no {OWNER_MARKER} "
+                        "in it): not replacing it or writing into it. Choose another path, or remove it yourself.")
+
+
+@contextlib.contextmanager
+def owned_directory(final_path):
+    """``atomic_directory`` for a directory that could be mistaken for the user's: refuses to
+    replace one it did not write (require_replaceable) and marks what it writes as its own."""
+    require_replaceable(final_path)
+    with atomic_directory(final_path) as directory:
+        yield directory
+        (directory / OWNER_MARKER).write_text("Written by python -m contamination; it may replace this directory.\n")
+        require_replaceable(final_path)  # still ours after the (possibly long) build
+
+
+def save_pretrained(model, out, owned: bool = False) -> None:
     """``model.save_pretrained`` (a transformers or diffusers model or pipeline) into ``out``,
-    atomically: written to a temporary directory beside it, then renamed into place."""
+    atomically: written to a temporary directory beside it, then renamed into place. ``owned``:
+    through ``owned_directory`` (for models built in place of ones a user could own)."""
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    with atomic_directory(out) as directory:
+    with (owned_directory if owned else atomic_directory)(out) as directory:
         model.save_pretrained(directory, safe_serialization=True)
 
 

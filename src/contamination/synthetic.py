@@ -1,7 +1,10 @@
 """Tiny synthetic datasets written in the real on-disk layouts (the smoke run's "real" data).
 
-The smoke run points every ``sources.<name>.root`` at what this writes, so the real adapters
-(contamination.sources) read it exactly as they read ImageNet, WebVision, COCO and Flickr30k.
+The smoke run reads what this writes (under results/<run>/synthetic/, config.source_location)
+in place of every ``sources.<name>`` location, so the real adapters (contamination.sources) read
+it exactly as they read ImageNet, WebVision, COCO and Flickr30k. Each root it writes holds a
+marker file (io.OWNER_MARKER); it refuses to replace or write into a non-empty directory without
+one, so a root pointed at real data by mistake is never touched.
 
 Every image is a coloured shape on a background, drawn at 4x and downsampled, plus pixel noise:
 - class k of the ImageNet stand-in is a (colour, shape) pair: a learnable signal. Its names
@@ -17,7 +20,6 @@ Everything follows from the seed: each image draws from its own generator keyed 
 (seed, stream, index), so the bytes do not depend on the order things are written in.
 """
 
-import contextlib
 import re
 
 from contamination.config import settings_argument
@@ -79,8 +81,13 @@ def run_synthetic(args) -> None:
 
 
 def write_all(spec: dict) -> None:
-    """Write every synthetic dataset to its root; each root is replaced whole, so reruns are clean."""
+    """Write every synthetic dataset to its root; each root (one this package wrote, or none yet)
+    is replaced whole, so reruns are clean."""
+    from contamination.io import owned_directory, require_replaceable
+
     check_spec(spec)
+    for source in ROOT_KEYS:  # all checked before any is written
+        require_replaceable(spec["roots"][source])
     classes = synthetic_classes(spec["classes"])
     writers = {
         "imagenet": write_imagenet,
@@ -92,7 +99,7 @@ def write_all(spec: dict) -> None:
     }
     for source, write in writers.items():
         root = spec["roots"][source]
-        with replaced_directory(root) as staging:
+        with owned_directory(root) as staging:
             count = write(staging, classes, spec, Stream(spec["seed"], source))
         print(f"{source}: {count} images -> {root}")
 
@@ -117,6 +124,10 @@ def check_spec(spec: dict) -> None:
         if source not in spec["karpathy_json"]:
             raise ConfigError(f"sources.{source}.karpathy_json: missing from the synthetic spec")
     roots = {source: os.path.abspath(spec["roots"][source]) for source in ROOT_KEYS}
+    for source in ("coco", "flickr30k"):
+        if not os.path.abspath(spec["karpathy_json"][source]).startswith(roots[source] + os.sep):
+            raise ConfigError(f"sources.{source}.karpathy_json: '{spec['karpathy_json'][source]}' must be inside "
+                              f"its synthetic root '{spec['roots'][source]}'")
     for source, root in roots.items():
         for other, other_root in roots.items():
             if other != source and (root == other_root or root.startswith(other_root + os.sep)):
@@ -422,7 +433,7 @@ def write_coco(root, classes: list, spec: dict, stream: Stream) -> int:
         entry = karpathy_entry(number, filename, split, captions, sentid)
         images.append({"filepath": folder, **entry, "cocoid": cocoid})
         sentid += caption_count
-    write_karpathy_json(root, spec["roots"]["coco"], spec["karpathy_json"]["coco"], {"images": images, "dataset": "coco"})
+    write_karpathy_json(root, spec, "coco", {"images": images, "dataset": "coco"})
     return len(images)
 
 
@@ -436,47 +447,16 @@ def write_flickr30k(root, classes: list, spec: dict, stream: Stream) -> int:
         filename = f"{1000000000 + 7919 * number}.jpg"
         captions = caption_image(root / "flickr30k-images" / filename, stream.rng("image", number), spec["image_size"], 5)
         images.append(karpathy_entry(number, filename, split, captions, 5 * number))
-    write_karpathy_json(root, spec["roots"]["flickr30k"], spec["karpathy_json"]["flickr30k"],
-                        {"images": images, "dataset": "flickr30k"})
+    write_karpathy_json(root, spec, "flickr30k", {"images": images, "dataset": "flickr30k"})
     return len(images)
 
 
-def write_karpathy_json(staging, root, json_path, data: dict) -> None:
-    """Into the staged root if the JSON lives inside the root (the usual layout), else in place."""
+def write_karpathy_json(staging, spec: dict, source: str, data: dict) -> None:
+    """Into the staged root, where the spec's JSON path lies inside the root (check_spec)."""
     import os
     from pathlib import Path
 
     from contamination.io import write_json
 
-    root, json_path = os.path.abspath(root), os.path.abspath(json_path)
-    if json_path.startswith(root + os.sep):
-        write_json(data, Path(staging) / os.path.relpath(json_path, root))
-    else:
-        write_json(data, json_path)
-
-
-# ---- whole roots ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def replaced_directory(root):
-    """Build a directory under a temporary name beside ``root``; only if the block succeeds, put
-    it in place of ``root`` (removing an old one), so a killed run leaves no half-written root."""
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the root should be like any other folder
-    try:
-        yield staging
-        if root.exists():
-            shutil.rmtree(root)
-        staging.rename(root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    root, json_path = os.path.abspath(spec["roots"][source]), os.path.abspath(spec["karpathy_json"][source])
+    write_json(data, Path(staging) / os.path.relpath(json_path, root))

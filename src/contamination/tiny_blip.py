@@ -32,7 +32,7 @@ def run_tiny_blip(args) -> None:
     from contamination.io import save_pretrained
 
     texts = caption_texts(args.captions) + [args.prompt]
-    save_pretrained(build_tiny_blip(texts, args.seed, args.image_size), args.out)
+    save_pretrained(build_tiny_blip(texts, args.seed, args.image_size), args.out, owned=True)
     print(f"tiny BLIP (seed {args.seed}, {args.image_size} px) saved to {args.out}")
 
 

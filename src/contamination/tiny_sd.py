@@ -23,7 +23,7 @@ def add_commands(subparsers) -> None:
 def run_tiny_sd(args) -> None:
     from contamination.io import save_pretrained
 
-    save_pretrained(build_pipeline(args.seed), args.out)
+    save_pretrained(build_pipeline(args.seed), args.out, owned=True)
     print(f"tiny Stable Diffusion (seed {args.seed}) saved to {args.out}")
 
 

@@ -12,7 +12,7 @@ if config["models"]["build_tiny"]:
         input:
             RESULTS / "index" / "coco.parquet",
         output:
-            directory(config["models"]["blip"]),
+            directory(blip_dir()),
         log:
             LOGS / "models" / "tiny_blip.log",
         params:
@@ -22,8 +22,8 @@ if config["models"]["build_tiny"]:
         conda:
             ENV
         shell:
-            "python -m contamination tiny-blip {output} --captions {input} --prompt {params.prompt:q}"
-            " --image-size {params.image_size} --seed {params.seed} > {log} 2>&1"
+            "python -m contamination tiny-blip {output:q} --captions {input:q} --prompt {params.prompt:q}"
+            " --image-size {params.image_size:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule caption_finetune:
@@ -46,9 +46,9 @@ rule caption_finetune:
         ENV
     shell:
         "{params.launcher} -m contamination caption"
-        " --manifest {input.manifest} --index {input.index} --model {input.model}"
-        " --settings {params.settings:q} --checkpoint-dir {params.checkpoints} --seed {params.seed}"
-        " --threads {threads} --out {output.metrics} --captions {output.captions} > {log} 2>&1"
+        " --manifest {input.manifest:q} --index {input.index:q} --model {input.model:q}"
+        " --settings {params.settings:q} --checkpoint-dir {params.checkpoints:q} --seed {params.seed:q}"
+        " --threads {threads} --out {output.metrics:q} --captions {output.captions:q} > {log:q} 2>&1"
 
 
 rule caption_pretrained:
@@ -69,5 +69,5 @@ rule caption_pretrained:
         ENV
     shell:
         "{params.launcher} -m contamination caption"
-        " --index {input.index} --model {input.model} --settings {params.settings:q} --seed {params.seed}"
-        " --threads {threads} --out {output.metrics} --captions {output.captions} > {log} 2>&1"
+        " --index {input.index:q} --model {input.model:q} --settings {params.settings:q} --seed {params.seed:q}"
+        " --threads {threads} --out {output.metrics:q} --captions {output.captions:q} > {log:q} 2>&1"

@@ -26,9 +26,9 @@ rule train_classifier:
         ENV
     shell:
         "{params.launcher} -m contamination train-classifier --spec {params.spec:q}"
-        " --manifest {input.manifest} --imagenet {input.imagenet} --imagenet-a {input.imagenet_a}"
-        " --imagenet-r {input.imagenet_r} --checkpoint-dir {params.checkpoints}"
-        " --out {output.metrics} --confusion {output.confusion} > {log} 2>&1"
+        " --manifest {input.manifest:q} --imagenet {input.imagenet:q} --imagenet-a {input.imagenet_a:q}"
+        " --imagenet-r {input.imagenet_r:q} --checkpoint-dir {params.checkpoints:q}"
+        " --out {output.metrics:q} --confusion {output.confusion:q} > {log:q} 2>&1"
 
 
 rule figure3:
@@ -43,5 +43,5 @@ rule figure3:
     conda:
         ENV
     shell:
-        "python -m contamination plot-confusion --matrices {input.matrices} --classes {input.classes}"
-        " {params.arguments} --out {output} > {log} 2>&1"
+        "python -m contamination plot-confusion --matrices {input.matrices:q} --classes {input.classes:q}"
+        " {params.arguments} --out {output:q} > {log:q} 2>&1"

@@ -53,32 +53,33 @@ def torch_launcher(wildcards, resources):
     """`python` for one process; torchrun with one process per GPU when the job has GPUs
     (resource `gpu`, set per rule in the profile)."""
     gpus = int(getattr(resources, "gpu", 0) or 0)
-    return f"torchrun --standalone --nproc-per-node={gpus}" if gpus > 1 else "python"
+    return shlex.join(["torchrun", "--standalone", f"--nproc-per-node={gpus}"]) if gpus > 1 else "python"
 
 
 # ---- sources -------------------------------------------------------------------------------
 
 
 def synthetic_roots():
-    return {source: config["sources"][source]["root"] for source in cfg.REAL_SOURCES}
+    return {source: cfg.source_location(config, source)["root"] for source in cfg.REAL_SOURCES}
 
 
 def synthetic_spec():
     spec = dict(cfg.job_settings("synthetic", config["synthetic"]), seed=config["seed"])
     spec["roots"] = synthetic_roots()
-    spec["karpathy_json"] = {s: config["sources"][s]["karpathy_json"] for s in CAPTION_SOURCES}
+    spec["karpathy_json"] = {s: cfg.source_location(config, s)["karpathy_json"] for s in CAPTION_SOURCES}
     return as_json(spec)
 
 
 def source_root(source):
-    """The root of a real source: made by the synthetic rule, or checked to exist on disk."""
+    """The root of a real source: made by the synthetic rule under RESULTS, or the configured
+    root, checked to exist on disk (an input only, never an output)."""
     key = f"sources.{source}.root"
     if config["synthetic"]["enabled"]:
-        return config["sources"][source]["root"]
+        return cfg.source_location(config, source)["root"]
     cfg.require_existing(config, key)
     if source in CAPTION_SOURCES:
         cfg.require_existing(config, f"sources.{source}.karpathy_json")
-    return config["sources"][source]["root"]
+    return cfg.source_location(config, source)["root"]
 
 
 def classes_input(wildcards):
@@ -93,19 +94,19 @@ def index_input(wildcards):
 
 
 def index_classes_argument(wildcards, input):
-    return f"--classes {input.classes}" if "classes" in input.keys() else ""
+    return shlex.join(["--classes", str(input.classes)]) if "classes" in input.keys() else ""
 
 
 def index_arguments(wildcards):
-    source = config["sources"][wildcards.source]
-    arguments = [f"--on-unreadable {config['on_unreadable_image']}"]
+    location = cfg.source_location(config, wildcards.source)
+    arguments = ["--on-unreadable", config["on_unreadable_image"]]
     if wildcards.source in CAPTION_SOURCES:
-        arguments.append(f"--karpathy-json {source['karpathy_json']}")
-    return " ".join(arguments)
+        arguments += ["--karpathy-json", location["karpathy_json"]]
+    return shlex.join(arguments)
 
 
 def classes_arguments():
-    return f"--num-classes {config['sources']['imagenet']['num_classes']}"
+    return shlex.join(["--num-classes", str(config["sources"]["imagenet"]["num_classes"])])
 
 
 # ---- prompts and generation ----------------------------------------------------------------
@@ -130,7 +131,7 @@ def prompts_spec(wildcards):
 
 def stable_diffusion_dir():
     if config["models"]["build_tiny"]:
-        return config["models"]["stable_diffusion"]
+        return cfg.model_location(config, "stable_diffusion")
     return cfg.require_existing(config, "models.stable_diffusion")
 
 
@@ -185,10 +186,10 @@ def all_mixture_manifests():
 
 
 def mixture_arguments(wildcards, input):
-    arguments = f"--base {input.base}"
+    arguments = ["--base", str(input.base)]
     if "by" in input.keys():
-        arguments += f" --by {input.by}"
-    return arguments
+        arguments += ["--by", str(input.by)]
+    return shlex.join(arguments)
 
 
 # ---- tables --------------------------------------------------------------------------------
@@ -237,7 +238,7 @@ def all_tables():
 
 def blip_dir():
     if config["models"]["build_tiny"]:
-        return config["models"]["blip"]
+        return cfg.model_location(config, "blip")
     return cfg.require_existing(config, "models.blip")
 
 
@@ -267,7 +268,7 @@ def mae_probe_spec():
 
 def resnet50_detector_weights():
     if config["models"]["build_tiny"]:
-        return config["models"]["resnet50_detector"]
+        return cfg.model_location(config, "resnet50_detector")
     return cfg.require_existing(config, "models.resnet50_detector")
 
 
@@ -325,18 +326,16 @@ def figure3_input(wildcards):
 
 
 def figure3_arguments(wildcards, input):
-    import shlex
-
     figure = config["classification"]["figure3"]
     titles = [mixture_spec_of(mixture).get("label", mixture) for mixture in figure["mixtures"]]
-    arguments = ["--titles", *map(shlex.quote, titles), "--blocks", str(figure["blocks"])]
+    arguments = ["--titles", *titles, "--blocks", str(figure["blocks"])]
     if "wordnet_is_a" in input.keys():
-        arguments += ["--wordnet-is-a", shlex.quote(str(input.wordnet_is_a))]
+        arguments += ["--wordnet-is-a", str(input.wordnet_is_a)]
         if not figure["balanced"]:
             arguments.append("--unbalanced")
     if "superclasses" in input.keys():
-        arguments += ["--superclasses", shlex.quote(str(input.superclasses))]
-    return " ".join(arguments)
+        arguments += ["--superclasses", str(input.superclasses)]
+    return shlex.join(arguments)
 
 
 # ---- image generation and fidelity ---------------------------------------------------------
@@ -357,7 +356,7 @@ wildcard_constraints:
 
 def inception_weights():
     if config["models"]["build_tiny"]:
-        return config["models"]["inception"]
+        return cfg.model_location(config, "inception")
     return cfg.require_existing(config, "models.inception")
 
 
@@ -367,8 +366,9 @@ def features_path(kind, name):
 
 def feature_settings(wildcards):
     settings = config["fidelity"]
-    return (f"--resolution {settings['inception_resolution']} --batch-size {settings['feature_batch_size']}"
-            f" --workers {settings['num_workers']} --device {settings['device']}")
+    return shlex.join(["--resolution", str(settings["inception_resolution"]), "--batch-size",
+                       str(settings["feature_batch_size"]), "--workers", str(settings["num_workers"]),
+                       "--device", settings["device"]])
 
 
 def image_set_options(wildcards):
@@ -377,7 +377,8 @@ def image_set_options(wildcards):
 
 def fidelity_settings():
     settings = config["fidelity"]
-    return f"--k {settings['k']} --block-size {settings['block_size']} --device {settings['device']}"
+    return shlex.join(["--k", str(settings["k"]), "--block-size", str(settings["block_size"]),
+                       "--device", settings["device"]])
 
 
 def dataset_fidelity_settings():
@@ -394,7 +395,8 @@ def reference_features(references, size):
 
 def reference_arguments(wildcards, input):
     prefix = "reference_"
-    return " ".join(f"--reference {key[len(prefix):]}={path}" for key, path in input.items() if key.startswith(prefix))
+    return shlex.join(argument for key, path in input.items() if key.startswith(prefix)
+                      for argument in ("--reference", f"{key[len(prefix):]}={path}"))
 
 
 def dataset_fidelity_input(wildcards):

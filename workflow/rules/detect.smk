@@ -8,7 +8,7 @@ if config["models"]["build_tiny"]:
 
     rule tiny_resnet50:
         output:
-            config["models"]["resnet50_detector"],
+            resnet50_detector_weights(),
         log:
             LOGS / "models" / "tiny_resnet50.log",
         params:
@@ -16,7 +16,7 @@ if config["models"]["build_tiny"]:
         conda:
             ENV
         shell:
-            "python -m contamination tiny-resnet50 {output} --seed {params.seed} > {log} 2>&1"
+            "python -m contamination tiny-resnet50 {output:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule detect:
@@ -34,8 +34,8 @@ rule detect:
     conda:
         ENV
     shell:
-        "python -m contamination detect --spec {params.spec:q} --real {input.real} --generated {input.generated}"
-        " --weights {input.weights} --out-linear {output.linear} --out-mlp {output.mlp} > {log} 2>&1"
+        "python -m contamination detect --spec {params.spec:q} --real {input.real:q} --generated {input.generated:q}"
+        " --weights {input.weights:q} --out-linear {output.linear:q} --out-mlp {output.mlp:q} > {log:q} 2>&1"
 
 
 rule power_spectra:
@@ -52,8 +52,8 @@ rule power_spectra:
     conda:
         ENV
     shell:
-        "python -m contamination spectra --spec {params.spec:q} --real {input.real} --generated {input.generated}"
-        " --out-csv {output.csv} --out-png {output.png} > {log} 2>&1"
+        "python -m contamination spectra --spec {params.spec:q} --real {input.real:q} --generated {input.generated:q}"
+        " --out-csv {output.csv:q} --out-png {output.png:q} > {log:q} 2>&1"
 
 
 rule spectra:

@@ -8,7 +8,7 @@ if config["models"]["build_tiny"]:
 
     rule tiny_inception:
         output:
-            config["models"]["inception"],
+            inception_weights(),
         log:
             LOGS / "models" / "tiny_inception.log",
         params:
@@ -17,8 +17,8 @@ if config["models"]["build_tiny"]:
         conda:
             ENV
         shell:
-            "python -m contamination tiny-inception {output} --seed {params.seed}"
-            " --resolution {params.resolution} > {log} 2>&1"
+            "python -m contamination tiny-inception {output:q} --seed {params.seed:q}"
+            " --resolution {params.resolution:q} > {log:q} 2>&1"
 
 
 rule index_features:
@@ -35,8 +35,8 @@ rule index_features:
     conda:
         ENV
     shell:
-        "python -m contamination features --index {input.index} --split {wildcards.split} --size {wildcards.size}"
-        " {params.options} --extractor {input.extractor} {params.settings} --out {output} > {log} 2>&1"
+        "python -m contamination features --index {input.index:q} --split {wildcards.split:q} --size {wildcards.size:q}"
+        " {params.options} --extractor {input.extractor:q} {params.settings} --out {output:q} > {log:q} 2>&1"
 
 
 rule mixture_features:
@@ -53,8 +53,8 @@ rule mixture_features:
     conda:
         ENV
     shell:
-        "python -m contamination features --manifest {input.manifest} --size {wildcards.size}"
-        " {params.options} --extractor {input.extractor} {params.settings} --out {output} > {log} 2>&1"
+        "python -m contamination features --manifest {input.manifest:q} --size {wildcards.size:q}"
+        " {params.options} --extractor {input.extractor:q} {params.settings} --out {output:q} > {log:q} 2>&1"
 
 
 rule dataset_fidelity:
@@ -70,5 +70,5 @@ rule dataset_fidelity:
     conda:
         ENV
     shell:
-        "python -m contamination fidelity --kind dataset --generated {input.generated} {params.references}"
-        " {params.settings} --out {output} > {log} 2>&1"
+        "python -m contamination fidelity --kind dataset --generated {input.generated:q} {params.references}"
+        " {params.settings} --out {output:q} > {log:q} 2>&1"

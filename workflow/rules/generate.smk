@@ -6,7 +6,7 @@ if config["models"]["build_tiny"]:
 
     rule tiny_sd:
         output:
-            directory(config["models"]["stable_diffusion"]),
+            directory(stable_diffusion_dir()),
         log:
             LOGS / "models" / "tiny_sd.log",
         params:
@@ -14,7 +14,7 @@ if config["models"]["build_tiny"]:
         conda:
             ENV
         shell:
-            "python -m contamination tiny-sd {output} --seed {params.seed} > {log} 2>&1"
+            "python -m contamination tiny-sd {output:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule generate_shard:
@@ -30,8 +30,8 @@ rule generate_shard:
     conda:
         ENV
     shell:
-        "python -m contamination generate --prompts {input.prompts} --pipeline {input.pipeline}"
-        " --shard {wildcards.shard} --settings {params.settings:q} --out {output} > {log} 2>&1"
+        "python -m contamination generate --prompts {input.prompts:q} --pipeline {input.pipeline:q}"
+        " --shard {wildcards.shard:q} --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_generated:
@@ -44,4 +44,4 @@ rule merge_generated:
     conda:
         ENV
     shell:
-        "python -m contamination merge-shards {input} --out {output} > {log} 2>&1"
+        "python -m contamination merge-shards {input:q} --out {output:q} > {log:q} 2>&1"

@@ -18,8 +18,8 @@ rule image_array:
     conda:
         ENV
     shell:
-        "python -m contamination image-array --manifest {input} --size {wildcards.size} {params.options}"
-        " --workers {params.workers} --out {output} > {log} 2>&1"
+        "python -m contamination image-array --manifest {input:q} --size {wildcards.size:q} {params.options}"
+        " --workers {params.workers:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule iddpm_train:
@@ -38,9 +38,9 @@ rule iddpm_train:
     conda:
         ENV
     shell:
-        "{params.launcher} -m contamination iddpm-train --spec {params.spec:q} --images {input.images}"
-        " --manifest {input.manifest} --checkpoint-dir {params.checkpoints} --out {output.model}"
-        " --status {output.status} > {log} 2>&1"
+        "{params.launcher} -m contamination iddpm-train --spec {params.spec:q} --images {input.images:q}"
+        " --manifest {input.manifest:q} --checkpoint-dir {params.checkpoints:q} --out {output.model:q}"
+        " --status {output.status:q} > {log:q} 2>&1"
 
 
 rule iddpm_sample:
@@ -56,8 +56,8 @@ rule iddpm_sample:
     conda:
         ENV
     shell:
-        "python -m contamination iddpm-sample --spec {params.spec:q} --model {input.model}"
-        " --status {input.status} --shard {wildcards.shard} --out {output} > {log} 2>&1"
+        "python -m contamination iddpm-sample --spec {params.spec:q} --model {input.model:q}"
+        " --status {input.status:q} --shard {wildcards.shard:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule iddpm_sample_features:
@@ -73,8 +73,8 @@ rule iddpm_sample_features:
     conda:
         ENV
     shell:
-        "python -m contamination features --images {input.samples} --extractor {input.extractor}"
-        " {params.settings} --out {output} > {log} 2>&1"
+        "python -m contamination features --images {input.samples:q} --extractor {input.extractor:q}"
+        " {params.settings} --out {output:q} > {log:q} 2>&1"
 
 
 rule iddpm_fidelity:
@@ -90,5 +90,5 @@ rule iddpm_fidelity:
     conda:
         ENV
     shell:
-        "python -m contamination fidelity --kind samples --generated {input.generated} {params.references}"
-        " --training {input.status} {params.settings} --out {output} > {log} 2>&1"
+        "python -m contamination fidelity --kind samples --generated {input.generated:q} {params.references}"
+        " --training {input.status:q} {params.settings} --out {output:q} > {log:q} 2>&1"

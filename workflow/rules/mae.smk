@@ -19,8 +19,8 @@ rule mae_pretrain:
     conda:
         ENV
     shell:
-        "{params.launcher} -m contamination mae-pretrain --spec {params.spec:q} --manifest {input.manifest}"
-        " --checkpoint-dir {params.checkpoints} --out {output.model} --summary {output.summary} > {log} 2>&1"
+        "{params.launcher} -m contamination mae-pretrain --spec {params.spec:q} --manifest {input.manifest:q}"
+        " --checkpoint-dir {params.checkpoints:q} --out {output.model:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule mae_linear_probe:
@@ -39,6 +39,6 @@ rule mae_linear_probe:
     conda:
         ENV
     shell:
-        "{params.launcher} -m contamination mae-linear-probe --spec {params.spec:q} --pretrained {input.model}"
-        " --pretrain-summary {input.summary} --imagenet {input.imagenet} --checkpoint-dir {params.checkpoints}"
-        " --out {output} > {log} 2>&1"
+        "{params.launcher} -m contamination mae-linear-probe --spec {params.spec:q} --pretrained {input.model:q}"
+        " --pretrain-summary {input.summary:q} --imagenet {input.imagenet:q} --checkpoint-dir {params.checkpoints:q}"
+        " --out {output:q} > {log:q} 2>&1"

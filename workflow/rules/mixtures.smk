@@ -16,4 +16,4 @@ rule mixture:
         ENV
     shell:
         "python -m contamination mixture --spec {params.spec:q} {params.inputs}"
-        " --out {output.manifest} --summary {output.summary} > {log} 2>&1"
+        " --out {output.manifest:q} --summary {output.summary:q} > {log:q} 2>&1"

@@ -13,5 +13,5 @@ rule prompts:
     conda:
         ENV
     shell:
-        "python -m contamination prompts --spec {params.spec:q} --index {input.index}"
-        " --out {output} > {log} 2>&1"
+        "python -m contamination prompts --spec {params.spec:q} --index {input.index:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -30,8 +30,8 @@ rule table_report:
         ENV
     shell:
         "python -m contamination table-report --spec {params.spec:q} --mixtures {params.mixtures:q}"
-        " --table {input.table} --provenance {input.provenance} --out-html {output.html}"
-        " --out-png {output.png} > {log} 2>&1"
+        " --table {input.table:q} --provenance {input.provenance:q} --out-html {output.html:q}"
+        " --out-png {output.png:q} > {log:q} 2>&1"
 
 
 rule concatenate_tables:
@@ -51,8 +51,8 @@ rule concatenate_tables:
     conda:
         ENV
     shell:
-        "python -m contamination all-tables --tables {input.tables} --provenance {input.provenance}"
-        " --out {output.csv} --out-provenance {output.provenance} > {log} 2>&1"
+        "python -m contamination all-tables --tables {input.tables:q} --provenance {input.provenance:q}"
+        " --out {output.csv:q} --out-provenance {output.provenance:q} > {log:q} 2>&1"
 
 
 rule spectra_table:
@@ -66,8 +66,8 @@ rule spectra_table:
     conda:
         ENV
     shell:
-        "python -m contamination spectra-table --spectra {input} --out-csv {output.csv}"
-        " --out-png {output.png} > {log} 2>&1"
+        "python -m contamination spectra-table --spectra {input:q} --out-csv {output.csv:q}"
+        " --out-png {output.png:q} > {log:q} 2>&1"
 
 
 rule generated_examples:
@@ -88,8 +88,8 @@ rule generated_examples:
     conda:
         ENV
     shell:
-        "python -m contamination generated-examples --index {input} --name {wildcards.name}"
-        " --count {params.examples} --thumbnail {params.thumbnail} --out {output} > {log} 2>&1"
+        "python -m contamination generated-examples --index {input:q} --name {wildcards.name:q}"
+        " --count {params.examples:q} --thumbnail {params.thumbnail:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule run_config:
@@ -103,8 +103,8 @@ rule run_config:
     conda:
         ENV
     shell:
-        "python -m contamination run-config --config {params.config:q} --out-yaml {output.yaml}"
-        " --out-html {output.html} > {log} 2>&1"
+        "python -m contamination run-config --config {params.config:q} --out-yaml {output.yaml:q}"
+        " --out-html {output.html:q} > {log:q} 2>&1"
 
 
 rule plan:
@@ -120,8 +120,8 @@ rule plan:
     conda:
         ENV
     shell:
-        "python -m contamination plan --configfile {input.config} --profile {params.profile}"
-        " --out {output} > {log} 2>&1"
+        "python -m contamination plan --configfile {input.config:q} --profile {params.profile:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule report_pieces:

@@ -1,18 +1,21 @@
 # Real datasets on disk -> one Parquet index per source (formats.py documents the columns).
-# With synthetic.enabled (the smoke run) a rule first writes tiny datasets in the same layouts.
+# The configured roots are only ever inputs. With synthetic.enabled (the smoke run) a rule first
+# writes tiny datasets in the same layouts under RESULTS/synthetic/ and reads those instead.
 
 
-rule synthetic_sources:
-    output:
-        [directory(root) for root in synthetic_roots().values()],
-    log:
-        LOGS / "synthetic_sources.log",
-    params:
-        spec=synthetic_spec(),
-    conda:
-        ENV
-    shell:
-        "python -m contamination synthetic --spec {params.spec:q} > {log} 2>&1"
+if config["synthetic"]["enabled"]:
+
+    rule synthetic_sources:
+        output:
+            [directory(root) for root in synthetic_roots().values()],
+        log:
+            LOGS / "synthetic_sources.log",
+        params:
+            spec=synthetic_spec(),
+        conda:
+            ENV
+        shell:
+            "python -m contamination synthetic --spec {params.spec:q} > {log:q} 2>&1"
 
 
 rule imagenet_classes:
@@ -27,7 +30,7 @@ rule imagenet_classes:
     conda:
         ENV
     shell:
-        "python -m contamination classes --root {input.root} {params.arguments} --out {output} > {log} 2>&1"
+        "python -m contamination classes --root {input.root:q} {params.arguments} --out {output:q} > {log:q} 2>&1"
 
 
 rule index_source:
@@ -45,6 +48,6 @@ rule index_source:
     conda:
         ENV
     shell:
-        "python -m contamination index {wildcards.source} --root {input.root} {params.classes}"
-        " {params.arguments} --workers {threads} --out {output.index} --report {output.report}"
-        " > {log} 2>&1"
+        "python -m contamination index {wildcards.source:q} --root {input.root:q} {params.classes}"
+        " {params.arguments} --workers {threads} --out {output.index:q} --report {output.report:q}"
+        " > {log:q} 2>&1"

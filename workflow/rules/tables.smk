@@ -18,7 +18,7 @@ rule table:
         ENV
     shell:
         "python -m contamination table --spec {params.spec:q} --cells {params.cells:q}"
-        " --out {output.csv} --provenance {output.provenance} > {log} 2>&1"
+        " --out {output.csv:q} --provenance {output.provenance:q} > {log:q} 2>&1"
 
 
 for _table in config["tables"]:
