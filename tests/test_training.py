@@ -139,6 +139,22 @@ def test_a_second_process_training_the_same_run_stops_at_its_checkpoint_lock(tmp
         holder.wait()
 
 
+def test_without_posix_locks_loading_keeps_temporaries_that_may_be_live(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    def no_locks(*arguments):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    training.Checkpointer(tmp_path, CPU, fingerprint="abc").save(training.Position(2, 0), model=small_model())
+    monkeypatch.setattr(fcntl, "lockf", no_locks)  # e.g. Lustre without -o flock, NFSv3 without lockd
+    maybe_live = tmp_path / f".{training.CHECKPOINT_NAME}.other.tmp"  # another job's save, undetectable
+    maybe_live.write_bytes(b"being written")
+    assert training.Checkpointer(tmp_path, CPU, fingerprint="abc").load(model=small_model()) == training.Position(2, 0)
+    assert maybe_live.exists()
+    assert "this file system has no POSIX locks" in capsys.readouterr().err
+
+
 def test_checkpoint_of_another_config_is_ignored(tmp_path):
     model = small_model()
     training.Checkpointer(tmp_path, CPU, fingerprint="old").save(training.Position(5, 0), model=model)

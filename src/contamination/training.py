@@ -278,11 +278,12 @@ class Checkpointer:
         self.env = env
         self.fingerprint = fingerprint
         self.lock = None
+        self.lock_held = False
 
     def _hold_lock(self) -> None:
         if self.lock is None:
             self.lock = contextlib.ExitStack()
-            self.lock.enter_context(exclusive_lock(self.path, f"the checkpoint {self.path}"))
+            self.lock_held = self.lock.enter_context(exclusive_lock(self.path, f"the checkpoint {self.path}"))
 
     def save(self, position: Position, **objects) -> None:
         """Save the state_dict of each keyword object (None values are skipped) and all RNG states.
@@ -318,7 +319,8 @@ class Checkpointer:
 
         if self.env.is_main:
             self._hold_lock()
-            remove_stale_temporaries(self.path)
+            if self.lock_held:
+                remove_stale_temporaries(self.path)
         if not self.path.exists():
             return Position()
         try:
@@ -352,7 +354,7 @@ class Checkpointer:
             self.path.unlink(missing_ok=True)
             if self.lock is not None:
                 self.lock.close()
-                self.lock = None
+                self.lock, self.lock_held = None, False
 
 
 def gather_objects(obj, env: DistEnv) -> list:
