@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -160,6 +161,24 @@ def test_interrupted_shard_leaves_nothing_and_a_rerun_completes_it(
     assert generate_cli(prompt_table, pipeline_dir, 0, settings, out) == 0
     assert [path.name for path in tmp_path.iterdir()] == ["shard-00000.zip"]
     assert out.read_bytes() == shards[0].read_bytes()
+
+
+def test_without_posix_locks_a_generator_keeps_temporaries_that_may_be_live(
+    shards, prompt_table, pipeline_dir, settings, tmp_path, monkeypatch, capsys
+):
+    import errno
+    import fcntl
+
+    def no_locks(*arguments):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    out = tmp_path / "shard-00000.zip"
+    maybe_live = tmp_path / ".shard-00000.zip.other.tmp"  # a requeued job's twin may be writing it
+    maybe_live.write_bytes(b"being written")
+    assert generate_cli(prompt_table, pipeline_dir, 0, settings, out) == 0
+    assert "this file system has no POSIX locks" in capsys.readouterr().err
+    assert maybe_live.exists() and out.read_bytes() == shards[0].read_bytes()
 
 
 # The first generator: the real command, paused before its first batch (its shard's temporary

@@ -6,6 +6,8 @@ import os
 import pathlib
 import random
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import torch
 
 from contamination import training
 from contamination.errors import DataError, Locked
-from helpers import lock_holder
+from helpers import environment, lock_holder
 
 CPU = training.DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -137,6 +139,22 @@ def test_a_second_process_training_the_same_run_stops_at_its_checkpoint_lock(tmp
     finally:
         holder.stdin.close()
         holder.wait()
+
+
+def test_without_posix_locks_loading_keeps_temporaries_that_may_be_live(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    def no_locks(*arguments):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    training.Checkpointer(tmp_path, CPU, fingerprint="abc").save(training.Position(2, 0), model=small_model())
+    monkeypatch.setattr(fcntl, "lockf", no_locks)  # e.g. Lustre without -o flock, NFSv3 without lockd
+    maybe_live = tmp_path / f".{training.CHECKPOINT_NAME}.other.tmp"  # another job's save, undetectable
+    maybe_live.write_bytes(b"being written")
+    assert training.Checkpointer(tmp_path, CPU, fingerprint="abc").load(model=small_model()) == training.Position(2, 0)
+    assert maybe_live.exists()
+    assert "this file system has no POSIX locks" in capsys.readouterr().err
 
 
 def test_checkpoint_of_another_config_is_ignored(tmp_path):
@@ -313,3 +331,71 @@ def test_distributed_run_turns_a_stop_into_the_resume_exit_code(capsys):
     with pytest.raises(ValueError):
         with training.distributed_run("cpu", "/scratch/ckpt"):
             raise ValueError("other errors pass through")
+
+
+# Two CPU ranks (gloo) under torchrun sharing one checkpoint directory: "save" checkpoints after
+# some draws and reports the draws after it, "resume" loads and reports its draws; each rank
+# writes its report to <report>-<rank> (their stdout lines interleave).
+TWO_RANKS = """
+import json, random, sys
+import numpy as np, torch
+from contamination import training
+from contamination.errors import Locked
+
+mode, directory, report = sys.argv[1:]
+env = training.setup_distributed("cpu")
+training.seed_everything(5 if mode == "save" else 99, env)
+model = torch.nn.Linear(2, 2)
+checkpointer = training.Checkpointer(directory, env, "abc")
+try:
+    position = checkpointer.load(model=model)
+    if mode == "save":
+        random.random(), np.random.rand(), torch.rand(3)
+        checkpointer.save(training.Position(1, 0), model=model)
+    draws = [random.random(), float(np.random.rand()), torch.rand(3).tolist()]
+    with open(f"{report}-{env.rank}", "w") as handle:
+        json.dump({"epoch": position.epoch, "draws": draws}, handle)
+except Locked as error:
+    with open(f"{report}-{env.rank}", "w") as handle:
+        json.dump({"locked": str(error)}, handle)
+    sys.exit(2)
+finally:
+    training.teardown_distributed(env)
+"""
+
+
+def torchrun_two_ranks(mode, directory, tmp_path):
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANKS)
+    torchrun = pathlib.Path(sys.executable).parent / "torchrun"
+    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}"
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node=2", str(script), mode, str(directory),
+                             str(report)], env=environment() | {"OMP_NUM_THREADS": "1"}, capture_output=True,
+                            text=True, timeout=300)
+    reports = {rank: pathlib.Path(f"{report}-{rank}") for rank in (0, 1)}
+    return result, {rank: json.loads(path.read_text()) for rank, path in reports.items() if path.exists()}
+
+
+def test_two_ranks_resume_each_rank_rng_and_all_stop_at_a_held_lock(tmp_path):
+    directory = tmp_path / "checkpoints"
+    saved, reports = torchrun_two_ranks("save", directory, tmp_path)
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    after_save = {rank: reports[rank]["draws"] for rank in (0, 1)}
+    assert after_save[0] != after_save[1]  # seeded with seed + rank
+
+    resumed, reports = torchrun_two_ranks("resume", directory, tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert reports == {rank: {"epoch": 1, "draws": after_save[rank]} for rank in (0, 1)}
+
+    # A second run while another live job holds the directory: every rank stops with the lock's
+    # message, none trains on until a collective with the stopped rank 0 fails or times out.
+    holder = lock_holder(directory / training.CHECKPOINT_NAME)
+    try:
+        second, reports = torchrun_two_ranks("resume", directory, tmp_path)
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert second.returncode != 0
+    for rank in (0, 1):
+        assert "is being written by another live process, which holds the lock" in \
+            reports.get(rank, {}).get("locked", ""), second.stdout + second.stderr

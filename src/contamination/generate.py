@@ -61,8 +61,9 @@ def run_generate(args) -> None:
     rows = shard_rows(read_parquet(args.prompts), args.shard, settings["shard_size"], args.prompts)
     # A requeued job may start while the old one still writes this shard: only the lock holder
     # may remove temporaries, so a live writer's file is never taken for a killed run's.
-    with exclusive_lock(args.out, f"shard {args.shard} ({args.out})"):
-        remove_stale_temporaries(args.out)
+    with exclusive_lock(args.out, f"shard {args.shard} ({args.out})") as held:
+        if held:
+            remove_stale_temporaries(args.out)
         pipeline = load_pipeline(args.pipeline, settings)
         provenance = generation_provenance(args.pipeline, settings, pipeline.device)
         print(f"shard {args.shard}: {len(rows)} images on {provenance['device']}, model {provenance['model_fingerprint']}")

@@ -40,7 +40,8 @@ def atomic_path(final_path):
 
 def remove_stale_temporaries(final_path) -> None:
     """Delete the temporary files ``atomic_path`` left beside ``final_path`` when a kill skipped
-    its clean-up. Only under ``exclusive_lock(final_path)``: a live writer's temporary looks the same."""
+    its clean-up. Only while ``exclusive_lock(final_path)`` holds the lock (yields True): a live
+    writer's temporary looks the same."""
     final_path = Path(final_path)
     for stale in final_path.parent.glob(f".{glob.escape(final_path.name)}.*.tmp"):
         print(f"removing {stale}, left by an interrupted run", flush=True)
@@ -57,6 +58,8 @@ def exclusive_lock(final_path, what: str):
     or is killed, so a killed job never blocks its retry. Across the nodes of a cluster that needs
     a file system with working POSIX locks (NFSv4, NFSv3 with lockd, GPFS, BeeGFS, Lustre mounted
     with ``-o flock``); where locking fails (ENOLCK, ENOSYS) a warning says the guard is off.
+    Yields whether the lock is held: without it, another process may be writing, so its
+    temporaries must not be taken for stale ones.
     """
     import fcntl
 
@@ -73,8 +76,11 @@ def exclusive_lock(final_path, what: str):
                          "this one stops (wait for that process, or end it, and run again)") from None
         except OSError as error:
             print(f"warning: cannot lock {lock_path} ({error.strerror}): this file system has no POSIX locks, "
-                  f"so a second process writing {what} would not be detected", file=sys.stderr, flush=True)
-            break
+                  f"so a second process writing {what} would not be detected, and temporaries left beside it "
+                  "by killed runs are kept (they may be a live process's)", file=sys.stderr, flush=True)
+            handle.close()
+            yield False
+            return
         # The holder before us may have removed the file after we opened it: lock the current one.
         try:
             if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
@@ -83,7 +89,7 @@ def exclusive_lock(final_path, what: str):
             pass
         handle.close()
     try:
-        yield
+        yield True
     finally:
         lock_path.unlink(missing_ok=True)  # still held: nobody else can be using it
         handle.close()

@@ -85,7 +85,7 @@ import signal
 import sys
 from pathlib import Path
 
-from contamination.errors import DataError
+from contamination.errors import DataError, Locked
 from contamination.io import atomic_path, exclusive_lock, remove_stale_temporaries, write_json
 
 EXIT_RESUME = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; run again to resume
@@ -294,9 +294,9 @@ class Position:
 class Checkpointer:
     """Atomic save/restore of a training run's complete state in ``directory``/checkpoint.pt.
 
-    The first save or load takes the directory's lock (io.exclusive_lock) for the rest of the
-    process, so a second live process training the same run stops with Locked, and the
-    temporaries a killed save left are removed before loading.
+    The first save or load takes the directory's lock (io.exclusive_lock, rank 0) for the rest of
+    the process, so a second live run of the same training stops with Locked on every rank, and
+    the temporaries a killed save left are removed before loading.
     """
 
     def __init__(self, directory, env: DistEnv, fingerprint: str):
@@ -304,11 +304,25 @@ class Checkpointer:
         self.env = env
         self.fingerprint = fingerprint
         self.lock = None
+        self.lock_held = False
 
     def _hold_lock(self) -> None:
-        if self.lock is None:
-            self.lock = contextlib.ExitStack()
-            self.lock.enter_context(exclusive_lock(self.path, f"the checkpoint {self.path}"))
+        """Collective: rank 0 takes the lock and every rank learns whether it could, so all raise
+        Locked together instead of the others training on until a collective with rank 0 fails
+        (or, across nodes, hangs until its timeout)."""
+        if self.lock is not None:
+            return
+        self.lock = contextlib.ExitStack()
+        refusal = None
+        if self.env.is_main:
+            try:
+                self.lock_held = self.lock.enter_context(exclusive_lock(self.path, f"the checkpoint {self.path}"))
+            except Locked as error:
+                refusal = str(error)
+        refusal = gather_objects(refusal, self.env)[0]
+        if refusal is not None:
+            self.lock = None
+            raise Locked(refusal)
 
     def save(self, position: Position, **objects) -> None:
         """Save the state_dict of each keyword object (None values are skipped) and all RNG states.
@@ -317,9 +331,9 @@ class Checkpointer:
         """
         import torch
 
+        self._hold_lock()
         states = gather_objects(rng_states(), self.env)
         if self.env.is_main:
-            self._hold_lock()
             payload = {
                 "fingerprint": self.fingerprint,
                 "position": dataclasses.asdict(position),
@@ -342,8 +356,8 @@ class Checkpointer:
 
         import torch
 
-        if self.env.is_main:
-            self._hold_lock()
+        self._hold_lock()
+        if self.lock_held:
             remove_stale_temporaries(self.path)
         if not self.path.exists():
             return Position()
@@ -376,9 +390,9 @@ class Checkpointer:
         """Delete the checkpoint (rank 0 does; not collective, so it works after teardown)."""
         if self.env.is_main:
             self.path.unlink(missing_ok=True)
-            if self.lock is not None:
-                self.lock.close()
-                self.lock = None
+        if self.lock is not None:
+            self.lock.close()
+            self.lock, self.lock_held = None, False
 
 
 def gather_objects(obj, env: DistEnv) -> list:
