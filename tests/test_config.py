@@ -259,10 +259,6 @@ def test_typo_in_an_overlay_stops_snakemake_with_the_check_config_message(tmp_pa
     assert not (tmp_path / "results").exists()
 
 
-    assert "4 is greater than the maximum of 1" in result.stdout + result.stderr
-    assert "'mixtures'][2]['fraction']" in result.stdout + result.stderr
-
-
 def test_set_sizes_the_paper_leaves_open_have_defaults_and_reach_the_mixture_jobs(paper):
     config = validated(paper)
     assert config["sources"]["webvision"]["train_subset"] == 1281167  # ImageNet's training set

@@ -171,8 +171,9 @@ def write_site(directory: Path) -> tuple:
     data, models = directory / "data", directory / "models"
     wnids = [wnid for wnid, _, _ in CLASSES]
     write_imagenet(data / "imagenet", "flat", train_per_class=1, val_per_class=1)
-    write_class_folders(data / "imagenet_a", wnids[:2])
-    write_class_folders(data / "imagenet_r", wnids[1:3])
+    # Each holds exactly its official classes among the four (goldfish: R, African elephant: A).
+    write_class_folders(data / "imagenet_a", [wnids[3]])
+    write_class_folders(data / "imagenet_r", [wnids[1]])
     write_webvision(data / "webvision", wnids, google=[("google/q0001/000000.jpg", 0)],
                     flickr=[("flickr/q0002/000000.jpg", 1)], val=[("val000001.jpg", 2)])
     coco = [{"filepath": "train2014", "filename": f"COCO_train2014_{n:012d}.jpg", "cocoid": n,

@@ -93,7 +93,8 @@ def test_subset_sizes_reach_the_mixture_and_table4_jobs(tmp_path):
             spec = json.loads(line.split("--spec ", 1)[1].split("' ", 1)[0].strip("'"))
             specs[spec["name"]] = spec
     assert specs["in_wv_20"]["subsample"] == specs["webvision"]["subsample"] == {"webvision": 32}
-    assert specs["co_sd_20"]["subsample"] == {} and specs["co_sd_20"]["unit"] == "image"
+    # Defaults are left out of params (cfg.job_settings): the command restores them.
+    assert "subsample" not in specs["co_sd_20"] and cfg.with_defaults("mixtures[]", specs["co_sd_20"])["unit"] == "image"
     table4 = [line for line in commands if " fidelity --kind dataset " in line]
     assert len(table4) == len(smoke["tables"][3]["rows"]) == 3
     assert all("--sample-size 48 --seed 0" in line for line in table4)
