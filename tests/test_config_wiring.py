@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import imagesets
+from contamination import config as cfg
 from contamination import training
 
 CPU = training.DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -264,7 +265,7 @@ def test_warmup_and_cosine_schedule_get_the_recipe_numbers(monkeypatch):
     assert (warmup.factor, warmup.total_iters) == (0.2, 3)
 
 
-TRAIN_RECIPE = {
+TRAIN_RECIPE = cfg.with_defaults("classification.models.*", {
     "epochs": 1, "batch_size": 4, "opt": "sgd", "lr": 0.05, "momentum": 0.8, "weight_decay": 3e-4,
     "norm_weight_decay": None, "bias_weight_decay": None, "transformer_embedding_decay": None,
     "lr_scheduler": "steplr", "lr_step_size": 2, "lr_gamma": 0.5, "lr_min": 0.0, "lr_warmup_epochs": 0,
@@ -272,8 +273,8 @@ TRAIN_RECIPE = {
     "cutmix_alpha": 0.7, "auto_augment": "ta_wide", "random_erase": 0.35, "interpolation": "bicubic",
     "train_crop_size": 12, "val_resize_size": 16, "val_crop_size": 16, "hflip_prob": 0.4, "ra_magnitude": 9,
     "augmix_severity": 3, "clip_grad_norm": 2.5, "amp": False, "model_ema": True, "model_ema_steps": 1,
-    "model_ema_decay": 0.95, "ra_sampler": True, "ra_reps": 2, "ra_round_to": 4,
-}
+    "model_ema_decay": 0.95, "ra_sampler": True, "ra_reps": 2, "ra_round_to": 4, "report_weights": "ema",
+})
 
 
 @pytest.fixture(scope="module")
@@ -295,13 +296,15 @@ def classifier_run(class_data, tmp_path_factory):
         real_clip = torch.nn.utils.clip_grad_norm_
         monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda parameters, max_norm, *args, **kwargs: (
             recorded["clipped"].append(max_norm), real_clip(parameters, max_norm, *args, **kwargs))[1])
+        # Each evaluation scores its call number, so the table's metric shows which model it came from.
         monkeypatch.setattr(classify, "evaluate_all", lambda model, spec, indexes, env: (
-            recorded["evaluated"].append(model), ({}, np.zeros((0, 0), dtype=np.int64)))[1])
+            recorded["evaluated"].append(model),
+            ({"top1_imagenet_val": float(len(recorded["evaluated"]))}, np.zeros((0, 0), dtype=np.int64)))[1])
         spec = {"model": "resnet18", "recipe": TRAIN_RECIPE, "num_classes": CLASSES, "seed": 0, "device": "cpu",
                 "num_workers": 0, "print_freq": 100, "keep_checkpoint": True}
         directory = tmp_path_factory.mktemp("classifier")
         manifest, indexes = class_data
-        status, _, _, _ = classify.train_and_evaluate(spec, manifest, indexes, directory, CPU)
+        status, recorded["metrics"], _, _, _ = classify.train_and_evaluate(spec, manifest, indexes, directory, CPU)
     finally:
         monkeypatch.undo()
     assert status == "ok"
@@ -347,12 +350,18 @@ def test_classifier_ema_decay_is_the_rescaled_recipe_decay(classifier_run):
 
 
 def test_classifier_is_scored_with_its_ema_weights(classifier_run):
-    evaluated = only(classifier_run["evaluated"], "evaluated model")
+    """Both weights are scored; the unsuffixed metric the tables read is the EMA model's
+    (report_weights: ema), and the model scored as EMA holds the EMA weights."""
     state = classifier_run["checkpoint"]["state"]
     ema = {name.removeprefix("module."): tensor for name, tensor in state["ema"].items() if name != "n_averaged"}
-    scored = unwrapped_state(evaluated)
-    assert not same_state(scored, state["model"]), "the raw weights were scored, not the EMA"
-    assert same_state(scored, ema), "the scored weights are not the EMA weights"
+    evaluated = [unwrapped_state(model) for model in classifier_run["evaluated"]]
+    assert len(evaluated) == 2, "EMA and raw weights are each scored once"
+    ema_call = next(number for number, scored in enumerate(evaluated, start=1) if same_state(scored, ema))
+    raw_call = next(number for number, scored in enumerate(evaluated, start=1) if same_state(scored, state["model"]))
+    assert ema_call != raw_call
+    metrics = classifier_run["metrics"]
+    assert metrics["top1_imagenet_val"] == metrics["top1_imagenet_val_ema"] == ema_call, "the raw weights were reported"
+    assert metrics["top1_imagenet_val_raw"] == raw_call
 
 
 # ---- captioning (paper 4.2, A.3) ----------------------------------------------------------------
@@ -389,14 +398,14 @@ def caption_data(tmp_path_factory):
     return directory / "coco.parquet", directory / "manifest.parquet", directory / "blip"
 
 
-CAPTION_SETTINGS = {
+CAPTION_SETTINGS = cfg.with_defaults("captioning", {
     "device": "cpu", "image_size": CAPTION_SIZE, "min_crop_scale": 0.3, "max_crop_scale": 0.9,
     "randaugment_ops": 3, "randaugment_magnitude": 7, "prompt": "a picture of ", "max_words": 4,
     "max_text_tokens": 12, "text_dropout": 0.2, "label_smoothing": 0.3, "epochs": 2, "batch_size": 4,
     "lr": 3e-4, "min_lr": 2e-5, "weight_decay": 0.07, "select_by": [], "eval_batch_size": 2, "num_beams": 2,
     "max_length": 9, "min_length": 7, "repetition_penalty": 1.3, "num_workers": 0, "log_every": 100,
     "keep_checkpoint": False, "spice_corenlp_dir": None,
-}
+})
 
 
 def test_blip_loss_and_dropout_get_the_configured_label_smoothing_and_dropout(caption_data):
@@ -504,8 +513,8 @@ def iddpm_run(tmp_path_factory):
             recorded["forward"].append(torch.as_tensor(timestep).clone()),
             real_forward(self, sample, timestep, *args, **kwargs))[1])
         checkpointer = training.Checkpointer(directory, CPU, "run")
-        recorded["returned"] = iddpm.train(IDDPM_SPEC, images, checkpointer, CPU,
-                                           stop=types.SimpleNamespace(requested=False))
+        recorded["returned"], _ = iddpm.train(IDDPM_SPEC, images, checkpointer, CPU,
+                                              stop=types.SimpleNamespace(requested=False))
     finally:
         monkeypatch.undo()
     recorded["checkpoint"] = torch.load(directory / training.CHECKPOINT_NAME, map_location="cpu", weights_only=False)
@@ -584,16 +593,16 @@ MAE_MODEL = {  # every value differs from transformers' ViTMAEConfig default (Vi
     "intermediate_size": 48, "decoder_hidden_size": 24, "decoder_num_hidden_layers": 1,
     "decoder_num_attention_heads": 2, "decoder_intermediate_size": 40, "layer_norm_eps": 1e-5,
 }
-MAE_PRETRAIN = {
+MAE_PRETRAIN = cfg.with_defaults("mae.pretrain", {
     "mask_ratio": 0.5, "norm_pix_loss": True, "epochs": 1, "warmup_epochs": 0, "batch_size": 8, "accum_iter": 2,
     "base_lr": 0.64, "min_lr": 0.001, "weight_decay": 0.07, "betas": [0.8, 0.9], "crop_scale": [0.3, 0.9],
     "amp": False,
-}
-MAE_PROBE = {
+})
+MAE_PROBE = cfg.with_defaults("mae.linear_probe", {
     "epochs": 1, "warmup_epochs": 0, "batch_size": 8, "accum_iter": 1, "base_lr": 0.64, "min_lr": 0.001,
     "weight_decay": 0.003, "momentum": 0.7, "trust_coefficient": 0.002, "crop_scale": [0.3, 0.9],
     "val_resize_size": 40, "amp": False,
-}
+})
 MAE_RUN = {"seed": 0, "device": "cpu", "num_workers": 0, "print_freq": 100, "keep_checkpoint": False}
 
 
@@ -625,7 +634,7 @@ def test_mae_pretraining_gets_mask_ratio_architecture_lr_scaling_and_adamw_setti
                    {"step": lambda optimizer, args, kwargs: learning_rates.append(optimizer.param_groups[0]["lr"])})
     crops = spy_on(monkeypatch, v2, "RandomResizedCrop")
     spec = dict(MAE_RUN, model=MAE_MODEL, pretrain=MAE_PRETRAIN)
-    model, _, status, _ = mae.pretrain(spec, mae_images["manifest"], training.Checkpointer(tmp_path, CPU, "run"), CPU,
+    model, _, status, _, _ = mae.pretrain(spec, mae_images["manifest"], training.Checkpointer(tmp_path, CPU, "run"), CPU,
                                        stop=types.SimpleNamespace(requested=False))
     assert status == "ok"
     for key, value in MAE_MODEL.items():
@@ -655,10 +664,10 @@ def test_mae_linear_probe_gets_lars_settings_lr_scaling_and_transforms(mae_image
     learning_rates = []
     optimizers = spy_on(monkeypatch, lars, "LARS",
                         {"step": lambda optimizer, args, kwargs: learning_rates.append(optimizer.param_groups[0]["lr"])})
-    crops = spy_on(monkeypatch, v2, "RandomResizedCrop")
+    crops = spy_on(monkeypatch, mae, "OneDrawResizedCrop")  # MAE's util/crop.RandomResizedCrop
     resizes = spy_on(monkeypatch, v2, "Resize")
     spec = dict(MAE_RUN, linear_probe=MAE_PROBE, num_classes=4)
-    status, metrics, _ = mae.linear_probe(spec, tmp_path / "pretrained", mae_images["imagenet"],
+    status, metrics, _, _ = mae.linear_probe(spec, tmp_path / "pretrained", mae_images["imagenet"],
                                           training.Checkpointer(tmp_path / "probe", CPU, "run"), CPU,
                                           stop=types.SimpleNamespace(requested=False))
     assert status == "ok" and not math.isnan(metrics["linear_probe_top1_imagenet_val"])
@@ -668,7 +677,7 @@ def test_mae_linear_probe_gets_lars_settings_lr_scaling_and_transforms(mae_image
         "mae.linear_probe weight_decay / momentum / trust_coefficient not passed (LARS defaults 0, 0.9, 0.001)"
     assert learning_rates == pytest.approx(peak_and_midway_lr(MAE_PROBE), rel=1e-9), \
         "the probe's learning rate is not base_lr x batch_size / 256 on MAE's schedule"
-    assert only(crops, "RandomResizedCrop").scale == (0.3, 0.9), \
+    assert only(crops, "the probe's crop").scale == (0.3, 0.9), \
         "mae.linear_probe.crop_scale not passed (torchvision's default (0.08, 1) is the paper's)"
     assert only(resizes, "val Resize").size == [40], "mae.linear_probe.val_resize_size not passed"
 
