@@ -377,3 +377,30 @@ def test_job_settings_leave_out_every_default_value(paper):
     compact = cfg.job_settings("mae", config["mae"], ["pretrain"])
     assert compact == {"pretrain": {"min_lr": 0}}
     assert type(cfg.with_defaults("mae", compact, ["pretrain"])["pretrain"]["min_lr"]) is int
+
+
+@pytest.mark.parametrize("key", ["sources.imagenet.root", "sources.coco.karpathy_json", "models.blip",
+                                 "classification.figure3.superclasses", "captioning.spice_corenlp_dir"])
+@pytest.mark.parametrize("where", ["results/paper/synthetic/imagenet", "results/paper", "results"])
+def test_a_configured_path_overlapping_the_run_results_is_refused(paper, key, where):
+    config = copy.deepcopy(paper)
+    *sections, last = key.split(".")
+    settings = config
+    for section in sections:
+        settings = settings.setdefault(section, {})
+    settings[last] = where
+    with pytest.raises(ConfigError, match=rf"^{key}: '{where}' overlaps this run's results directory"):
+        validated(config)
+    settings[last] = "results-elsewhere/paper"  # a neighbour of results/ is fine
+    validated(config)
+
+
+def test_check_config_and_snakemake_warn_when_stand_ins_replace_the_configured_paths(tmp_path):
+    site = paper_config_with_empty_roots(tmp_path)
+    assert "warning" not in cli("check-config", site).stdout
+    stand_ins = write_yaml(tmp_path / "stand_ins.yaml", {"synthetic": {"enabled": True}})
+    warning = cli("check-config", site, stand_ins).stdout.splitlines()[-1]
+    assert warning == "warning: run 'paper' uses synthetic datasets (the sources.* paths are not read), written under results/paper/"
+    stand_ins = write_yaml(tmp_path / "stand_ins.yaml", {"synthetic": {"enabled": True}, "models": {"build_tiny": True}})
+    dry_run = snakemake("-n", "results/paper/config.yaml", "--configfile", site, stand_ins, cwd=tmp_path)
+    assert "and tiny random models (the models.* paths are not read)" in dry_run.stdout + dry_run.stderr

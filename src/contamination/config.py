@@ -243,6 +243,7 @@ def check(config: dict) -> None:
     """Checks that need more than the schema: names, references, templates, duplicates, metric
     names and options the jobs would refuse. Expects a config the schema accepted."""
     check_run_name(config)
+    check_user_paths(config)
     check_generated(config)
     check_complex_prompts(config)
     check_mixtures(config)
@@ -258,6 +259,41 @@ def check_run_name(config: dict) -> None:
     if run in (".", "..") or not re.fullmatch(r"[A-Za-z0-9_.-]+", run):
         raise ConfigError(f"run: {run!r} is not a directory name under results/ "
                           "(letters, digits, '_', '-' and '.', but not '.' or '..')")
+
+
+def user_paths(config: dict) -> dict:
+    """Every path the config names for the workflow to read, the user's data and models: {config key: path}."""
+    paths = {f"sources.{source}.{key}": value for source, settings in config["sources"].items()
+             for key, value in settings.items() if key in ("root", "karpathy_json")}
+    paths.update({f"models.{key}": value for key, value in config["models"].items() if key != "build_tiny"})
+    figure = config["classification"]["figure3"]
+    paths.update({f"classification.figure3.{key}": figure[key] for key in ("wordnet_is_a", "superclasses") if figure[key]})
+    if config["captioning"]["spice_corenlp_dir"]:
+        paths["captioning.spice_corenlp_dir"] = config["captioning"]["spice_corenlp_dir"]
+    return paths
+
+
+def check_user_paths(config: dict) -> None:
+    """No configured path lies inside results/<run>/ (or holds it): --delete-all-output, -R and
+    --forceall of this run would remove or overwrite it."""
+    results = results_dir(config).resolve()
+    for key, value in user_paths(config).items():
+        path = Path(value).resolve()
+        if path == results or results in path.parents or path in results.parents:
+            raise ConfigError(f"{key}: '{value}' overlaps this run's results directory '{results_dir(config)}', "
+                              "which the workflow writes and deletes; keep your data outside it")
+
+
+def stand_in_warning(config: dict) -> str:
+    """'' for a run on the configured datasets and models; else what it uses in their place."""
+    stand_ins = []
+    if config["synthetic"]["enabled"]:
+        stand_ins.append("synthetic datasets (the sources.* paths are not read)")
+    if config["models"]["build_tiny"]:
+        stand_ins.append("tiny random models (the models.* paths are not read)")
+    if not stand_ins:
+        return ""
+    return f"warning: run '{config['run']}' uses {' and '.join(stand_ins)}, written under {results_dir(config)}/"
 
 
 def check_generated(config: dict) -> None:
@@ -537,3 +573,5 @@ def run_check_config(args) -> None:
     config = load(*args.configfiles)
     print(f"config ok: run '{config['run']}', {len(config['mixtures'])} mixtures, "
           f"{sum(shard_count(config, spec['name']) for spec in config['generated'])} generation shards")
+    if stand_in_warning(config):
+        print(stand_in_warning(config))

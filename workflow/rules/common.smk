@@ -19,6 +19,9 @@ try:
     cfg.validate(config)
 except cfg.ConfigError as error:
     sys.exit(f"error: {error}")
+# A site overlay made from config/smoke.yaml would run on stand-ins in place of its real data.
+if cfg.stand_in_warning(config):
+    logger.warning(cfg.stand_in_warning(config))
 
 RESULTS = cfg.results_dir(config)
 LOGS = RESULTS / "logs"
