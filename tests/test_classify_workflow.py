@@ -1,5 +1,6 @@
 """The classification part of the DAG: one training job per distinct (model, mixture) cell of
-Tables 1, 5, 6, 7 and 8, launched with torchrun when the profile gives the job GPUs."""
+Tables 1, 5, 6, 7 and 8, launched one process per GPU (src/contamination/launch.py) when the
+profile gives the job GPUs, on one node or several."""
 
 import re
 
@@ -35,11 +36,17 @@ def test_paper_dry_run_trains_each_distinct_cell_once(tmp_path):
     assert scheduled == cells
 
 
-def test_smoke_job_runs_one_python_process_and_gpu_jobs_use_torchrun(tmp_path):
+def test_smoke_job_runs_one_python_process_and_gpu_jobs_launch_one_per_gpu(tmp_path):
     target = "results/smoke/classify/resnet50/imagenet/metrics.json"
     plain = snakemake("-n", "-p", target, "--configfile", SMOKE_CONFIG, cwd=tmp_path).stdout
     assert "python -m contamination train-classifier" in plain and "torchrun" not in plain
     assert "--checkpoint-dir results/smoke/checkpoints/classify/resnet50/imagenet" in plain
     gpus = snakemake("-n", "-p", target, "--set-resources", "train_classifier:gpu=8",
                      "--configfile", SMOKE_CONFIG, cwd=tmp_path).stdout
-    assert "torchrun --standalone --nproc-per-node=8 -m contamination train-classifier" in gpus
+    assert ("python -m contamination launch --nodes=1 --processes-per-node=8 --cpus-per-node=1 -- "
+            "train-classifier") in gpus
+    nodes = snakemake("-n", "-p", target, "--set-resources", "train_classifier:nodes=2",
+                      "train_classifier:processes_per_node=4", "--set-threads", "train_classifier=32",
+                      "--configfile", SMOKE_CONFIG, cwd=tmp_path).stdout
+    assert ("python -m contamination launch --nodes=2 --processes-per-node=4 --cpus-per-node=32 -- "
+            "train-classifier") in nodes

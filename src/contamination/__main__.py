@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "contamination.report",
     "contamination.plan",
     "contamination.config",
+    "contamination.launch",
 ]
 
 

@@ -37,6 +37,7 @@ def scaled(resources: dict, max_gpus: int) -> dict:
     job = dict(resources, mem_mb=TEST_MEMORY_MB, runtime=TEST_RUNTIME_MINUTES)
     if "gpu" in job:
         job["gpu"] = min(job["gpu"], max_gpus)
+    job["processes_per_node"] = max(1, job.get("gpu", 0))  # one process per (test) GPU
     job["cpus_per_task"] = min(job["cpus_per_task"], max(1, job.get("gpu", 0)))
     return job
 

@@ -45,7 +45,7 @@ rule caption_finetune:
     conda:
         ENV
     shell:
-        "{params.launcher} -m contamination caption"
+        "{params.launcher} caption"
         " --manifest {input.manifest:q} --index {input.index:q} --model {input.model:q}"
         " --settings {params.settings:q} --checkpoint-dir {params.checkpoints:q} --seed {params.seed:q}"
         " --threads {threads} --out {output.metrics:q} --captions {output.captions:q} > {log:q} 2>&1"
@@ -68,6 +68,6 @@ rule caption_pretrained:
     conda:
         ENV
     shell:
-        "{params.launcher} -m contamination caption"
+        "{params.launcher} caption"
         " --index {input.index:q} --model {input.model:q} --settings {params.settings:q} --seed {params.seed:q}"
         " --threads {threads} --out {output.metrics:q} --captions {output.captions:q} > {log:q} 2>&1"

@@ -25,7 +25,7 @@ rule train_classifier:
     conda:
         ENV
     shell:
-        "{params.launcher} -m contamination train-classifier --spec {params.spec:q}"
+        "{params.launcher} train-classifier --spec {params.spec:q}"
         " --manifest {input.manifest:q} --imagenet {input.imagenet:q} --imagenet-a {input.imagenet_a:q}"
         " --imagenet-r {input.imagenet_r:q} --checkpoint-dir {params.checkpoints:q}"
         " --out {output.metrics:q} --confusion {output.confusion:q} > {log:q} 2>&1"

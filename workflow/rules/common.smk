@@ -52,11 +52,17 @@ def settings_json(section, values, keys=None, **extra):
 # ---- training jobs -------------------------------------------------------------------------
 
 
-def torch_launcher(wildcards, resources):
-    """`python` for one process; torchrun with one process per GPU when the job has GPUs
-    (resource `gpu`, set per rule in the profile)."""
-    gpus = int(getattr(resources, "gpu", 0) or 0)
-    return shlex.join(["torchrun", "--standalone", f"--nproc-per-node={gpus}"]) if gpus > 1 else "python"
+def torch_launcher(wildcards, resources, threads):
+    """`python -m contamination` for one process; with several (one per GPU: resources
+    `processes_per_node` and `nodes` from the profile, or `gpu` on one node) the `launch` verb,
+    which starts torchrun on one node or srun + torchrun across nodes (src/contamination/launch.py).
+    A params function of resources is no rerun trigger: a new GPU count re-runs nothing."""
+    nodes = int(getattr(resources, "nodes", 1) or 1)
+    processes = int(getattr(resources, "processes_per_node", 0) or getattr(resources, "gpu", 0) or 1)
+    if nodes == 1 and processes == 1:
+        return "python -m contamination"
+    return shlex.join(["python", "-m", "contamination", "launch", f"--nodes={nodes}",
+                       f"--processes-per-node={processes}", f"--cpus-per-node={threads}", "--"])
 
 
 # ---- sources -------------------------------------------------------------------------------

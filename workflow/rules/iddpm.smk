@@ -38,7 +38,7 @@ rule iddpm_train:
     conda:
         ENV
     shell:
-        "{params.launcher} -m contamination iddpm-train --spec {params.spec:q} --images {input.images:q}"
+        "{params.launcher} iddpm-train --spec {params.spec:q} --images {input.images:q}"
         " --manifest {input.manifest:q} --checkpoint-dir {params.checkpoints:q} --out {output.model:q}"
         " --status {output.status:q} > {log:q} 2>&1"
 

@@ -19,7 +19,7 @@ rule mae_pretrain:
     conda:
         ENV
     shell:
-        "{params.launcher} -m contamination mae-pretrain --spec {params.spec:q} --manifest {input.manifest:q}"
+        "{params.launcher} mae-pretrain --spec {params.spec:q} --manifest {input.manifest:q}"
         " --checkpoint-dir {params.checkpoints:q} --out {output.model:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
@@ -39,6 +39,6 @@ rule mae_linear_probe:
     conda:
         ENV
     shell:
-        "{params.launcher} -m contamination mae-linear-probe --spec {params.spec:q} --pretrained {input.model:q}"
+        "{params.launcher} mae-linear-probe --spec {params.spec:q} --pretrained {input.model:q}"
         " --pretrain-summary {input.summary:q} --imagenet {input.imagenet:q} --checkpoint-dir {params.checkpoints:q}"
         " --out {output:q} > {log:q} 2>&1"
