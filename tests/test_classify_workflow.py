@@ -46,7 +46,7 @@ def test_smoke_job_runs_one_python_process_and_gpu_jobs_launch_one_per_gpu(tmp_p
     assert ("python -m contamination launch --nodes=1 --processes-per-node=8 --cpus-per-node=1 -- "
             "train-classifier") in gpus
     nodes = snakemake("-n", "-p", target, "--set-resources", "train_classifier:nodes=2",
-                      "train_classifier:processes_per_node=4", "--set-threads", "train_classifier=32",
+                      "train_classifier:processes_per_node=4", "--set-threads", "train_classifier=32", "--cores", "64",
                       "--configfile", SMOKE_CONFIG, cwd=tmp_path).stdout
     assert ("python -m contamination launch --nodes=2 --processes-per-node=4 --cpus-per-node=32 -- "
             "train-classifier") in nodes
