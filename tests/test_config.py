@@ -278,52 +278,69 @@ def test_set_sizes_the_paper_leaves_open_have_defaults_and_reach_the_mixture_job
 # ---- job settings: params carry what differs from the schema defaults --------------------------
 
 
-def command_type(verb, option):
-    """How the command ``verb`` reads its JSON ``option`` (the argparse ``type``)."""
+def received_settings(verb, option, sent, runtime):
+    """The settings the command ``verb`` works with when its rule passes ``sent`` as ``option``
+    and ``runtime`` as --runtime (None: a command without run-time keys, whose ``option`` type
+    reads it alone), parsed by its own argument parser."""
+    import json
+
     from contamination.__main__ import build_parser
 
     subparsers = next(action for action in build_parser()._actions if action.dest == "verb")
-    return subparsers.choices[verb]._option_string_actions[option].type
+    parser = subparsers.choices[verb]
+    if runtime is None:
+        return parser._option_string_actions[option].type(json.dumps(sent))
+    arguments = [option, json.dumps(sent), "--runtime", json.dumps(runtime)]
+    for action in parser._actions:  # the command's other required arguments, as dummies
+        if action.required and action.option_strings and action.option_strings[0] != option:
+            arguments += [action.option_strings[0], "0"]
+    return getattr(parser.parse_args(arguments), option.lstrip("-"))
 
 
 def settings_cases(config):
-    """(verb, option, the JSON a rule passes, the settings the command must see) for every
-    settings JSON of workflow/rules/common.smk, built the way its functions build them."""
+    """(verb, option, the JSON a rule passes, its --runtime JSON or None, the settings the command
+    must see) for every settings JSON of workflow/rules/common.smk, built the way its functions
+    build them."""
     from contamination import classify, iddpm, mae, spectra
 
     seed = {"seed": config["seed"]}
     cases = [
-        ("generate", "--settings", cfg.job_settings("generation", config["generation"]), config["generation"]),
-        ("caption", "--settings", cfg.job_settings("captioning", config["captioning"]), config["captioning"]),
-        ("synthetic", "--spec", dict(cfg.job_settings("synthetic", config["synthetic"]), **seed),
+        ("generate", "--settings", cfg.job_settings("generation", config["generation"]),
+         cfg.runtime_settings("generation", config["generation"]), config["generation"]),
+        ("caption", "--settings", cfg.job_settings("captioning", config["captioning"]),
+         cfg.runtime_settings("captioning", config["captioning"]), config["captioning"]),
+        ("synthetic", "--spec", dict(cfg.job_settings("synthetic", config["synthetic"]), **seed), None,
          dict(config["synthetic"], **seed)),
         ("detect", "--spec", dict(cfg.job_settings("detection", config["detection"]), generated="sd_imagenet", **seed),
-         dict(config["detection"], generated="sd_imagenet", **seed)),
+         cfg.runtime_settings("detection", config["detection"]), dict(config["detection"], generated="sd_imagenet", **seed)),
     ]
     for verb, section, keys in (("spectra", "spectra", spectra.SPEC_KEYS), ("mae-pretrain", "mae", mae.PRETRAIN_SPEC_KEYS),
                                 ("mae-linear-probe", "mae", mae.PROBE_SPEC_KEYS),
                                 ("iddpm-train", "iddpm", iddpm.TRAIN_SPEC_KEYS),
                                 ("iddpm-sample", "iddpm", iddpm.SAMPLE_SPEC_KEYS)):
         settings = dict(config[section], **seed)
-        cases.append((verb, "--spec", dict(cfg.job_settings(section, settings, keys), **seed),
+        runtime = cfg.runtime_settings(section, settings, keys) if section in cfg.RUNTIME_KEYS else None
+        cases.append((verb, "--spec", dict(cfg.job_settings(section, settings, keys), **seed), runtime,
                       {key: settings[key] for key in keys} | seed))
     for model, recipe in config["classification"]["models"].items():
         extra = {"model": model, "num_classes": 4, **seed}
         cases.append(("train-classifier", "--spec",
                       dict(cfg.job_settings("classification", config["classification"], classify.SPEC_KEYS),
                            recipe=cfg.job_settings("classification.models.*", recipe), **extra),
+                      cfg.runtime_settings("classification", config["classification"], classify.SPEC_KEYS),
                       {key: config["classification"][key] for key in classify.SPEC_KEYS} | {"recipe": recipe} | extra))
     for mixture in config["mixtures"]:
-        cases.append(("mixture", "--spec", dict(cfg.job_settings("mixtures[]", mixture), **seed), dict(mixture, **seed)))
+        cases.append(("mixture", "--spec", dict(cfg.job_settings("mixtures[]", mixture), **seed), None, dict(mixture, **seed)))
     for spec in config["generated"]:
         prompts = {"complex_prompts": config["complex_prompts"], "size": 10, **seed}
-        cases.append(("prompts", "--spec", dict(cfg.job_settings("generated[]", spec), **prompts), dict(spec, **prompts)))
+        cases.append(("prompts", "--spec", dict(cfg.job_settings("generated[]", spec), **prompts), None,
+                      dict(spec, **prompts)))
     for table in config["tables"]:
         for verb in ("table", "table-report"):
-            cases.append((verb, "--spec", cfg.job_settings("tables[]", table), table))
-    cases.append(("table-report", "--mixtures", [cfg.job_settings("mixtures[]", m) for m in config["mixtures"]],
+            cases.append((verb, "--spec", cfg.job_settings("tables[]", table), None, table))
+    cases.append(("table-report", "--mixtures", [cfg.job_settings("mixtures[]", m) for m in config["mixtures"]], None,
                   config["mixtures"]))
-    cases.append(("run-config", "--config", cfg.job_settings("", config), config))
+    cases.append(("run-config", "--config", cfg.job_settings("", config), None, config))
     return cases
 
 
@@ -342,11 +359,71 @@ def test_commands_restore_the_exact_settings_from_job_settings(overlay):
     assert {verb for verb, *_ in cases} >= {"generate", "caption", "synthetic", "detect", "spectra", "mae-pretrain",
                                             "mae-linear-probe", "iddpm-train", "iddpm-sample", "train-classifier",
                                             "mixture", "prompts", "table", "table-report", "run-config"}
-    for verb, option, sent, expected in cases:
-        received = command_type(verb, option)(json.dumps(sent))
+    for verb, option, sent, runtime, expected in cases:
+        received = received_settings(verb, option, sent, runtime)
         assert canonical(received) == canonical(expected), (verb, option)
         # in the order the full JSON had them (sorted): commands that write settings out keep their output
         assert json.dumps(received) == canonical(expected), (verb, option)
+
+
+def test_runtime_keys_travel_apart_from_the_compared_settings():
+    """In the smoke config some run-time keys are away from their defaults (no loader workers,
+    print every step): the compared settings JSON has none of them, --runtime has them, and
+    --runtime refuses a key that shapes outputs."""
+    from contamination import classify
+
+    smoke = cfg.load(SMOKE_CONFIG)
+    runtime_sections = {"generate": "generation", "caption": "captioning", "detect": "detection", "mae-pretrain": "mae",
+                        "mae-linear-probe": "mae", "iddpm-train": "iddpm", "iddpm-sample": "iddpm",
+                        "train-classifier": "classification"}
+    for verb, option, sent, runtime, expected in settings_cases(smoke):
+        if verb in runtime_sections:
+            keys = set(cfg.RUNTIME_KEYS[runtime_sections[verb]])
+            assert not set(sent) & keys and set(runtime) <= keys, (verb, sent, runtime)
+    classification = cfg.runtime_settings("classification", smoke["classification"], classify.SPEC_KEYS)
+    assert classification == {"num_workers": 0, "print_freq": 1}
+    spec = {"model": "resnet50", "recipe": {}, "num_classes": 4, "seed": 0}
+    with pytest.raises(SystemExit):
+        received_settings("train-classifier", "--spec", spec, {"num_workers": 0, "recipe": {"lr": 1.0}})
+    # the workflow passes --runtime after the settings; the order does not matter
+    received = received_settings("train-classifier", "--spec", spec, {"num_workers": 3})
+    assert received["num_workers"] == 3 and received["print_freq"] == 10
+
+
+def test_checkpoint_fingerprints_leave_out_runtime_keys(tmp_path):
+    """A resumed run with another num_workers, device, log cadence or eval batch resumes: no
+    run-time key reaches a checkpoint fingerprint, while a key that shapes the weights does."""
+    from contamination import caption, classify, iddpm, mae, training
+
+    paper = cfg.load()
+    manifest = tmp_path / "manifest.parquet"
+    manifest.write_bytes(b"rows")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_bytes(b"weights")
+    seed = {"seed": 0}
+    identities = {
+        "classification": lambda s: classify.run_identity(s, manifest),
+        "iddpm": lambda s: iddpm.run_identity(s, manifest),
+        "mae": lambda s: mae.pretrain_identity(s, manifest) | mae.probe_identity(s, tmp_path / "model", manifest),
+        "captioning": lambda s: caption.run_identity(s, manifest, tmp_path / "model", 0, manifest),
+    }
+    settings = {
+        "classification": dict(paper["classification"], model="resnet50", recipe={"lr": 0.1}, num_classes=4, **seed),
+        "iddpm": dict(paper["iddpm"], **seed),
+        "mae": dict(paper["mae"], num_classes=4, **seed),
+        "captioning": paper["captioning"],
+    }
+    shaping = {"classification": ("recipe", {"lr": 0.2}), "iddpm": ("lr", 0.5), "mae": ("pretrain", {"epochs": 1}),
+               "captioning": ("lr", 0.5)}
+    for section, identity in identities.items():
+        original = training.fingerprint(identity(settings[section]))
+        for key in cfg.RUNTIME_KEYS[section]:
+            value = settings[section][key]
+            changed = {"auto": "cpu", True: False, False: True}.get(value, value + 1 if isinstance(value, int) else value)
+            assert changed != value
+            assert training.fingerprint(identity(dict(settings[section], **{key: changed}))) == original, (section, key)
+        key, value = shaping[section]
+        assert training.fingerprint(identity(dict(settings[section], **{key: value}))) != original, section
 
 
 def test_job_settings_leave_out_every_default_value(paper):
@@ -358,7 +435,7 @@ def test_job_settings_leave_out_every_default_value(paper):
         config.pop(section, None)
     config["classification"] = {"models": {model: {} for model in paper["classification"]["models"]}}
     config = validated(config)
-    for verb, option, sent, expected in settings_cases(config):
+    for verb, option, sent, runtime, expected in settings_cases(config):
         if verb == "train-classifier":
             assert sent["recipe"] == {} and set(sent) == {"recipe", "model", "num_classes", "seed"}, verb
         elif verb == "mixture" or option == "--mixtures":

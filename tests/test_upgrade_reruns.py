@@ -3,6 +3,7 @@ config key and a requoted command leave nothing to do, while a changed generatio
 re-runs exactly the generation shards and what depends on them. Runs on a copy of the project,
 so the copy's schema and rules can be edited as an upgrade would."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -78,3 +79,55 @@ def test_changed_generation_steps_rerun_exactly_the_shards_and_their_dependents(
     config = cfg.load(SMOKE_CONFIG, configs[-1], steps)
     assert cfg.shard_count(config, GENERATED) == 2
     assert job_counts(output) == {"generate_shard": 2, "merge_generated": 1, "mixture": 1, "total": 4}, output
+
+
+# ---- run-time settings: how a job runs, not what it computes ----------------------------------
+TABLE1 = "results/smoke/tables/table1.csv"
+
+
+@pytest.fixture(scope="module")
+def touched_run(tmp_path_factory):
+    """Table 1's results tree (27 classifier runs, their mixtures, shards and indexes) as a
+    finished run leaves it to Snakemake, without training: every output of its DAG made as an
+    empty file (a directory when it has no suffix), then recorded with `--touch --forceall`."""
+    work = tmp_path_factory.mktemp("touched")
+    configs = ["--configfile", SMOKE_CONFIG]
+    summary = snakemake_in(work, "--summary", TABLE1, *configs).stdout
+    for line in summary.splitlines()[1:]:
+        path = work / line.split("\t")[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir() if not path.suffix else path.touch()
+    snakemake_in(work, "--touch", "--forceall", "--cores", "1", TABLE1, *configs)
+    assert "Nothing to be done" in dry_run(work, configs)
+    return work, configs
+
+
+def snakemake_in(work, *arguments):
+    from helpers import snakemake as run
+
+    return run(*arguments, cwd=work)
+
+
+def dry_run(work, configs):
+    result = snakemake_in(work, "-n", TABLE1, *configs)
+    return result.stdout + result.stderr
+
+
+def test_changed_runtime_settings_leave_a_finished_run_with_nothing_to_do(touched_run, tmp_path):
+    work, configs = touched_run
+    runtime = write_yaml(tmp_path / "runtime.yaml", {
+        "classification": {"num_workers": 3, "print_freq": 7, "keep_checkpoint": False, "device": "auto"},
+        "generation": {"batch_size": 2},
+    })
+    output = dry_run(work, [*configs, runtime])
+    assert "Nothing to be done" in output, output
+
+
+def test_changed_classifier_recipe_reruns_exactly_its_training_jobs(touched_run, tmp_path):
+    work, configs = touched_run
+    lr = write_yaml(tmp_path / "lr.yaml", {"classification": {"models": {"resnet50": {"lr": 0.01}}}})
+    output = dry_run(work, [*configs, lr])
+    table = next(table for table in cfg.load(SMOKE_CONFIG)["tables"] if table["name"] == "table1")
+    assert job_counts(output) == {"train_classifier": len(table["rows"]), "table": 1, "total": len(table["rows"]) + 1}
+    trained = re.findall(r"output: results/smoke/classify/(\w+)/", output)
+    assert set(trained) == {"resnet50"}, trained

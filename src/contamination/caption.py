@@ -42,7 +42,7 @@ from pathlib import Path
 
 from contamination import training
 from contamination.caption_metrics import METRICS
-from contamination.config import settings_argument
+from contamination.config import add_settings_arguments, without_runtime
 from contamination.errors import ConfigError, DataError
 from contamination.provenance import path_fingerprint, sha256_of_file
 
@@ -53,8 +53,9 @@ MAX_MAGNITUDE = 10
 TRANSLATE_PIXELS = 10  # at full magnitude, in pixels whatever the image size (as in BLIP)
 AUGMENT_FILL = (128, 128, 128)
 CAPTION_PUNCTUATION = re.compile(r"([.!\"()*#:;~])")
-# Settings that change neither the trained weights nor the numbers: a checkpoint stays valid.
-NOT_FINGERPRINTED = ("device", "num_workers", "log_every", "keep_checkpoint", "spice_corenlp_dir")
+# Besides the run-time keys (config.RUNTIME_KEYS), a setting that changes the scores but not the
+# training: a checkpoint stays valid when it changes.
+NOT_FINGERPRINTED = ("spice_corenlp_dir",)
 
 
 def add_commands(subparsers) -> None:
@@ -66,8 +67,7 @@ def add_commands(subparsers) -> None:
     )
     parser.add_argument("--index", required=True, help="COCO index Parquet (Karpathy splits: val, test)")
     parser.add_argument("--model", required=True, help="directory of the starting BlipForConditionalGeneration + BlipProcessor")
-    parser.add_argument("--settings", required=True, type=settings_argument("captioning"),
-                        help="JSON: config `captioning` (keys at their default may be left out)")
+    add_settings_arguments(parser, "--settings", "captioning", help="config `captioning`")
     parser.add_argument("--manifest", help="mixture manifest to fine-tune on; omitted: evaluate the model as it is")
     parser.add_argument("--checkpoint-dir", help="where the resumable checkpoint lives (not a workflow output)")
     parser.add_argument("--seed", type=int, default=0)
@@ -153,7 +153,8 @@ def run_identity(settings, index, model_dir, seed, manifest=None) -> dict:
     """What defines a run, hashed into its checkpoint fingerprint and its provenance: the settings
     that shape the numbers, the seed, and the contents (not the paths) of the index, the manifest
     and the model's files, so new weights saved over the old directory start training over."""
-    spec = {"settings": {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED},
+    fingerprinted = without_runtime("captioning", settings)
+    spec = {"settings": {k: v for k, v in fingerprinted.items() if k not in NOT_FINGERPRINTED},
             "model": path_fingerprint(model_dir), "index": sha256_of_file(index), "seed": seed}
     if manifest is not None:
         spec["manifest"] = sha256_of_file(manifest)

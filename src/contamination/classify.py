@@ -19,7 +19,6 @@ Besides metrics.json the job saves the ImageNet-val confusion matrix (rows: true
 columns: top-1 prediction) as .npy; a diverged run saves a 0x0 matrix.
 """
 
-import json
 from pathlib import Path
 
 from contamination import training
@@ -39,7 +38,7 @@ def add_commands(subparsers) -> None:
         "train a classifier on a mixture manifest and score it (metrics.json + confusion .npy)",
         "model, recipe (config classification.models.<model>), num_classes, seed, device, num_workers, "
         "print_freq, keep_checkpoint",
-        parse_spec,
+        "classification", SPEC_KEYS, restore_spec,
     )
     parser.add_argument("--manifest", required=True, help="mixture manifest (Parquet)")
     parser.add_argument("--imagenet", required=True, help="ImageNet index; its 'val' split is scored")
@@ -50,8 +49,8 @@ def add_commands(subparsers) -> None:
     parser.set_defaults(run=run_train_classifier)
 
 
-def parse_spec(text: str) -> dict:
-    spec = with_defaults("classification", json.loads(text), SPEC_KEYS)
+def restore_spec(values: dict) -> dict:
+    spec = with_defaults("classification", values, SPEC_KEYS)
     return dict(spec, recipe=with_defaults("classification.models.*", spec["recipe"]))
 
 

@@ -136,6 +136,25 @@ def unknown_key_message(error) -> str:
 # A section is named by its schema address: "generation", "mixtures[]" (an item of the list
 # `mixtures`), "classification.models.*" (a value of the mapping `classification.models`), ""
 # (the whole config).
+#
+# Run-time settings say how a job runs, not what it computes: loader workers, log cadence,
+# device, whether a finished run's checkpoint is kept, and batch sizes of work whose results
+# do not depend on the batch (inference with per-item noise, features, blocked distances).
+# They leave the job's settings JSON (job_settings) for a second one (runtime_settings) that the
+# rules pass with a params function taking `threads`, which Snakemake does not compare: a new
+# num_workers re-runs nothing. Checkpoint fingerprints leave them out too, so a run resumes.
+# Not here because they shape outputs: batch sizes of training, generation.shard_size (the
+# shard files), sample_shard_size, generation.{channels_last, compile} (recorded with every
+# image), captioning.spice_corenlp_dir (whether SPICE is scored).
+RUNTIME_KEYS = {
+    "generation": ("batch_size",),
+    "classification": ("device", "num_workers", "print_freq", "keep_checkpoint"),
+    "captioning": ("device", "num_workers", "log_every", "keep_checkpoint", "eval_batch_size"),
+    "mae": ("device", "num_workers", "print_freq", "keep_checkpoint"),
+    "detection": ("device", "num_workers", "feature_batch_size"),
+    "iddpm": ("device", "num_workers", "log_every", "checkpoint_every", "keep_checkpoint", "sample_batch_size"),
+    "fidelity": ("device", "num_workers", "feature_batch_size", "block_size"),
+}
 
 
 def section_schema(section: str) -> dict:
@@ -151,12 +170,25 @@ def section_schema(section: str) -> dict:
 
 
 def job_settings(section: str, values: dict, keys=None) -> dict:
-    """``values`` of config ``section`` (only ``keys`` of it if given) without the keys at their
-    schema default, nested sections included; keys the section's schema does not know (seed,
-    names added by the rule) are kept."""
-    if keys is not None:
-        values = {key: values[key] for key in keys}
+    """``values`` of config ``section`` (only ``keys`` of it if given) without its run-time keys
+    and without the keys at their schema default, nested sections included; keys the section's
+    schema does not know (seed, names added by the rule) are kept."""
+    runtime = RUNTIME_KEYS.get(section, ())
+    values = {key: values[key] for key in (values if keys is None else keys) if key not in runtime}
     return without_defaults(section_schema(section), values)
+
+
+def runtime_settings(section: str, values: dict, keys=None) -> dict:
+    """The run-time keys (RUNTIME_KEYS) of ``values`` of config ``section`` (those among ``keys``
+    if given) that are not at their schema default: what job_settings left out."""
+    runtime = [key for key in RUNTIME_KEYS.get(section, ()) if keys is None or key in keys]
+    return without_defaults(section_schema(section), {key: values[key] for key in runtime})
+
+
+def without_runtime(section: str, settings: dict) -> dict:
+    """``settings`` of config ``section`` without its run-time keys: what a checkpoint
+    fingerprint may hash."""
+    return {key: value for key, value in settings.items() if key not in RUNTIME_KEYS.get(section, ())}
 
 
 def with_defaults(section: str, values: dict, keys=None) -> dict:
@@ -170,6 +202,59 @@ def settings_argument(section: str, keys=None):
     """An argparse ``type`` for a command's settings JSON made by ``job_settings(section, ..., keys)``."""
     def settings(text: str) -> dict:
         return with_defaults(section, json.loads(text), keys)
+
+    settings.__name__ = f"`{section or 'config'}` settings JSON"  # argparse names the type in its errors
+    return settings
+
+
+def add_settings_arguments(parser, option: str, section: str, keys=None, restore=None, help="") -> None:
+    """``option`` (required): a job's settings JSON made by ``job_settings(section, ..., keys)``,
+    and ``--runtime``: the JSON runtime_settings made of the rest. The command reads the two merged
+    with every default restored (``restore``, by default ``with_defaults(section, ..., keys)``) as
+    the attribute of ``option``, whichever comes first: the settings it had when all were one JSON.
+    ``--runtime`` may only hold run-time keys, so nothing that shapes outputs escapes the params
+    Snakemake compares."""
+    import argparse
+
+    restore = restore or functools.partial(with_defaults, section, keys=keys)
+    allowed = [key for key in RUNTIME_KEYS[section] if keys is None or key in keys]
+    dest = option.lstrip("-").replace("-", "_")
+
+    def merge(action, namespace):
+        try:
+            setattr(namespace, dest, restore({**namespace.settings_json, **namespace.runtime}))
+        except (KeyError, TypeError, ValueError) as error:
+            raise argparse.ArgumentError(action, f"cannot restore the `{section}` settings: {error!r}")
+
+    class Settings(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            namespace.settings_json = values
+            merge(self, namespace)
+
+    class Runtime(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            unknown = sorted(set(values) - set(allowed))
+            if unknown:
+                raise argparse.ArgumentError(self, f"{unknown} are not run-time keys of `{section}` ({allowed})")
+            namespace.runtime = values
+            if namespace.settings_json is not None:
+                merge(self, namespace)
+
+    parser.add_argument(option, required=True, type=json_object(section), action=Settings,
+                        help=f"JSON: {help} (keys at their default may be left out)")
+    parser.add_argument("--runtime", type=json_object(section), action=Runtime, default={},
+                        help=f"JSON: the run-time keys of config `{section}` ({', '.join(allowed)}), which "
+                             "the workflow passes apart so that changing them re-runs nothing")
+    parser.set_defaults(settings_json=None)
+
+
+def json_object(section: str):
+    """An argparse ``type``: a JSON object (of config ``section``'s settings)."""
+    def settings(text: str) -> dict:
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError(f"not a JSON object: {text}")
+        return value
 
     settings.__name__ = f"`{section or 'config'}` settings JSON"  # argparse names the type in its errors
     return settings

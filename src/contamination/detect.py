@@ -19,7 +19,7 @@ on frozen features; without it the shared offset of every feature makes optimisa
 ill-conditioned, and the MLP can stall at chance on the random network of the smoke run).
 """
 
-from contamination.config import settings_argument
+from contamination.config import add_settings_arguments
 
 CLASSIFIERS = {"linear_on_resnet50_features": "linear", "mlp_on_resnet50_features": "mlp"}
 TEST_ACCURACY, TRAIN_ACCURACY = "detection_accuracy", "detection_train_accuracy"
@@ -36,8 +36,8 @@ def add_commands(subparsers) -> None:
     parser.set_defaults(run=run_tiny_resnet50)
 
     parser = subparsers.add_parser("detect", help="real-vs-generated detectors on ResNet-50 features (metrics.json each)")
-    parser.add_argument("--spec", required=True, type=settings_argument("detection"),
-                        help="JSON: config `detection` (defaults may be left out) + seed + generated (the dataset's name)")
+    add_settings_arguments(parser, "--spec", "detection",
+                           help="config `detection` + seed + generated (the dataset's name)")
     parser.add_argument("--real", required=True, help="index of the real source (its 'train' split is used)")
     parser.add_argument("--generated", required=True, help="index of the generated dataset")
     parser.add_argument("--weights", required=True, help="ResNet-50 state dict (config models.resnet50_detector)")

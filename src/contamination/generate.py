@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from contamination.config import settings_argument
+from contamination.config import add_settings_arguments
 from contamination.errors import ConfigError, DataError
 
 SETTINGS = [
@@ -42,8 +42,7 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--prompts", required=True, help="prompt table (Parquet)")
     parser.add_argument("--pipeline", required=True, help="local StableDiffusionPipeline directory")
     parser.add_argument("--shard", required=True, type=int, help="shard number: rows [shard * shard_size, ...)")
-    parser.add_argument("--settings", required=True, type=settings_argument("generation"),
-                        help="JSON: config `generation` (keys at their default may be left out)")
+    add_settings_arguments(parser, "--settings", "generation", help="config `generation`")
     parser.add_argument("--out", required=True, help="the shard file, shard-NNNNN.zip")
     parser.set_defaults(run=run_generate)
 

@@ -28,7 +28,7 @@ shards of ``sample_shard_size`` (one job each); every image has its own noise se
 import json
 
 from contamination import training
-from contamination.config import settings_argument
+from contamination.config import add_settings_arguments
 
 # The config keys that determine the trained weights (a checkpoint is resumed only if they match).
 TRAINING_KEYS = ("image_size", "unet", "diffusion_steps", "rescale_timesteps", "vlb_weight", "iterations",
@@ -45,7 +45,7 @@ def add_commands(subparsers) -> None:
     parser = training.add_resumable_command(
         subparsers, "iddpm-train",
         "train improved DDPM on an image array; save the EMA UNet and training.json", "config iddpm + seed",
-        settings_argument("iddpm", TRAIN_SPEC_KEYS),
+        "iddpm", TRAIN_SPEC_KEYS,
     )
     parser.add_argument("--images", required=True, help="uint8 image array (N, S, S, 3) of the mixture")
     parser.add_argument("--manifest", required=True, help="the mixture manifest the array was made from (run identity)")
@@ -54,8 +54,7 @@ def add_commands(subparsers) -> None:
     parser.set_defaults(run=run_train)
 
     parser = subparsers.add_parser("iddpm-sample", help="one shard of IDDPM samples as a uint8 array (.npy)")
-    parser.add_argument("--spec", required=True, type=settings_argument("iddpm", SAMPLE_SPEC_KEYS),
-                        help="JSON: config iddpm (defaults may be left out) + seed")
+    add_settings_arguments(parser, "--spec", "iddpm", SAMPLE_SPEC_KEYS, help="config iddpm + seed")
     parser.add_argument("--model", required=True, help="model directory written by iddpm-train")
     parser.add_argument("--status", required=True, help="training.json written by iddpm-train")
     parser.add_argument("--shard", required=True, type=int)

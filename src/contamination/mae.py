@@ -27,7 +27,6 @@ step the AMP loss scaler skips is not divergence, ``max_skipped_steps`` of them 
 from pathlib import Path
 
 from contamination import training
-from contamination.config import settings_argument
 from contamination.provenance import sha256_of_file
 
 MODEL_NAME = "mae_vit_b"
@@ -48,7 +47,7 @@ def add_commands(subparsers) -> None:
         subparsers, "mae-pretrain",
         "MAE pre-training of a ViT on a mixture manifest (saves the model + a summary JSON)",
         "model, pretrain (config mae.model, mae.pretrain), seed, device, num_workers, print_freq, keep_checkpoint",
-        settings_argument("mae", PRETRAIN_SPEC_KEYS),
+        "mae", PRETRAIN_SPEC_KEYS,
     )
     parser.add_argument("--manifest", required=True, help="mixture manifest (Parquet)")
     parser.add_argument("--out", required=True, help="directory for the pre-trained model (save_pretrained)")
@@ -59,7 +58,7 @@ def add_commands(subparsers) -> None:
         subparsers, "mae-linear-probe",
         "linear probing of a pre-trained MAE encoder on ImageNet (metrics.json)",
         "linear_probe (config mae.linear_probe), num_classes, seed, device, num_workers, print_freq, keep_checkpoint",
-        settings_argument("mae", PROBE_SPEC_KEYS),
+        "mae", PROBE_SPEC_KEYS,
     )
     parser.add_argument("--pretrained", required=True, help="directory written by mae-pretrain")
     parser.add_argument("--pretrain-summary", required=True, help="summary JSON written by mae-pretrain")

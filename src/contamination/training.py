@@ -93,17 +93,19 @@ CHECKPOINT_NAME = "checkpoint.pt"
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
-def add_resumable_command(subparsers, name: str, help: str, spec_help: str, spec_type):
-    """A CLI training command with the arguments every one has: ``--spec`` (JSON read by
-    ``spec_type``, described by ``spec_help``) and ``--checkpoint-dir``; its help says how it runs
-    under torchrun and resumes."""
+def add_resumable_command(subparsers, name: str, help: str, spec_help: str, section: str, keys=None, restore=None):
+    """A CLI training command with the arguments every one has: ``--spec`` and ``--runtime``
+    (config.add_settings_arguments of config ``section``, ``keys`` and ``restore``; described by
+    ``spec_help``) and ``--checkpoint-dir``; its help says how it runs under torchrun and resumes."""
+    from contamination.config import add_settings_arguments
+
     parser = subparsers.add_parser(
         name,
         help=help,
         description=f"Run it under torchrun for several GPUs. Exit code {EXIT_RESUME}: stopped by a signal "
         "after checkpointing; run the same command again to resume.",
     )
-    parser.add_argument("--spec", required=True, type=spec_type, help=f"JSON: {spec_help} (defaults may be left out)")
+    add_settings_arguments(parser, "--spec", section, keys, restore, help=spec_help)
     parser.add_argument("--checkpoint-dir", required=True, help="resume directory (not a workflow output)")
     return parser
 

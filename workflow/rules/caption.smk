@@ -39,6 +39,7 @@ rule caption_finetune:
     params:
         launcher=torch_launcher,
         settings=captioning_settings(),
+        runtime=runtime_json("captioning"),
         checkpoints=caption_checkpoint_dir,
         seed=config["seed"],
     threads: 2
@@ -47,7 +48,7 @@ rule caption_finetune:
     shell:
         "{params.launcher} caption"
         " --manifest {input.manifest:q} --index {input.index:q} --model {input.model:q}"
-        " --settings {params.settings:q} --checkpoint-dir {params.checkpoints:q} --seed {params.seed:q}"
+        " --settings {params.settings:q} --runtime {params.runtime:q} --checkpoint-dir {params.checkpoints:q} --seed {params.seed:q}"
         " --threads {threads} --out {output.metrics:q} --captions {output.captions:q} > {log:q} 2>&1"
 
 
@@ -63,11 +64,12 @@ rule caption_pretrained:
     params:
         launcher=torch_launcher,
         settings=captioning_settings(),
+        runtime=runtime_json("captioning"),
         seed=config["seed"],
     threads: 2
     conda:
         ENV
     shell:
         "{params.launcher} caption"
-        " --index {input.index:q} --model {input.model:q} --settings {params.settings:q} --seed {params.seed:q}"
+        " --index {input.index:q} --model {input.model:q} --settings {params.settings:q} --runtime {params.runtime:q} --seed {params.seed:q}"
         " --threads {threads} --out {output.metrics:q} --captions {output.captions:q} > {log:q} 2>&1"

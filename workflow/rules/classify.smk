@@ -20,12 +20,13 @@ rule train_classifier:
         model="|".join(CLASSIFIERS),
     params:
         spec=classifier_spec,
+        runtime=runtime_json("classification", CLASSIFIER_KEYS),
         checkpoints=classifier_checkpoint_dir,
         launcher=torch_launcher,
     conda:
         ENV
     shell:
-        "{params.launcher} train-classifier --spec {params.spec:q}"
+        "{params.launcher} train-classifier --spec {params.spec:q} --runtime {params.runtime:q}"
         " --manifest {input.manifest:q} --imagenet {input.imagenet:q} --imagenet-a {input.imagenet_a:q}"
         " --imagenet-r {input.imagenet_r:q} --checkpoint-dir {params.checkpoints:q}"
         " --out {output.metrics:q} --confusion {output.confusion:q} > {log:q} 2>&1"

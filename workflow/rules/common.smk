@@ -45,8 +45,30 @@ def as_json(data):
 
 def settings_json(section, values, keys=None, **extra):
     """A job's settings as JSON for its params: config ``section`` without its default values
-    (cfg.job_settings; the command restores them), plus ``extra`` (seed, names)."""
+    and run-time keys (cfg.job_settings; the command restores them), plus ``extra`` (seed, names)."""
     return as_json(dict(cfg.job_settings(section, values, keys), **extra))
+
+
+def runtime_json(section, keys=None):
+    """A params function: the run-time keys of config ``section`` (cfg.RUNTIME_KEYS; only those
+    among ``keys`` if given) as JSON for the command's --runtime. It takes ``threads`` only so that
+    Snakemake leaves it out of the params it compares: a new num_workers or device re-runs nothing."""
+
+    def runtime(wildcards, threads):
+        return as_json(cfg.runtime_settings(section, config[section], keys))
+
+    return runtime
+
+
+def runtime_flags(section, flags):
+    """A params function, not compared either (see runtime_json): the flags ({flag: key}) of a
+    command that takes flags, from run-time keys of config ``section``."""
+    assert set(flags.values()) <= set(cfg.RUNTIME_KEYS[section]), "shaping keys belong in the compared params"
+
+    def runtime(wildcards, threads):
+        return shlex.join(argument for flag, key in flags.items() for argument in (flag, str(config[section][key])))
+
+    return runtime
 
 
 # ---- training jobs -------------------------------------------------------------------------
@@ -374,10 +396,13 @@ def features_path(kind, name):
 
 
 def feature_settings(wildcards):
-    settings = config["fidelity"]
-    return shlex.join(["--resolution", str(settings["inception_resolution"]), "--batch-size",
-                       str(settings["feature_batch_size"]), "--workers", str(settings["num_workers"]),
-                       "--device", settings["device"]])
+    return shlex.join(["--resolution", str(config["fidelity"]["inception_resolution"])])
+
+
+feature_runtime = runtime_flags("fidelity", {"--batch-size": "feature_batch_size", "--workers": "num_workers",
+                                             "--device": "device"})
+image_array_runtime = runtime_flags("iddpm", {"--workers": "num_workers"})
+fidelity_runtime = runtime_flags("fidelity", {"--block-size": "block_size", "--device": "device"})
 
 
 def image_set_options(wildcards):
@@ -385,9 +410,7 @@ def image_set_options(wildcards):
 
 
 def fidelity_settings():
-    settings = config["fidelity"]
-    return shlex.join(["--k", str(settings["k"]), "--block-size", str(settings["block_size"]),
-                       "--device", settings["device"]])
+    return shlex.join(["--k", str(config["fidelity"]["k"])])
 
 
 def dataset_fidelity_settings():

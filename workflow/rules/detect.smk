@@ -31,10 +31,11 @@ rule detect:
         LOGS / "detect" / "{name}.log",
     params:
         spec=detection_spec,
+        runtime=runtime_json("detection"),
     conda:
         ENV
     shell:
-        "python -m contamination detect --spec {params.spec:q} --real {input.real:q} --generated {input.generated:q}"
+        "python -m contamination detect --spec {params.spec:q} --runtime {params.runtime:q} --real {input.real:q} --generated {input.generated:q}"
         " --weights {input.weights:q} --out-linear {output.linear:q} --out-mlp {output.mlp:q} > {log:q} 2>&1"
 
 

@@ -31,12 +31,13 @@ rule index_features:
         LOGS / "features" / "index" / "{source}-{split}-{size}px.log",
     params:
         settings=feature_settings,
+        runtime=feature_runtime,
         options=image_set_options,
     conda:
         ENV
     shell:
         "python -m contamination features --index {input.index:q} --split {wildcards.split:q} --size {wildcards.size:q}"
-        " {params.options} --extractor {input.extractor:q} {params.settings} --out {output:q} > {log:q} 2>&1"
+        " {params.options} --extractor {input.extractor:q} {params.settings} {params.runtime} --out {output:q} > {log:q} 2>&1"
 
 
 rule mixture_features:
@@ -49,12 +50,13 @@ rule mixture_features:
         LOGS / "features" / "mixtures" / "{mixture}-{size}px.log",
     params:
         settings=feature_settings,
+        runtime=feature_runtime,
         options=image_set_options,
     conda:
         ENV
     shell:
         "python -m contamination features --manifest {input.manifest:q} --size {wildcards.size:q}"
-        " {params.options} --extractor {input.extractor:q} {params.settings} --out {output:q} > {log:q} 2>&1"
+        " {params.options} --extractor {input.extractor:q} {params.settings} {params.runtime} --out {output:q} > {log:q} 2>&1"
 
 
 rule dataset_fidelity:
@@ -67,8 +69,9 @@ rule dataset_fidelity:
     params:
         references=reference_arguments,
         settings=dataset_fidelity_settings(),
+        runtime=fidelity_runtime,
     conda:
         ENV
     shell:
         "python -m contamination fidelity --kind dataset --generated {input.generated:q} {params.references}"
-        " {params.settings} --out {output:q} > {log:q} 2>&1"
+        " {params.settings} {params.runtime} --out {output:q} > {log:q} 2>&1"

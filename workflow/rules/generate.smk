@@ -27,11 +27,12 @@ rule generate_shard:
         LOGS / "generate" / "{name}" / "shard-{shard}.log",
     params:
         settings=generation_settings(),
+        runtime=runtime_json("generation"),
     conda:
         ENV
     shell:
         "python -m contamination generate --prompts {input.prompts:q} --pipeline {input.pipeline:q}"
-        " --shard {wildcards.shard:q} --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
+        " --shard {wildcards.shard:q} --settings {params.settings:q} --runtime {params.runtime:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_generated:

@@ -13,13 +13,13 @@ rule image_array:
     log:
         LOGS / "images" / "{mixture}-{size}px.log",
     params:
-        workers=config["iddpm"]["num_workers"],
+        runtime=image_array_runtime,
         options=image_set_options,
     conda:
         ENV
     shell:
         "python -m contamination image-array --manifest {input:q} --size {wildcards.size:q} {params.options}"
-        " --workers {params.workers:q} --out {output:q} > {log:q} 2>&1"
+        " {params.runtime} --out {output:q} > {log:q} 2>&1"
 
 
 rule iddpm_train:
@@ -33,12 +33,13 @@ rule iddpm_train:
         LOGS / "iddpm" / "{mixture}" / "train.log",
     params:
         spec=iddpm_spec(iddpm_recipe.TRAIN_SPEC_KEYS),
+        runtime=runtime_json("iddpm", iddpm_recipe.TRAIN_SPEC_KEYS),
         checkpoints=iddpm_checkpoint_dir,
         launcher=torch_launcher,
     conda:
         ENV
     shell:
-        "{params.launcher} iddpm-train --spec {params.spec:q} --images {input.images:q}"
+        "{params.launcher} iddpm-train --spec {params.spec:q} --runtime {params.runtime:q} --images {input.images:q}"
         " --manifest {input.manifest:q} --checkpoint-dir {params.checkpoints:q} --out {output.model:q}"
         " --status {output.status:q} > {log:q} 2>&1"
 
@@ -53,10 +54,11 @@ rule iddpm_sample:
         LOGS / "iddpm" / "{mixture}" / "sample-{shard}.log",
     params:
         spec=iddpm_spec(iddpm_recipe.SAMPLE_SPEC_KEYS),
+        runtime=runtime_json("iddpm", iddpm_recipe.SAMPLE_SPEC_KEYS),
     conda:
         ENV
     shell:
-        "python -m contamination iddpm-sample --spec {params.spec:q} --model {input.model:q}"
+        "python -m contamination iddpm-sample --spec {params.spec:q} --runtime {params.runtime:q} --model {input.model:q}"
         " --status {input.status:q} --shard {wildcards.shard:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -70,11 +72,12 @@ rule iddpm_sample_features:
         LOGS / "features" / "iddpm" / "{mixture}.log",
     params:
         settings=feature_settings,
+        runtime=feature_runtime,
     conda:
         ENV
     shell:
         "python -m contamination features --images {input.samples:q} --extractor {input.extractor:q}"
-        " {params.settings} --out {output:q} > {log:q} 2>&1"
+        " {params.settings} {params.runtime} --out {output:q} > {log:q} 2>&1"
 
 
 rule iddpm_fidelity:
@@ -87,8 +90,9 @@ rule iddpm_fidelity:
     params:
         references=reference_arguments,
         settings=fidelity_settings(),
+        runtime=fidelity_runtime,
     conda:
         ENV
     shell:
         "python -m contamination fidelity --kind samples --generated {input.generated:q} {params.references}"
-        " --training {input.status:q} {params.settings} --out {output:q} > {log:q} 2>&1"
+        " --training {input.status:q} {params.settings} {params.runtime} --out {output:q} > {log:q} 2>&1"

@@ -14,12 +14,13 @@ rule mae_pretrain:
         LOGS / "mae" / "{mixture}" / "pretrain.log",
     params:
         spec=mae_pretrain_spec(),
+        runtime=runtime_json("mae", MAE_PRETRAIN_KEYS),
         checkpoints=str(RESULTS / "checkpoints" / "mae_pretrain" / MAE_MODEL / "{mixture}"),
         launcher=torch_launcher,
     conda:
         ENV
     shell:
-        "{params.launcher} mae-pretrain --spec {params.spec:q} --manifest {input.manifest:q}"
+        "{params.launcher} mae-pretrain --spec {params.spec:q} --runtime {params.runtime:q} --manifest {input.manifest:q}"
         " --checkpoint-dir {params.checkpoints:q} --out {output.model:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
@@ -34,11 +35,12 @@ rule mae_linear_probe:
         LOGS / "mae" / "{mixture}" / "linear_probe.log",
     params:
         spec=mae_probe_spec(),
+        runtime=runtime_json("mae", MAE_PROBE_KEYS),
         checkpoints=str(RESULTS / "checkpoints" / "mae_linear_probe" / MAE_MODEL / "{mixture}"),
         launcher=torch_launcher,
     conda:
         ENV
     shell:
-        "{params.launcher} mae-linear-probe --spec {params.spec:q} --pretrained {input.model:q}"
+        "{params.launcher} mae-linear-probe --spec {params.spec:q} --runtime {params.runtime:q} --pretrained {input.model:q}"
         " --pretrain-summary {input.summary:q} --imagenet {input.imagenet:q} --checkpoint-dir {params.checkpoints:q}"
         " --out {output:q} > {log:q} 2>&1"
