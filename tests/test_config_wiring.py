@@ -301,7 +301,8 @@ def classifier_run(class_data, tmp_path_factory):
             recorded["evaluated"].append(model),
             ({"top1_imagenet_val": float(len(recorded["evaluated"]))}, np.zeros((0, 0), dtype=np.int64)))[1])
         spec = {"model": "resnet18", "recipe": TRAIN_RECIPE, "num_classes": CLASSES, "seed": 0, "device": "cpu",
-                "num_workers": 0, "print_freq": 100, "keep_checkpoint": True}
+                "num_workers": 0, "print_freq": 100, "keep_checkpoint": True,
+                "checkpoint_every_minutes": 30}
         directory = tmp_path_factory.mktemp("classifier")
         manifest, indexes = class_data
         status, recorded["metrics"], _, _, _ = classify.train_and_evaluate(spec, manifest, indexes, directory, CPU)
