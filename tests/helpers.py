@@ -88,3 +88,36 @@ def lock_holder(final_path) -> subprocess.Popen:
                               stdout=subprocess.PIPE, text=True, env=environment())
     assert holder.stdout.readline() == "held\n"
     return holder
+
+
+def signal_during_step(monkeypatch, step: int, signum=None) -> None:
+    """Send this process ``signum`` (default SIGUSR1, SLURM's warning before a time limit) during
+    training step ``step`` (counted from 1 across epochs), after its forward pass: from
+    training.check_step, before it checks the step, so the trainer's own StopRequest handler
+    catches the real signal at a known step."""
+    import itertools
+    import signal
+
+    from contamination import training
+
+    real_check_step = training.check_step
+    calls = itertools.count(1)
+
+    def check_step(loss, stop, *args, **kwargs):
+        if next(calls) == step:
+            assert isinstance(stop, training.StopRequest), "the trainer must listen for real signals"
+            os.kill(os.getpid(), signal.SIGUSR1 if signum is None else signum)
+            assert stop.requested, "the signal did not reach the trainer's handler"
+        return real_check_step(loss, stop, *args, **kwargs)
+
+    monkeypatch.setattr(training, "check_step", check_step)
+
+
+class FakeClock:
+    """A monotonic clock (seconds) that moves only when told (Checkpointer's ``clock``)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

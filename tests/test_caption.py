@@ -26,7 +26,7 @@ from contamination.errors import ConfigError, DataError
 from contamination.io import read_json, write_parquet
 from contamination.tiny_blip import build_tiny_blip
 from contamination.io import save_pretrained
-from helpers import SMOKE_CONFIG, cli, job_counts, paper_config_with_empty_roots, snakemake
+from helpers import SMOKE_CONFIG, cli, job_counts, paper_config_with_empty_roots, signal_during_step, snakemake
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the PTB tokenizer and METEOR need Java")
 SIZE = 32
@@ -335,6 +335,35 @@ def test_rescoring_the_saved_captions_gives_the_saved_metrics(fine_tuned_run):
     values, reasons = score_captions(test.references, captions)
     saved = read_json(out / "metrics.json")
     assert values == saved["metrics"] and reasons == saved["reasons"]
+
+
+def test_sigusr1_mid_epoch_exits_75_and_the_retry_scores_as_the_uninterrupted_run(fine_tuned_run, caption_data,
+                                                                                    tiny_blip_dir, tmp_path,
+                                                                                    monkeypatch):
+    from contamination.__main__ import main as cli_main
+
+    index, straight = fine_tuned_run
+    _, manifest = caption_data
+    settings = dict(cfg.load(SMOKE_CONFIG)["captioning"])  # as fine_tuned_run's
+    settings.update(image_size=SIZE, epochs=2, batch_size=4, eval_batch_size=4, device="cpu", num_workers=0)
+    arguments = ["caption", "--index", str(index), "--model", str(tiny_blip_dir), "--settings", json.dumps(settings),
+                 "--manifest", str(manifest), "--checkpoint-dir", str(tmp_path / "checkpoints"), "--seed", "0",
+                 "--threads", "1", "--out", str(tmp_path / "metrics.json"), "--captions", str(tmp_path / "captions.json")]
+    signal_during_step(monkeypatch, 5)  # 12 captions in batches of 4: the 2nd step of epoch 1
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(arguments)
+    assert stopped.value.code == training.EXIT_RESUME
+    saved = torch.load(tmp_path / "checkpoints" / training.CHECKPOINT_NAME, weights_only=True)
+    assert saved["position"] == {"epoch": 1, "step": 2} and saved["state"]["selection"]["scores"]  # epoch 0 scored
+    assert not (tmp_path / "metrics.json").exists()
+    monkeypatch.undo()
+    torch.manual_seed(99)  # the retry must not depend on the state the stopped run left
+    assert cli_main(arguments) == 0
+    resumed, uninterrupted = read_json(tmp_path / "metrics.json"), read_json(straight / "metrics.json")
+    for key in ("status", "metrics", "reasons", "training"):
+        assert resumed[key] == uninterrupted[key], key
+    assert resumed["provenance"]["selection"] == uninterrupted["provenance"]["selection"]
+    assert read_json(tmp_path / "captions.json") == read_json(straight / "captions.json")
 
 
 @needs_java

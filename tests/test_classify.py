@@ -3,8 +3,6 @@ learning, resume after a crash or a stop signal, divergence, logit restriction, 
 
 import json
 import math
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from contamination import classify, confusion, training
 from contamination import config as cfg
 from contamination.__main__ import main as cli_main
 from contamination.errors import DataError
+from helpers import signal_during_step
 
 CLASSES = 4
 # Real wnids in sorted (label) order: classes 0-2 are ImageNet-A and ImageNet-R classes, class 3
@@ -47,7 +46,7 @@ def tiny_spec(**recipe_changes):
     recipe.update(epochs=3, batch_size=8, lr=0.01, train_crop_size=32, val_resize_size=32, val_crop_size=32)
     recipe.update(recipe_changes)
     return {"model": "resnet18", "recipe": recipe, "num_classes": CLASSES, "seed": 0, "device": "cpu",
-            "num_workers": 0, "print_freq": 100, "keep_checkpoint": True}
+            "num_workers": 0, "print_freq": 100, "keep_checkpoint": True, "checkpoint_every_minutes": 30}
 
 
 CPU = training.DistEnv(0, 1, 0, torch.device("cpu"))
@@ -103,35 +102,38 @@ def test_resume_after_a_crash_at_an_epoch_end_gives_identical_weights(image_sets
     assert_same_weights(straight, resumed)
 
 
-def test_stop_signal_checkpoints_mid_epoch_exits_75_and_resumes_identically(image_sets, tmp_path, monkeypatch):
-    """SIGTERM during epoch 1: the step finishes, the checkpoint holds (1, 1), the CLI exits 75;
-    the rerun continues from that batch and ends with the uninterrupted run's weights."""
-    spec = tiny_spec(model_ema=True, model_ema_steps=1, model_ema_decay=0.9)
-    run(spec, image_sets, tmp_path / "straight")
+def test_sigusr1_checkpoints_mid_epoch_exits_75_and_resumes_identically(image_sets, tmp_path, monkeypatch):
+    """SIGUSR1 (SLURM's warning; SIGTERM takes the same handler) during the 2nd step of epoch 1 (4 steps per epoch): the step finishes, the
+    checkpoint holds (1, 2), the CLI exits 75; the rerun continues from that batch and ends with
+    the uninterrupted run's weights, EMA, optimizer state and metrics."""
+    spec = tiny_spec(model_ema=True, model_ema_steps=1, model_ema_decay=0.9, mixup_alpha=0.2)
+    _, metrics, _, matrix, steps = run(spec, image_sets, tmp_path / "straight")
     straight = final_checkpoint(tmp_path / "straight")
 
     arguments = cli_arguments(spec, image_sets, tmp_path)
-    real_save = training.Checkpointer.save
-
-    def signal_after_epoch_zero(self, position, **objects):
-        real_save(self, position, **objects)
-        if position == training.Position(1, 0):
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(training.Checkpointer, "save", signal_after_epoch_zero)
+    signal_during_step(monkeypatch, 6)
     with pytest.raises(SystemExit) as stopped:
         cli_main(arguments)
     assert stopped.value.code == training.EXIT_RESUME
-    assert final_checkpoint(tmp_path / "checkpoints")["position"] == {"epoch": 1, "step": 1}
+    assert final_checkpoint(tmp_path / "checkpoints")["position"] == {"epoch": 1, "step": 2}
     assert not (tmp_path / "metrics.json").exists()
 
-    monkeypatch.setattr(training.Checkpointer, "save", real_save)
+    monkeypatch.undo()
+    torch.manual_seed(99)  # the retry must not depend on the state the stopped run left
     assert cli_main(arguments) == 0
     resumed = final_checkpoint(tmp_path / "checkpoints")
     assert_same_weights(straight, resumed)
+    for name in ("ema", "scheduler", "watch"):
+        assert resumed["state"][name].keys() == straight["state"][name].keys()
     for name, tensor in straight["state"]["ema"].items():
         assert torch.equal(tensor, resumed["state"]["ema"][name]), name
-    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"
+    assert resumed["state"]["scheduler"] == straight["state"]["scheduler"]
+    for number, state in straight["state"]["optimizer"]["state"].items():
+        assert all(torch.equal(value, resumed["state"]["optimizer"]["state"][number][key])
+                   for key, value in state.items())
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["status"] == "ok" and written["metrics"] == metrics and written["training"] == steps
+    assert np.array_equal(np.load(tmp_path / "confusion.npy"), matrix)
 
 
 def cli_arguments(spec, image_sets, directory):

@@ -301,7 +301,8 @@ def classifier_run(class_data, tmp_path_factory):
             recorded["evaluated"].append(model),
             ({"top1_imagenet_val": float(len(recorded["evaluated"]))}, np.zeros((0, 0), dtype=np.int64)))[1])
         spec = {"model": "resnet18", "recipe": TRAIN_RECIPE, "num_classes": CLASSES, "seed": 0, "device": "cpu",
-                "num_workers": 0, "print_freq": 100, "keep_checkpoint": True}
+                "num_workers": 0, "print_freq": 100, "keep_checkpoint": True,
+                "checkpoint_every_minutes": 30}
         directory = tmp_path_factory.mktemp("classifier")
         manifest, indexes = class_data
         status, recorded["metrics"], _, _, _ = classify.train_and_evaluate(spec, manifest, indexes, directory, CPU)
@@ -740,3 +741,66 @@ def test_fidelity_command_uses_the_given_k(tmp_path, monkeypatch):
     assert neighbourhoods == [2, 2], "--k not passed to the neighbourhoods"
     metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
     assert set(metrics) == {"FID_vs_val", "precision@2_vs_val", "recall@2_vs_val"}
+
+
+# ---- every trainer: checkpoint_every_minutes reaches its Checkpointer ----------------------------
+
+
+class TrainingStarted(Exception):
+    """Raised by a stand-in trainer with the Checkpointer the command built for it."""
+
+
+def refuse_to_train(monkeypatch, module, name: str, position: int) -> None:
+    def record(*args, **kwargs):
+        raise TrainingStarted(args[position])
+
+    monkeypatch.setattr(module, name, record)
+
+
+@pytest.mark.parametrize("command", ["train-classifier", "caption", "iddpm-train", "mae-pretrain", "mae-linear-probe"])
+def test_every_trainer_checkpoints_by_the_configured_wall_time(command, tmp_path, monkeypatch):
+    """The command's own spec parsing and Checkpointer construction, with a non-default 7 minutes
+    (the trainer itself is replaced: its use of the Checkpointer is tested in each trainer's tests)."""
+    from contamination import caption, classify, iddpm, mae
+    from contamination.__main__ import build_parser
+
+    data = tmp_path / "data"
+    data.write_bytes(b"any file: hashed into the run identity")
+    (tmp_path / "pretrained").mkdir()
+    (tmp_path / "pretrained" / "config.json").write_text("{}")
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "ok", "reason": "", "loss_per_epoch": [1.0]}))
+    common = ["--checkpoint-dir", str(tmp_path / "checkpoints"), "--out", str(tmp_path / "out")]
+    minutes = {"checkpoint_every_minutes": 7, "device": "cpu"}
+    if command == "train-classifier":
+        refuse_to_train(monkeypatch, classify, "train", 2)
+        spec = dict(minutes, model="resnet18", recipe={}, num_classes=4, seed=0)
+        arguments = ["--manifest", data, "--imagenet", data, "--imagenet-a", data, "--imagenet-r", data,
+                     "--confusion", tmp_path / "confusion.npy"]
+    elif command == "caption":
+        refuse_to_train(monkeypatch, caption, "fine_tune", 7)
+        monkeypatch.setattr(caption, "load_blip", lambda directory, settings: (torch.nn.Linear(1, 1), None))
+        from contamination import caption_metrics
+
+        monkeypatch.setattr(caption_metrics, "require_java", lambda: None)
+        spec = dict(minutes, select_by=[])
+        arguments = ["--index", data, "--model", tmp_path / "pretrained", "--manifest", data,
+                     "--captions", tmp_path / "captions.json"]
+    elif command == "iddpm-train":
+        refuse_to_train(monkeypatch, iddpm, "train", 2)
+        spec = dict(minutes, seed=0)
+        arguments = ["--images", data, "--manifest", data, "--status", tmp_path / "training.json"]
+    elif command == "mae-pretrain":
+        refuse_to_train(monkeypatch, mae, "pretrain", 2)
+        spec = dict(minutes, seed=0)
+        arguments = ["--manifest", data, "--summary", tmp_path / "summary.json"]
+    else:
+        refuse_to_train(monkeypatch, mae, "linear_probe", 3)
+        spec = dict(minutes, seed=0, num_classes=4)
+        arguments = ["--pretrained", tmp_path / "pretrained", "--pretrain-summary", tmp_path / "summary.json",
+                     "--imagenet", data]
+    option = "--settings" if command == "caption" else "--spec"
+    args = build_parser().parse_args([command, option, json.dumps(spec), *common, *map(str, arguments)])
+    with pytest.raises(TrainingStarted) as started:
+        args.run(args)
+    checkpointer = started.value.args[0]
+    assert isinstance(checkpointer, training.Checkpointer) and checkpointer.every_seconds == 7 * 60

@@ -10,6 +10,7 @@ import torch
 
 from contamination import diffusion, fidelity, iddpm, training
 from contamination.io import read_json
+from helpers import FakeClock, signal_during_step
 
 torch.set_num_threads(1)
 
@@ -147,7 +148,7 @@ TINY_SPEC = {
              "attention_head_dim": 16, "norm_num_groups": 8, "dropout": 0.0},
     "diffusion_steps": T, "rescale_timesteps": True, "vlb_weight": 0.001, "iterations": 7, "batch_size": 4,
     "lr": 1e-3, "weight_decay": 0.0, "ema_decay": 0.9, "seed": 3, "checkpoint_every": 100, "log_every": 100,
-    "num_workers": 0, "device": "cpu", "keep_checkpoint": False,
+    "num_workers": 0, "device": "cpu", "keep_checkpoint": False, "checkpoint_every_minutes": 30,
     "sample_count": 6, "sample_steps": 8, "sample_batch_size": 4, "sample_shard_size": 4,
 }
 
@@ -191,6 +192,70 @@ def test_resumed_training_ends_with_identical_weights(tmp_path, images):
     assert all(torch.equal(straight_state[name], resumed_state[name]) for name in straight_state)
     fresh = iddpm.build_unet(TINY_SPEC["unet"], 16).state_dict()
     assert not all(torch.equal(fresh[name], straight_state[name]) for name in fresh)  # it did train
+
+
+def train_command(spec, images, directory):
+    manifest = directory / "manifest.parquet"
+    if not manifest.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest.write_bytes(b"identity of the training data")
+    iddpm.run_train(types.SimpleNamespace(spec=spec, images=str(images), manifest=str(manifest),
+                                          checkpoint_dir=str(directory / "checkpoints"), out=str(directory / "model"),
+                                          status=str(directory / "training.json")))
+    checkpoint = torch.load(directory / "checkpoints" / training.CHECKPOINT_NAME, weights_only=True)
+    return checkpoint, read_json(directory / "training.json")
+
+
+def test_sigusr1_mid_epoch_exits_75_and_the_retry_ends_as_an_uninterrupted_run(tmp_path, images, monkeypatch):
+    from safetensors.torch import load_file
+
+    spec = dict(TINY_SPEC, keep_checkpoint=True)
+    straight, straight_status = train_command(spec, images, tmp_path / "straight")
+    signal_during_step(monkeypatch, 5)  # 3 steps per epoch: the 2nd step of epoch 1
+    with pytest.raises(SystemExit) as stopped:
+        train_command(spec, images, tmp_path / "resumed")
+    assert stopped.value.code == training.EXIT_RESUME
+    saved = torch.load(tmp_path / "resumed" / "checkpoints" / training.CHECKPOINT_NAME, weights_only=True)
+    assert saved["position"] == {"epoch": 1, "step": 2} and saved["state"]["watch"]["steps"] == 5
+    assert not (tmp_path / "resumed" / "training.json").exists()
+    monkeypatch.undo()
+    torch.manual_seed(99)  # the retry must not depend on the state the stopped run left
+    resumed, resumed_status = train_command(spec, images, tmp_path / "resumed")
+    assert resumed["position"] == straight["position"] == {"epoch": 2, "step": 1}
+    assert resumed["state"]["watch"] == straight["state"]["watch"]
+    for name in ("model", "ema"):  # raw and EMA weights
+        assert all(torch.equal(straight["state"][name][key], resumed["state"][name][key])
+                   for key in straight["state"][name])
+    moments = [(state["exp_avg"], state["exp_avg_sq"]) for state in straight["state"]["optimizer"]["state"].values()]
+    resumed_moments = [(state["exp_avg"], state["exp_avg_sq"])
+                       for state in resumed["state"]["optimizer"]["state"].values()]
+    assert len(moments) == len(resumed_moments) > 0
+    assert all(torch.equal(a, b) for pair, other in zip(moments, resumed_moments) for a, b in zip(pair, other))
+    assert resumed_status["training"] == straight_status["training"] and resumed_status["status"] == "ok"
+    saved_models = [load_file(tmp_path / run / "model" / "diffusion_pytorch_model.safetensors")
+                    for run in ("straight", "resumed")]
+    assert all(torch.equal(saved_models[0][key], saved_models[1][key]) for key in saved_models[0])
+
+
+def test_wall_time_checkpoints_mid_epoch_and_training_goes_on_unchanged(tmp_path, images, monkeypatch):
+    straight, _ = train(TINY_SPEC, images, tmp_path / "straight", stop=StopAfter(100))
+    clock, saved = FakeClock(), []
+    checkpointer = training.Checkpointer(tmp_path / "timed", training.setup_distributed("cpu"), "x",
+                                         every_minutes=30, clock=clock)
+    real_save, real_check_step = checkpointer.save, training.check_step
+    checkpointer.save = lambda position, **state: (saved.append(position), real_save(position, **state))
+    steps = iter(range(1, 100))
+
+    def half_an_hour_into_step_5(*args, **kwargs):
+        if next(steps) == 5:
+            clock.now += 30 * 60
+        return real_check_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "check_step", half_an_hour_into_step_5)
+    timed, _ = iddpm.train(TINY_SPEC, images, checkpointer, training.setup_distributed("cpu"), stop=StopAfter(100))
+    # checkpoint_every (100) is never reached: the wall time saves after step 5, the end after step 7
+    assert saved == [training.Position(1, 2), training.Position(2, 1)]
+    assert all(torch.equal(value, timed.state_dict()[key]) for key, value in straight.state_dict().items())
 
 
 def test_samples_depend_on_their_number_only(tmp_path, images):

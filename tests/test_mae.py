@@ -13,7 +13,7 @@ from contamination import mae, training
 from contamination.__main__ import build_parser
 from contamination.errors import ConfigError
 from contamination.io import save_pretrained
-from helpers import environment
+from helpers import FakeClock, environment, signal_during_step
 from imagesets import class_images, manifest, source_index, write_images
 
 MODEL = {
@@ -31,7 +31,8 @@ PROBE = {
     "weight_decay": 0.0, "momentum": 0.9, "trust_coefficient": 0.001, "crop_scale": [0.08, 1.0],
     "val_resize_size": 36, "amp": True, "max_skipped_steps": 100,
 }
-RUN = {"seed": 0, "device": "cpu", "num_workers": 0, "print_freq": 1, "keep_checkpoint": False}
+RUN = {"seed": 0, "device": "cpu", "num_workers": 0, "print_freq": 1, "keep_checkpoint": False,
+       "checkpoint_every_minutes": 30}
 PRETRAIN_SPEC = dict(RUN, model=MODEL, pretrain=PRETRAIN)
 PROBE_SPEC = dict(RUN, linear_probe=PROBE, num_classes=4)
 
@@ -149,36 +150,48 @@ def test_features_are_deterministic_cls_tokens_of_the_saved_encoder(tmp_path):
 # ---- training ---------------------------------------------------------------------------------
 
 
-class StopAfter:
-    """A stand-in for training.StopRequest: 'signalled' once ``checks`` losses have been checked."""
-
-    def __init__(self, checks: int):
-        self.checks = checks
-
-    @property
-    def requested(self) -> bool:
-        self.checks -= 1
-        return self.checks < 0
-
-
-def test_pretraining_interrupted_mid_epoch_resumes_to_identical_weights(images, tmp_path):
-    uninterrupted, history, status, _, _ = mae.pretrain(
+def test_pretraining_interrupted_by_sigusr1_mid_epoch_resumes_to_identical_weights(images, tmp_path, monkeypatch):
+    uninterrupted, history, status, _, steps = mae.pretrain(
         PRETRAIN_SPEC, images["manifest"], training.Checkpointer(tmp_path / "a", cpu(), "x"), cpu())
     assert status == "ok" and len(history.losses) == 2 and all(math.isfinite(loss) for loss in history.losses)
 
     checkpointer = training.Checkpointer(tmp_path / "b", cpu(), "x")
-    # signalled at the 1st of the 4 batches of epoch 0; with accumulation 2 it stops after the 2nd
+    # signalled during the 1st of the 4 batches of epoch 0; with accumulation 2 it stops after the 2nd
+    signal_during_step(monkeypatch, 1)
     with pytest.raises(training.Interrupted):
-        mae.pretrain(PRETRAIN_SPEC, images["manifest"], checkpointer, cpu(), stop=StopAfter(0))
+        mae.pretrain(PRETRAIN_SPEC, images["manifest"], checkpointer, cpu())
     saved = torch.load(checkpointer.path, weights_only=False)
     assert saved["position"] == {"epoch": 0, "step": 2}
+    monkeypatch.undo()
     torch.manual_seed(99)  # the resumed run must not depend on the state this process is in
-    resumed, resumed_history, status, _, _ = mae.pretrain(PRETRAIN_SPEC, images["manifest"], checkpointer, cpu())
+    resumed, resumed_history, status, _, resumed_steps = mae.pretrain(PRETRAIN_SPEC, images["manifest"],
+                                                                      checkpointer, cpu())
 
-    assert status == "ok"
+    assert status == "ok" and resumed_steps == steps
     assert states_equal(resumed.state_dict(), uninterrupted.state_dict())
     assert resumed_history.losses == history.losses
     assert not states_equal(resumed.state_dict(), mae.build_mae(MODEL, PRETRAIN).state_dict())
+
+
+def test_wall_time_checkpoints_at_the_next_update_and_pretraining_goes_on_unchanged(images, tmp_path, monkeypatch):
+    uninterrupted, history, _, _, _ = mae.pretrain(
+        PRETRAIN_SPEC, images["manifest"], training.Checkpointer(tmp_path / "a", cpu(), "x"), cpu())
+    clock, saved = FakeClock(), []
+    checkpointer = training.Checkpointer(tmp_path / "b", cpu(), "x", every_minutes=30, clock=clock)
+    real_save, real_check_step = checkpointer.save, training.check_step
+    checkpointer.save = lambda position, **state: (saved.append(position), real_save(position, **state))
+    batches = iter(range(1, 100))
+
+    def half_an_hour_into_batch_5(*args, **kwargs):
+        if next(batches) == 5:  # the 1st batch of epoch 1, which accumulates: no update yet
+            clock.now += 30 * 60
+        return real_check_step(*args, **kwargs)
+
+    monkeypatch.setattr(training, "check_step", half_an_hour_into_batch_5)
+    timed, timed_history, status, _, _ = mae.pretrain(PRETRAIN_SPEC, images["manifest"], checkpointer, cpu())
+    assert status == "ok"
+    assert saved == [training.Position(1, 0), training.Position(1, 2), training.Position(2, 0)]
+    assert states_equal(timed.state_dict(), uninterrupted.state_dict()) and timed_history.losses == history.losses
 
 
 def test_pretraining_reports_divergence_instead_of_crashing(images, tmp_path):
@@ -278,6 +291,34 @@ def test_linear_probe_learns_classes_from_frozen_features(images, tmp_path):
     assert status == "ok" and reasons == {}
     assert metrics["linear_probe_top1_imagenet_val"] >= 75.0  # chance: 25
     assert metrics["linear_probe_top5_imagenet_val"] == 100.0  # 4 classes
+
+
+def test_linear_probe_interrupted_by_sigusr1_mid_epoch_ends_with_the_uninterrupted_head_and_metrics(
+        images, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    save_pretrained(mae.build_mae(MODEL, PRETRAIN), tmp_path / "pretrained")
+
+    def probe(directory):
+        checkpointer = training.Checkpointer(tmp_path / directory, cpu(), "x")
+        result = mae.linear_probe(PROBE_SPEC, tmp_path / "pretrained", images["imagenet"], checkpointer, cpu())
+        return result, torch.load(checkpointer.path, weights_only=True)
+
+    (status, metrics, _, steps), straight = probe("straight")
+    assert status == "ok" and steps["optimizer_steps"] == 4
+    signal_during_step(monkeypatch, 3)  # 32 images, 16 per step: the 1st of epoch 1's 2 steps
+    with pytest.raises(training.Interrupted):
+        probe("resumed")
+    saved = torch.load(tmp_path / "resumed" / training.CHECKPOINT_NAME, weights_only=True)
+    assert saved["position"] == {"epoch": 1, "step": 1}
+    monkeypatch.undo()
+    torch.manual_seed(99)  # the retry must not depend on the state the stopped run left
+    (status, resumed_metrics, _, resumed_steps), resumed = probe("resumed")
+    assert status == "ok" and resumed_metrics == metrics and resumed_steps == steps
+    assert states_equal(resumed["state"]["head"], straight["state"]["head"])
+    assert resumed["state"]["history"] == straight["state"]["history"]
+    momenta = [[state[key] for key in sorted(state)] for run in (straight, resumed)
+               for state in run["state"]["optimizer"]["state"].values()]
+    assert len(momenta) == 4 and all(torch.equal(a, b) for a, b in zip(sum(momenta[:2], []), sum(momenta[2:], [])))
 
 
 def test_cli_pretraining_killed_by_sigterm_resumes_and_the_probe_writes_metrics(images, tmp_path):

@@ -15,7 +15,7 @@ import torch
 
 from contamination import training
 from contamination.errors import DataError, Locked
-from helpers import environment, lock_holder
+from helpers import FakeClock, environment, lock_holder
 
 CPU = training.DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -173,10 +173,36 @@ def test_no_checkpoint_means_start_from_scratch(tmp_path):
 
 def test_stop_signal_sets_the_flag_and_check_step_reports_it(restore_signal_handlers):
     stop = training.StopRequest()
-    assert training.check_step(torch.tensor(1.0), stop, CPU) is False
+    assert training.check_step(torch.tensor(1.0), stop, CPU) is training.StepEnd.CONTINUE
     os.kill(os.getpid(), signal.SIGUSR1)
     assert stop.requested and stop.signal_name == "SIGUSR1"
-    assert training.check_step(torch.tensor(1.0), stop, CPU) is True
+    assert training.check_step(torch.tensor(1.0), stop, CPU) is training.StepEnd.STOP
+
+
+def test_a_checkpoint_is_due_after_its_wall_time_and_each_save_restarts_the_clock(tmp_path):
+    clock, loss, model = FakeClock(), torch.tensor(1.0), small_model()
+    checkpointer = training.Checkpointer(tmp_path, CPU, "x", every_minutes=30, clock=clock)
+    clock.now += 30 * 60 - 1
+    assert training.check_step(loss, NoStop(), CPU, checkpointer=checkpointer) is training.StepEnd.CONTINUE
+    checkpointer.after_step(training.StepEnd.CONTINUE, training.Position(0, 2), model=model)
+    assert not checkpointer.path.exists()  # nothing due: nothing written
+    clock.now += 1
+    end = training.check_step(loss, NoStop(), CPU, checkpointer=checkpointer)
+    assert end is training.StepEnd.CHECKPOINT
+    checkpointer.after_step(end, training.Position(0, 3), model=model)  # saves and goes on
+    assert torch.load(checkpointer.path, weights_only=True)["position"] == {"epoch": 0, "step": 3}
+    clock.now += 30 * 60 - 1  # 30 minutes after the start, but not since the save
+    assert training.check_step(loss, NoStop(), CPU, checkpointer=checkpointer) is training.StepEnd.CONTINUE
+    clock.now += 1
+    stop = NoStop()
+    stop.requested = True  # a stop outranks a due checkpoint: save, then exit
+    end = training.check_step(loss, stop, CPU, checkpointer=checkpointer)
+    assert end is training.StepEnd.STOP
+    with pytest.raises(training.Interrupted):
+        checkpointer.after_step(end, training.Position(0, 4), model=model)
+    assert torch.load(checkpointer.path, weights_only=True)["position"] == {"epoch": 0, "step": 4}
+    clock.now += 10**9
+    assert not training.Checkpointer(tmp_path / "other", CPU, "x", clock=clock).due()  # no interval: never
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -399,3 +425,36 @@ def test_two_ranks_resume_each_rank_rng_and_all_stop_at_a_held_lock(tmp_path):
     for rank in (0, 1):
         assert "is being written by another live process, which holds the lock" in \
             reports.get(rank, {}).get("locked", ""), second.stdout + second.stderr
+
+
+TIMER_TWO_RANKS = """
+import json, sys
+import torch
+from contamination import training
+
+env = training.setup_distributed("cpu")
+times = iter([0.0, 0.0 if env.rank == 0 else 3600.0])  # construction, then the step: only rank 1 is due
+
+
+class NoStop:
+    requested = False
+
+
+checkpointer = training.Checkpointer(sys.argv[1], env, "abc", every_minutes=30, clock=lambda: next(times))
+end = training.check_step(torch.tensor(1.0), NoStop(), env, checkpointer=checkpointer)
+with open(f"{sys.argv[2]}-{env.rank}", "w") as handle:
+    json.dump(end.name, handle)
+training.teardown_distributed(env)
+"""
+
+
+def test_one_ranks_checkpoint_timer_makes_every_rank_checkpoint(tmp_path):
+    """save() is collective: all ranks must agree that a wall-time checkpoint is due."""
+    script = tmp_path / "timer.py"
+    script.write_text(TIMER_TWO_RANKS)
+    torchrun = pathlib.Path(sys.executable).parent / "torchrun"
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node=2", str(script),
+                             str(tmp_path / "checkpoints"), str(tmp_path / "report")],
+                            env=environment() | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [json.loads((tmp_path / f"report-{rank}").read_text()) for rank in (0, 1)] == ["CHECKPOINT"] * 2

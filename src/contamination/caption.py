@@ -114,7 +114,8 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
         status, metrics, reasons, history, steps = "ok", {}, {}, None, None
         if manifest is not None:
             val = KarpathySplit(index, "val") if settings["select_by"] else None
-            checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec))
+            checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec),
+                                                 every_minutes=settings["checkpoint_every_minutes"])
             best = training.Checkpointer(Path(checkpoint_dir) / "best", env, training.fingerprint(spec))
             try:
                 history, steps = fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer, best,
@@ -471,16 +472,14 @@ def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer
         for step, (pixels, input_ids, attention_mask, labels) in enumerate(loader, start=sampler.skipped_batches):
             loss = network(pixel_values=pixels.to(env.device), input_ids=input_ids.to(env.device),
                            attention_mask=attention_mask.to(env.device), labels=labels.to(env.device)).loss
-            stopping = training.check_step(loss, stop, env, watch)
+            end = training.check_step(loss, stop, env, watch, checkpointer)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             watch.step(optimizer)
             if step % settings["log_every"] == 0:
                 training.log(env, f"epoch {epoch} step {step} loss {loss.item():.4f} lr {scheduler.get_last_lr()[0]:.3g}")
-            if stopping:
-                checkpointer.save(training.Position(epoch, step + 1), model=model, optimizer=optimizer,
-                                  scheduler=scheduler, selection=selection, watch=watch)
-                raise training.Interrupted()
+            checkpointer.after_step(end, training.Position(epoch, step + 1), model=model, optimizer=optimizer,
+                                    scheduler=scheduler, selection=selection, watch=watch)
         scheduler.step()
         if val is not None:
             score = validation_score(model, processor, val, settings, env)

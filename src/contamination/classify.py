@@ -29,7 +29,7 @@ EVAL_SETS = ("imagenet_val", "imagenet_a", "imagenet_r")
 TOP_K = (1, 5)
 METRIC_NAMES = [f"top{k}_{name}" for name in EVAL_SETS for k in TOP_K]
 # The keys of config `classification` a training job uses besides its model's recipe.
-SPEC_KEYS = ("device", "num_workers", "print_freq", "keep_checkpoint")
+SPEC_KEYS = ("device", "num_workers", "print_freq", "keep_checkpoint", "checkpoint_every_minutes")
 
 
 def add_commands(subparsers) -> None:
@@ -37,7 +37,7 @@ def add_commands(subparsers) -> None:
         subparsers, "train-classifier",
         "train a classifier on a mixture manifest and score it (metrics.json + confusion .npy)",
         "model, recipe (config classification.models.<model>), num_classes, seed, device, num_workers, "
-        "print_freq, keep_checkpoint",
+        "print_freq, keep_checkpoint, checkpoint_every_minutes",
         "classification", SPEC_KEYS, restore_spec,
     )
     parser.add_argument("--manifest", required=True, help="mixture manifest (Parquet)")
@@ -87,7 +87,8 @@ def run_identity(spec: dict, manifest) -> dict:
 
 
 def run_checkpointer(spec: dict, manifest, checkpoint_dir, env) -> training.Checkpointer:
-    return training.Checkpointer(checkpoint_dir, env, training.fingerprint(run_identity(spec, manifest)))
+    return training.Checkpointer(checkpoint_dir, env, training.fingerprint(run_identity(spec, manifest)),
+                                 every_minutes=spec["checkpoint_every_minutes"])
 
 
 def train_and_evaluate(spec: dict, manifest, eval_indexes: dict, checkpoint_dir, env):
@@ -200,7 +201,7 @@ def train_one_epoch(model, criterion, optimizer, loader, first_step, epoch, reci
         scaler = watch.scaler
         with torch.autocast(device_type=env.device.type, enabled=scaler is not None):
             loss = criterion(model(images), targets)
-        stopping = training.check_step(loss, stop, env, watch)
+        end = training.check_step(loss, stop, env, watch, checkpointer)
         optimizer.zero_grad(set_to_none=True)
         (scaler.scale(loss) if scaler is not None else loss).backward()
         if recipe["clip_grad_norm"] is not None:
@@ -213,9 +214,7 @@ def train_one_epoch(model, criterion, optimizer, loader, first_step, epoch, reci
             if epoch < recipe["lr_warmup_epochs"]:
                 # As the reference: during warmup the EMA keeps copying the weights.
                 ema.restart()
-        if stopping:
-            checkpointer.save(training.Position(epoch, step + 1), **state)
-            raise training.Interrupted()
+        checkpointer.after_step(end, training.Position(epoch, step + 1), **state)
         seen += images.shape[0]
         loss_sum += float(loss.detach())
         if step % print_freq == 0:

@@ -148,11 +148,13 @@ def unknown_key_message(error) -> str:
 # image), captioning.spice_corenlp_dir (whether SPICE is scored).
 RUNTIME_KEYS = {
     "generation": ("batch_size",),
-    "classification": ("device", "num_workers", "print_freq", "keep_checkpoint"),
-    "captioning": ("device", "num_workers", "log_every", "keep_checkpoint", "eval_batch_size"),
-    "mae": ("device", "num_workers", "print_freq", "keep_checkpoint"),
+    "classification": ("device", "num_workers", "print_freq", "keep_checkpoint", "checkpoint_every_minutes"),
+    "captioning": ("device", "num_workers", "log_every", "keep_checkpoint", "checkpoint_every_minutes",
+                   "eval_batch_size"),
+    "mae": ("device", "num_workers", "print_freq", "keep_checkpoint", "checkpoint_every_minutes"),
     "detection": ("device", "num_workers", "feature_batch_size"),
-    "iddpm": ("device", "num_workers", "log_every", "checkpoint_every", "keep_checkpoint", "sample_batch_size"),
+    "iddpm": ("device", "num_workers", "log_every", "checkpoint_every", "checkpoint_every_minutes", "keep_checkpoint",
+              "sample_batch_size"),
     "fidelity": ("device", "num_workers", "feature_batch_size", "block_size"),
 }
 

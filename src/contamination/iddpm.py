@@ -16,7 +16,8 @@ channels, 3 instead of 4 at 384), and output layers are not zero-initialised.
 Training reads the mixture's uint8 image array (features.py ``image-array``: box + bicubic
 downsampling, centre crop) and runs under torchrun with one process per GPU (``batch_size`` is
 the global batch, split over the processes); training.py provides seeding, checkpoint/resume
-(every ``checkpoint_every`` iterations and on SIGTERM/SIGUSR1, exit 75), divergence handling
+(every ``checkpoint_every`` iterations, every ``checkpoint_every_minutes`` of wall time, and on
+SIGTERM/SIGUSR1, exit 75), divergence handling
 and the EMA. The output is the EMA UNet (``save_pretrained``) and training.json with the run's
 status. A diverged run saves no weights and its samples are empty; the metrics then say why.
 
@@ -35,7 +36,8 @@ TRAINING_KEYS = ("image_size", "unet", "diffusion_steps", "rescale_timesteps", "
                  "batch_size", "lr", "weight_decay", "ema_decay", "seed")
 # What each command's --spec holds (config iddpm + seed): sampling settings stay out of the
 # training job's parameters, so changing them does not retrain.
-TRAIN_SPEC_KEYS = TRAINING_KEYS + ("checkpoint_every", "log_every", "num_workers", "device", "keep_checkpoint")
+TRAIN_SPEC_KEYS = TRAINING_KEYS + ("checkpoint_every", "checkpoint_every_minutes", "log_every", "num_workers", "device",
+                                   "keep_checkpoint")
 SAMPLE_SPEC_KEYS = ("image_size", "diffusion_steps", "rescale_timesteps", "sample_count", "sample_steps",
                     "sample_batch_size", "sample_shard_size", "device", "seed")
 OUT_CHANNELS = 6  # eps (3) and v (3)
@@ -172,17 +174,15 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
             output = model(x_t, model_timesteps(t, spec)).sample
             losses, mse, vlb = gaussian.hybrid_loss(output, x_start, x_t, t, noise, spec["vlb_weight"])
             loss = losses.mean()
-            stopping = training.check_step(loss, stop, env, watch)
+            end = training.check_step(loss, stop, env, watch, checkpointer)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             watch.step(optimizer)
             ema.update(unet)
             done += 1
-            if stopping:
-                checkpointer.save(position_after(done), **state)
-                raise training.Interrupted()
             if done % spec["checkpoint_every"] == 0 or done == spec["iterations"]:
-                checkpointer.save(position_after(done), **state)
+                end = max(end, training.StepEnd.CHECKPOINT)
+            checkpointer.after_step(end, position_after(done), **state)
             if done % spec["log_every"] == 0:
                 training.log(env, f"iteration {done}: loss {float(loss.detach()):.4f} mse {float(mse.mean().detach()):.4f} "
                                   f"vlb {float(vlb.mean().detach()):.4f} bits/dim")
@@ -197,7 +197,8 @@ def run_train(args) -> None:
     spec = args.spec
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = run_identity(spec, args.manifest)
-        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity),
+                                             every_minutes=spec["checkpoint_every_minutes"])
         status, reason, ema_unet = "ok", "", None
         try:
             ema_unet, steps = train(spec, args.images, checkpointer, env)

@@ -37,8 +37,9 @@ TOP_K = (1, 5)
 LR_REFERENCE_BATCH = 256  # MAE: lr = base_lr * effective batch / 256
 PACKAGES = ("torch", "torchvision", "transformers", "numpy")
 # The keys of config `mae` each command uses.
-PRETRAIN_SPEC_KEYS = ("model", "pretrain", "device", "num_workers", "print_freq", "keep_checkpoint")
-PROBE_SPEC_KEYS = ("linear_probe", "device", "num_workers", "print_freq", "keep_checkpoint")
+PRETRAIN_SPEC_KEYS = ("model", "pretrain", "device", "num_workers", "print_freq", "keep_checkpoint",
+                      "checkpoint_every_minutes")
+PROBE_SPEC_KEYS = ("linear_probe", "device", "num_workers", "print_freq", "keep_checkpoint", "checkpoint_every_minutes")
 CROP_ASPECT_RATIOS = (3 / 4, 4 / 3)  # the default of torchvision's and MAE's random resized crops
 
 
@@ -77,7 +78,8 @@ def run_pretrain(args) -> None:
     spec = args.spec
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = pretrain_identity(spec, args.manifest)
-        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity),
+                                             every_minutes=spec["checkpoint_every_minutes"])
         model, history, status, reason, steps = pretrain(spec, args.manifest, checkpointer, env)
         if env.is_main:
             save_pretrained(model, args.out)
@@ -96,7 +98,8 @@ def run_linear_probe(args) -> None:
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = probe_identity(spec, args.pretrained, args.imagenet)
         pretraining = read_json(args.pretrain_summary)
-        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity))
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity),
+                                             every_minutes=spec["checkpoint_every_minutes"])
         steps = None
         if pretraining["status"] == "ok":
             status, metrics, reasons, steps = linear_probe(spec, args.pretrained, args.imagenet, checkpointer, env)
@@ -376,7 +379,7 @@ def fit(loss_of, trained, optimizer, dataset, recipe: dict, key: str, spec: dict
     module when distributed). Every accum_iter batches: set the learning rate for the current
     fractional epoch, step (through the AMP scaler on GPUs). ``state`` (objects with a
     state_dict) and ``history`` are checkpointed at the end of every epoch, and after the
-    current optimizer step when a stop signal arrives.
+    current optimizer step when a stop signal arrives or the checkpointer's wall time is up.
     """
     import contextlib
 
@@ -405,7 +408,7 @@ def fit(loss_of, trained, optimizer, dataset, recipe: dict, key: str, spec: dict
             generator=training.loader_generator(spec["seed"], env, epoch),
         )
         trained.train()
-        stopping = False
+        end = training.StepEnd.CONTINUE
         optimizer.zero_grad(set_to_none=True)
         for step, (images, targets) in enumerate(loader, start=sampler.skipped_batches):
             if step % accum == 0:
@@ -419,7 +422,7 @@ def fit(loss_of, trained, optimizer, dataset, recipe: dict, key: str, spec: dict
             with synchronised:
                 with torch.autocast(device_type=env.device.type, enabled=scaler is not None):
                     loss = loss_of(images.to(env.device, non_blocking=True), targets.to(env.device, non_blocking=True))
-                stopping = training.check_step(loss, stop, env, watch) or stopping
+                end = max(end, training.check_step(loss, stop, env, watch, checkpointer))
                 scaled = loss / accum
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
             if updating:
@@ -429,13 +432,12 @@ def fit(loss_of, trained, optimizer, dataset, recipe: dict, key: str, spec: dict
             if step % spec["print_freq"] == 0:
                 training.log(env, f"epoch {epoch} step {step}/{steps_per_epoch} loss {history.last:.4f} "
                                   f"lr {optimizer.param_groups[0]['lr']:.3g}")
-            if stopping and updating:
-                checkpointer.save(training.Position(epoch, step + 1), **state)
-                raise training.Interrupted()
+            if updating:  # a checkpoint holds no half-accumulated gradients
+                checkpointer.after_step(end, training.Position(epoch, step + 1), **state)
+                end = training.StepEnd.CONTINUE
         training.log(env, f"epoch {epoch} done: mean loss {history.end_epoch(env):.4f}")
-        checkpointer.save(training.Position(epoch + 1, 0), **state)
-        if stopping:  # signalled during the last batches, which did not complete an update
-            raise training.Interrupted()
+        # A request during the last batches, which did not complete an update, is served here.
+        checkpointer.after_step(max(end, training.StepEnd.CHECKPOINT), training.Position(epoch + 1, 0), **state)
     watch.check_weights(env)
     return watch
 

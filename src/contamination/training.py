@@ -6,7 +6,8 @@ captioning, IDDPM, MAE) uses it the same way::
 
     env = training.setup_distributed()              # torchrun env vars, or one process
     training.seed_everything(seed, env)             # + deterministic algorithms on CPU
-    checkpointer = training.Checkpointer(checkpoint_dir, env, fingerprint=training.fingerprint(spec))
+    checkpointer = training.Checkpointer(checkpoint_dir, env, fingerprint=training.fingerprint(spec),
+                                         every_minutes=checkpoint_every_minutes)  # config, not in spec
     stop = training.StopRequest()                   # SIGTERM / SIGUSR1 -> stop.requested
     sampler = training.ResumableSampler(training.distributed_sampler(dataset, env, seed), batch_size)
     watch = training.StepWatch(model, scaler, max_skipped_steps)  # scaler: None without AMP
@@ -17,11 +18,9 @@ captioning, IDDPM, MAE) uses it the same way::
             loader = DataLoader(dataset, sampler=sampler, generator=training.loader_generator(seed, env, epoch), ...)
             for step, batch in enumerate(loader, start=sampler.skipped_batches):
                 loss = ...                                      # forward
-                stopping = training.check_step(loss, stop, env, watch)  # raises Diverged (see StepWatch)
+                end = training.check_step(loss, stop, env, watch, checkpointer)  # raises Diverged (see StepWatch)
                 loss.backward(); watch.step(optimizer)          # through the AMP GradScaler if any
-                if stopping:
-                    checkpointer.save(training.Position(epoch, step + 1), model=model, ...)
-                    raise training.Interrupted()
+                checkpointer.after_step(end, training.Position(epoch, step + 1), model=model, ...)
             scheduler.step()
             checkpointer.save(training.Position(epoch + 1, 0), model=model, ...)
         watch.check_weights(env)
@@ -49,11 +48,16 @@ Pieces:
   Saves the state_dict of every object passed by keyword, the ``Position`` (next epoch, batches
   already done in it), the RNG states of every rank and a config fingerprint; written with
   torch.save to a temporary name and renamed, loaded with ``weights_only=True`` (a file that
-  would unpickle code is refused). A checkpoint with another fingerprint is ignored.
+  would unpickle code is refused). A checkpoint with another fingerprint is ignored. With
+  ``every_minutes`` it also asks for a checkpoint once that much wall time has passed since its
+  last save (config ``checkpoint_every_minutes`` of each trainer), so a job killed without a
+  warning signal (node failure, hard time limit) loses at most that much.
 - ``StopRequest`` + ``check_step``: signals only set a flag. After each forward pass one
   all-reduce tells every rank whether any loss is non-finite, whether the weights are (with a
-  ``StepWatch``), and whether any rank was signalled (finish this step, then checkpoint before
-  the next batch is loaded, so a resumed CPU run with num_workers=0 is bit-identical).
+  ``StepWatch``), whether any rank was signalled and whether any rank's checkpoint timer ran
+  out; it returns a ``StepEnd``, and ``Checkpointer.after_step`` then finishes the step: it
+  checkpoints before the next batch is loaded (so a resumed CPU run with num_workers=0 is
+  bit-identical to an uninterrupted one) and, after a signal, raises Interrupted.
 - ``StepWatch``: AMP is not divergence. A non-finite loss or gradient that the GradScaler skips
   is a skipped step; training has diverged when the weights are not finite, when a loss is not
   finite with no scaler to skip its update (the update would poison the weights: raised before
@@ -75,6 +79,7 @@ This module imports torch only inside functions, like every module of the packag
 
 import contextlib
 import dataclasses
+import enum
 import hashlib
 import json
 import math
@@ -83,6 +88,7 @@ import random
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 
 from contamination.errors import DataError, Locked
@@ -299,14 +305,24 @@ class Checkpointer:
     The first save or load takes the directory's lock (io.exclusive_lock, rank 0) for the rest of
     the process, so a second live run of the same training stops with Locked on every rank, and
     the temporaries a killed save left are removed before loading.
+
+    ``every_minutes`` (None: never): ``due()`` once that much time on ``clock`` (seconds) has
+    passed since construction or the last save; check_step turns it into StepEnd.CHECKPOINT.
     """
 
-    def __init__(self, directory, env: DistEnv, fingerprint: str):
+    def __init__(self, directory, env: DistEnv, fingerprint: str, every_minutes=None, clock=time.monotonic):
         self.path = Path(directory) / CHECKPOINT_NAME
         self.env = env
         self.fingerprint = fingerprint
         self.lock = None
         self.lock_held = False
+        self.every_seconds = None if every_minutes is None else every_minutes * 60.0
+        self.clock = clock
+        self.last_saved = clock()
+
+    def due(self) -> bool:
+        """True once ``every_minutes`` have passed since the last save (this rank's clock)."""
+        return self.every_seconds is not None and self.clock() - self.last_saved >= self.every_seconds
 
     def _hold_lock(self) -> None:
         """Collective: rank 0 takes the lock and every rank learns whether it could, so all raise
@@ -346,6 +362,16 @@ class Checkpointer:
             with atomic_path(self.path) as temporary:
                 torch.save(payload, temporary)
         barrier(self.env)
+        self.last_saved = self.clock()
+
+    def after_step(self, end: "StepEnd", position: Position, **objects) -> None:
+        """Finish a training step that check_step returned ``end`` for: save at ``position`` (the
+        batches done, this step's included) when a checkpoint is due or a stop was asked for, and
+        after a stop raise Interrupted. Collective, like save."""
+        if end:
+            self.save(position, **objects)
+        if end == StepEnd.STOP:
+            raise Interrupted()
 
     def load(self, **objects) -> Position:
         """Restore the objects and this rank's RNG state; Position() if there is nothing to resume.
@@ -425,21 +451,34 @@ class StopRequest:
         print(f"received {self.signal_name}: checkpointing after this step", file=sys.stderr, flush=True)
 
 
-def check_step(loss, stop: StopRequest, env: DistEnv, watch=None) -> bool:
+class StepEnd(enum.IntEnum):
+    """What check_step asks of the step's end (Checkpointer.after_step does it). Ordered, so the
+    stronger of two requests is their max (a step that accumulates gradients over batches)."""
+
+    CONTINUE = 0    # nothing (falsy)
+    CHECKPOINT = 1  # the checkpointer's wall-time interval has passed: save and go on
+    STOP = 2        # a stop signal: save, then raise Interrupted
+
+
+def check_step(loss, stop: StopRequest, env: DistEnv, watch=None, checkpointer=None) -> StepEnd:
     """Call after the forward pass, before the update: raise Diverged if the weights are not
     finite (with ``watch``), or if any rank's loss is not finite and no GradScaler will skip the
-    update (without ``watch`` or with one that has no scaler); return True if any rank was asked
-    to stop (then finish the step, checkpoint and raise Interrupted)."""
+    update (without ``watch`` or with one that has no scaler); return StepEnd.STOP if any rank
+    was asked to stop, else StepEnd.CHECKPOINT if any rank's ``checkpointer`` is ``due()``, so
+    every rank saves together (then finish the step and call ``checkpointer.after_step``)."""
     value = float(loss.detach())
     weights_bad = watch is not None and not watch.weights_finite()
-    stop_any, nonfinite_any, weights_any = all_reduce_max(
-        [float(stop.requested), float(not math.isfinite(value)), float(weights_bad)], env)
+    due = checkpointer is not None and checkpointer.due()
+    stop_any, nonfinite_any, weights_any, due_any = all_reduce_max(
+        [float(stop.requested), float(not math.isfinite(value)), float(weights_bad), float(due)], env)
     if weights_any:
         raise watch.diverged("non-finite weights", watch.steps)
     if nonfinite_any and (watch is None or watch.scaler is None):
         reason = f"non-finite training loss ({value} on rank {env.rank}) without an AMP loss scaler to skip the update"
         raise Diverged(reason) if watch is None else watch.diverged(reason, watch.steps + 1)
-    return bool(stop_any)
+    if stop_any:
+        return StepEnd.STOP
+    return StepEnd.CHECKPOINT if due_any else StepEnd.CONTINUE
 
 
 class StepWatch:
