@@ -44,7 +44,7 @@ def image_sets(tmp_path_factory):
 
 def tiny_spec(**recipe_changes):
     recipe = dict(cfg.load()["classification"]["models"]["resnet50"])
-    recipe.update(epochs=3, batch_size=8, lr=0.01, train_crop_size=32, val_resize_size=32, val_crop_size=32)
+    recipe.update(epochs=3, global_batch_size=8, lr=0.01, train_crop_size=32, val_resize_size=32, val_crop_size=32)
     recipe.update(recipe_changes)
     return {"model": "resnet18", "recipe": recipe, "num_classes": CLASSES, "seed": 0, "device": "cpu",
             "num_workers": 0, "print_freq": 100, "keep_checkpoint": True}
