@@ -201,8 +201,8 @@ def test_ema_and_raw_weights_are_both_scored_and_the_table_reads_the_chosen(imag
     chosen = {"ema": 10.0, "raw": 20.0}[report_weights]
     for name in classify.METRIC_NAMES:
         assert (metrics[name], metrics[f"{name}_ema"], metrics[f"{name}_raw"]) == (chosen, 10.0, 20.0)
-    assert steps == {"optimizer_steps": 4, "skipped_steps": 0, "max_consecutive_skipped_steps": None,
-                     "diverged": None}
+    assert steps.items() >= {"optimizer_steps": 4, "skipped_steps": 0, "max_consecutive_skipped_steps": None,
+                             "diverged": None}.items()
 
 
 def test_the_paper_reports_swin_s_with_ema_weights_and_ema_needs_an_ema_model():
