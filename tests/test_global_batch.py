@@ -1,8 +1,9 @@
 """Recipes hold at any process count (issue 14 items 3 and 7): every trainer runs for real with
 1 and with 2 CPU processes (torchrun, gloo) on the same config, a global batch that one process
 takes in more accumulation steps than two, and both runs take the same optimizer steps on the same
-learning-rate schedule (the StepWatch record: step count, first and last rate and a digest of all);
-the record names the world size, per-process batch and accumulation steps."""
+learning-rate schedule (the StepWatch record: step count, first and last rate and a digest of all)
+and load the same number of items (steps x global batch: each step took the whole batch); the
+record names the world size, per-process batch and accumulation steps."""
 
 import json
 import subprocess
@@ -38,16 +39,28 @@ def torchrun(processes: int, *arguments, check=True):
 
 
 def run_trainer(trainer: str, inputs: dict, processes: int, directory: Path) -> dict:
+    """The trainer's StepWatch record (``training`` of training.json for iddpm-train), with
+    ``items``: the dataset items all processes loaded."""
     directory = directory / f"{trainer}-{processes}"
     directory.mkdir()
     inputs = dict(inputs, checkpoints=str(directory / "checkpoints"))
     (directory / "inputs.json").write_text(json.dumps(inputs))
     torchrun(processes, HARNESS, trainer, directory / "inputs.json", directory / "record.json")
-    return json.loads((directory / "record.json").read_text())
+    if trainer == "iddpm-train":
+        status = read_json(directory / "training.json")
+        assert status["status"] == "ok" and status["provenance"]["world_size"] == processes
+        record = status["training"]
+    else:
+        record = json.loads((directory / "record.json").read_text())
+    items = sum(int((directory / f"record.json.items-{rank}").read_text()) for rank in range(processes))
+    return dict(record, items=items)
 
 
-def assert_same_optimisation(records: dict, global_batch: int, steps: int, max_per_process: int = MAX_PER_PROCESS):
+def assert_same_optimisation(records: dict, global_batch: int, steps: int, items: int,
+                             max_per_process: int = MAX_PER_PROCESS):
     share = {1: global_batch, 2: global_batch // 2}
+    assert {processes: record["items"] for processes, record in records.items()} == {1: items, 2: items}, \
+        "the processes did not load the global batch for every optimizer step"
     for processes, record in records.items():
         assert record["batch"] == {
             "global_batch_size": global_batch, "world_size": processes, "per_process_batch": max_per_process,
@@ -76,7 +89,7 @@ def test_classifier_1_and_2_processes_take_the_same_steps_and_schedule(class_dat
     inputs = {"spec": spec, "manifest": class_data["manifest"]}
     records = {processes: run_trainer("classify", inputs, processes, tmp_path) for processes in (1, 2)}
     # 32 images / 8 per step = 4 steps per epoch, 2 epochs; StepLR halves the rate after epoch 0.
-    assert_same_optimisation(records, GLOBAL_BATCH, steps=8)
+    assert_same_optimisation(records, GLOBAL_BATCH, steps=8, items=64)
     assert (records[1]["learning_rate"]["first"], records[1]["learning_rate"]["last"]) == (0.01, 0.005)
 
 
@@ -97,7 +110,7 @@ def test_blip_fine_tuning_1_and_2_processes_take_the_same_steps_and_schedule(tmp
     inputs = {"settings": settings, "model": str(tmp_path / "tiny-blip"), "manifest": str(tmp_path / "manifest.parquet")}
     records = {processes: run_trainer("caption", inputs, processes, tmp_path) for processes in (1, 2)}
     # 8 captions / 4 per step = 2 steps per epoch, 2 epochs; the cosine halves the rate after epoch 0.
-    assert_same_optimisation(records, 4, steps=4, max_per_process=1)
+    assert_same_optimisation(records, 4, steps=4, items=16, max_per_process=1)
     assert (records[1]["learning_rate"]["first"], records[1]["learning_rate"]["last"]) == pytest.approx((1e-3, 5e-4))
 
 
@@ -111,15 +124,12 @@ def test_iddpm_1_and_2_processes_take_the_same_steps_and_record_the_split_in_tra
             "lr": 1e-3, "ema_decay": 0.9, "seed": 0, "num_workers": 0, "device": "cpu", "log_every": 100}
     records = {}
     for processes in (1, 2):
-        out = tmp_path / f"run-{processes}"
-        torchrun(processes, "-m", "contamination", "iddpm-train", "--spec", json.dumps(spec), "--images", images,
-                 "--manifest", tmp_path / "manifest.parquet", "--out", out / "model", "--status",
-                 out / "training.json", "--checkpoint-dir", out / "checkpoints")
-        status = read_json(out / "training.json")
-        assert status["status"] == "ok" and status["provenance"]["world_size"] == processes
-        records[processes] = status["training"]
+        out = tmp_path / f"iddpm-train-{processes}"
+        arguments = ["--spec", json.dumps(spec), "--images", images, "--manifest", tmp_path / "manifest.parquet",
+                     "--out", out / "model", "--status", out / "training.json", "--checkpoint-dir", out / "checkpoints"]
+        records[processes] = run_trainer("iddpm-train", {"arguments": list(map(str, arguments))}, processes, tmp_path)
     # 16 images / 8 per step: 2 steps per epoch, so the third step starts a second epoch.
-    assert_same_optimisation(records, GLOBAL_BATCH, steps=3)
+    assert_same_optimisation(records, GLOBAL_BATCH, steps=3, items=3 * GLOBAL_BATCH)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +150,7 @@ def test_mae_pretraining_1_and_2_processes_take_the_same_steps_and_schedule(clas
     inputs = {"spec": mae_specs["pretrain"], "manifest": class_data["manifest"]}
     records = {processes: run_trainer("mae-pretrain", inputs, processes, tmp_path) for processes in (1, 2)}
     # 32 images / 16 per step = 2 steps per epoch, 2 epochs, the lr set every step (warmup, cosine).
-    assert_same_optimisation(records, 16, steps=4, max_per_process=4)
+    assert_same_optimisation(records, 16, steps=4, items=64, max_per_process=4)
     assert records[1]["learning_rate"]["first"] == 0.0 and records[1]["learning_rate"]["last"] > 0
 
 
@@ -152,7 +162,8 @@ def test_mae_linear_probe_1_and_2_processes_take_the_same_steps_and_schedule(cla
     inputs = {"spec": mae_specs["probe"], "pretrained": str(tmp_path / "pretrained"),
               "imagenet": class_data["imagenet"]}
     records = {processes: run_trainer("mae-linear-probe", inputs, processes, tmp_path) for processes in (1, 2)}
-    assert_same_optimisation(records, 16, steps=4, max_per_process=4)
+    # 4 steps of 16 training images, then the 8 val images scored once.
+    assert_same_optimisation(records, 16, steps=4, items=4 * 16 + 8, max_per_process=4)
     assert records[1]["learning_rate"]["first"] == 0.0 and records[1]["learning_rate"]["last"] > 0
 
 

@@ -1,11 +1,15 @@
 """One trainer run under torchrun for tests/test_global_batch.py (not a test module).
 
-argv: trainer (classify | caption | mae-pretrain | mae-linear-probe), a JSON file of its inputs,
-the output path. Rank 0 writes the run's StepWatch record (optimizer steps, learning rates, batch
-split) as JSON.
+argv: trainer (classify | caption | mae-pretrain | mae-linear-probe | iddpm-train), a JSON file of
+its inputs, the output path. Rank 0 writes the run's StepWatch record (optimizer steps, learning
+rates, batch split) as JSON (iddpm-train runs the CLI command, which writes training.json); every
+rank writes to <output>.items-<rank> how many dataset items it loaded, so a test can tell that each
+optimizer step took the whole global batch.
 """
 
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -50,14 +54,41 @@ def mae_linear_probe(inputs, env, checkpointer):
 
 TRAINERS = {"classify": classify, "caption": caption, "mae-pretrain": mae_pretrain,
             "mae-linear-probe": mae_linear_probe}
+# The dataset class each trainer loads its items from.
+DATASETS = {"classify": "contamination.data:ManifestDataset", "caption": "contamination.caption:CaptionTrainingSet",
+            "mae-pretrain": "contamination.data:ManifestDataset", "mae-linear-probe": "contamination.data:ManifestDataset",
+            "iddpm-train": "contamination.features:ArrayImages"}
+
+
+def count_loads(dataset_class) -> list:
+    """Count every item this process loads from ``dataset_class``; returns the one-element counter."""
+    loads = [0]
+    load = dataset_class.__getitem__
+
+    def counted(self, index):
+        loads[0] += 1
+        return load(self, index)
+
+    dataset_class.__getitem__ = counted
+    return loads
+
 
 if __name__ == "__main__":
     trainer, inputs, out = sys.argv[1], json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3])
-    env = training.setup_distributed("cpu")
-    try:
-        checkpointer = training.Checkpointer(inputs["checkpoints"], env, "run")
-        record = TRAINERS[trainer](inputs, env, checkpointer)
-        if env.is_main:
-            out.write_text(json.dumps(record))
-    finally:
-        training.teardown_distributed(env)
+    module, name = DATASETS[trainer].split(":")
+    loads = count_loads(getattr(importlib.import_module(module), name))
+    if trainer == "iddpm-train":
+        from contamination.__main__ import main
+
+        if main(["iddpm-train", *inputs["arguments"]]) != 0:
+            sys.exit(1)
+    else:
+        env = training.setup_distributed("cpu")
+        try:
+            checkpointer = training.Checkpointer(inputs["checkpoints"], env, "run")
+            record = TRAINERS[trainer](inputs, env, checkpointer)
+            if env.is_main:
+                out.write_text(json.dumps(record))
+        finally:
+            training.teardown_distributed(env)
+    Path(f"{out}.items-{os.environ.get('RANK', 0)}").write_text(str(loads[0]))
