@@ -73,7 +73,7 @@ def tiny_blip_dir(caption_data, tmp_path_factory):
 @pytest.fixture
 def settings():
     settings = dict(cfg.load(SMOKE_CONFIG)["captioning"])
-    settings.update(image_size=SIZE, epochs=2, batch_size=4, eval_batch_size=4, device="cpu", num_workers=0, log_every=1)
+    settings.update(image_size=SIZE, epochs=2, global_batch_size=4, eval_batch_size=4, device="cpu", num_workers=0, log_every=1)
     return settings
 
 
@@ -306,7 +306,7 @@ def fine_tuned_run(caption_data, tiny_blip_dir, tmp_path_factory):
     index, manifest = caption_data
     out = tmp_path_factory.mktemp("run")
     settings = dict(cfg.load(SMOKE_CONFIG)["captioning"])
-    settings.update(image_size=SIZE, epochs=2, batch_size=4, eval_batch_size=4, device="cpu", num_workers=0)
+    settings.update(image_size=SIZE, epochs=2, global_batch_size=4, eval_batch_size=4, device="cpu", num_workers=0)
     with torch.random.fork_rng(devices=[]):
         torch.set_num_threads(1)
         caption_experiment(settings, index, tiny_blip_dir, out / "metrics.json", out / "captions.json", seed=0,
@@ -410,7 +410,7 @@ def test_smoke_dry_run_builds_the_tiny_blip(tmp_path):
 def test_a_diverged_fine_tune_writes_null_metrics_with_the_reason(caption_data, tiny_blip_dir, tmp_path):
     index, manifest = caption_data
     settings = dict(cfg.load(SMOKE_CONFIG)["captioning"])
-    settings.update(image_size=SIZE, batch_size=4, device="cpu", num_workers=0, select_by=[], lr=1e30)
+    settings.update(image_size=SIZE, global_batch_size=4, device="cpu", num_workers=0, select_by=[], lr=1e30)
     with torch.random.fork_rng(devices=[]):
         caption_experiment(settings, index, tiny_blip_dir, tmp_path / "metrics.json", tmp_path / "captions.json",
                            manifest=manifest, checkpoint_dir=tmp_path / "checkpoints", stop=StopAfterSteps())

@@ -43,7 +43,7 @@ def image_sets(tmp_path_factory):
 
 def tiny_spec(**recipe_changes):
     recipe = dict(cfg.load()["classification"]["models"]["resnet50"])
-    recipe.update(epochs=3, batch_size=8, lr=0.01, train_crop_size=32, val_resize_size=32, val_crop_size=32)
+    recipe.update(epochs=3, global_batch_size=8, lr=0.01, train_crop_size=32, val_resize_size=32, val_crop_size=32)
     recipe.update(recipe_changes)
     return {"model": "resnet18", "recipe": recipe, "num_classes": CLASSES, "seed": 0, "device": "cpu",
             "num_workers": 0, "print_freq": 100, "keep_checkpoint": True, "checkpoint_every_minutes": 30}
@@ -203,8 +203,8 @@ def test_ema_and_raw_weights_are_both_scored_and_the_table_reads_the_chosen(imag
     chosen = {"ema": 10.0, "raw": 20.0}[report_weights]
     for name in classify.METRIC_NAMES:
         assert (metrics[name], metrics[f"{name}_ema"], metrics[f"{name}_raw"]) == (chosen, 10.0, 20.0)
-    assert steps == {"optimizer_steps": 4, "skipped_steps": 0, "max_consecutive_skipped_steps": None,
-                     "diverged": None}
+    assert steps.items() >= {"optimizer_steps": 4, "skipped_steps": 0, "max_consecutive_skipped_steps": None,
+                             "diverged": None}.items()
 
 
 def test_the_paper_reports_swin_s_with_ema_weights_and_ema_needs_an_ema_model():

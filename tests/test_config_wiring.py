@@ -195,8 +195,8 @@ def eval_spec():
     from contamination import config as cfg
 
     recipe = dict(cfg.load()["classification"]["models"]["resnet50"], val_resize_size=SIZE, val_crop_size=SIZE,
-                  batch_size=3)
-    return {"recipe": recipe, "num_classes": CLASSES, "num_workers": 0}
+                  global_batch_size=3, max_batch_per_process=None)
+    return {"model": "resnet50", "recipe": recipe, "num_classes": CLASSES, "num_workers": 0}
 
 
 def test_evaluate_all_scores_imagenet_a_and_r_over_their_own_classes(class_data):
@@ -266,7 +266,7 @@ def test_warmup_and_cosine_schedule_get_the_recipe_numbers(monkeypatch):
 
 
 TRAIN_RECIPE = cfg.with_defaults("classification.models.*", {
-    "epochs": 1, "batch_size": 4, "opt": "sgd", "lr": 0.05, "momentum": 0.8, "weight_decay": 3e-4,
+    "epochs": 1, "global_batch_size": 4, "opt": "sgd", "lr": 0.05, "momentum": 0.8, "weight_decay": 3e-4,
     "norm_weight_decay": None, "bias_weight_decay": None, "transformer_embedding_decay": None,
     "lr_scheduler": "steplr", "lr_step_size": 2, "lr_gamma": 0.5, "lr_min": 0.0, "lr_warmup_epochs": 0,
     "lr_warmup_method": "linear", "lr_warmup_decay": 0.01, "label_smoothing": 0.3, "mixup_alpha": 0.3,
@@ -346,7 +346,7 @@ def test_classifier_augmentation_and_sampler_follow_the_recipe(classifier_run):
 
 def test_classifier_ema_decay_is_the_rescaled_recipe_decay(classifier_run):
     ema = only(classifier_run["ExponentialMovingAverage"], "EMA")
-    # The reference: 1 - (1 - 0.95) x world size 1 x batch 4 x every 1 step / 1 epoch
+    # The reference: 1 - (1 - 0.95) x (world size 1 x batch 4 = the global batch 4) x every 1 step / 1 epoch
     assert ema.decay == pytest.approx(1 - 0.05 * 4), "model_ema_decay / model_ema_steps not passed"
 
 
@@ -402,7 +402,7 @@ def caption_data(tmp_path_factory):
 CAPTION_SETTINGS = cfg.with_defaults("captioning", {
     "device": "cpu", "image_size": CAPTION_SIZE, "min_crop_scale": 0.3, "max_crop_scale": 0.9,
     "randaugment_ops": 3, "randaugment_magnitude": 7, "prompt": "a picture of ", "max_words": 4,
-    "max_text_tokens": 12, "text_dropout": 0.2, "label_smoothing": 0.3, "epochs": 2, "batch_size": 4,
+    "max_text_tokens": 12, "text_dropout": 0.2, "label_smoothing": 0.3, "epochs": 2, "global_batch_size": 4,
     "lr": 3e-4, "min_lr": 2e-5, "weight_decay": 0.07, "select_by": [], "eval_batch_size": 2, "num_beams": 2,
     "max_length": 9, "min_length": 7, "repetition_penalty": 1.3, "num_workers": 0, "log_every": 100,
     "keep_checkpoint": False, "spice_corenlp_dir": None,
@@ -475,7 +475,7 @@ IDDPM_SPEC = {
     "image_size": 16,
     "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "attention_resolutions": [8],
              "attention_head_dim": 16, "norm_num_groups": 8, "dropout": 0.1},
-    "diffusion_steps": IDDPM_STEPS, "rescale_timesteps": True, "vlb_weight": 0.02, "iterations": 3, "batch_size": 4,
+    "diffusion_steps": IDDPM_STEPS, "rescale_timesteps": True, "vlb_weight": 0.02, "iterations": 3, "global_batch_size": 4, "max_batch_per_process": None,
     "lr": 2e-3, "weight_decay": 0.01, "ema_decay": 0.8, "seed": 3, "checkpoint_every": 100, "log_every": 100,
     "num_workers": 0, "device": "cpu", "keep_checkpoint": True,
     "sample_count": 2, "sample_steps": 5, "sample_batch_size": 2, "sample_shard_size": 2,
@@ -595,12 +595,12 @@ MAE_MODEL = {  # every value differs from transformers' ViTMAEConfig default (Vi
     "decoder_num_attention_heads": 2, "decoder_intermediate_size": 40, "layer_norm_eps": 1e-5,
 }
 MAE_PRETRAIN = cfg.with_defaults("mae.pretrain", {
-    "mask_ratio": 0.5, "norm_pix_loss": True, "epochs": 1, "warmup_epochs": 0, "batch_size": 8, "accum_iter": 2,
+    "mask_ratio": 0.5, "norm_pix_loss": True, "epochs": 1, "warmup_epochs": 0, "global_batch_size": 8, "max_batch_per_process": 4,
     "base_lr": 0.64, "min_lr": 0.001, "weight_decay": 0.07, "betas": [0.8, 0.9], "crop_scale": [0.3, 0.9],
     "amp": False,
 })
 MAE_PROBE = cfg.with_defaults("mae.linear_probe", {
-    "epochs": 1, "warmup_epochs": 0, "batch_size": 8, "accum_iter": 1, "base_lr": 0.64, "min_lr": 0.001,
+    "epochs": 1, "warmup_epochs": 0, "global_batch_size": 8, "base_lr": 0.64, "min_lr": 0.001,
     "weight_decay": 0.003, "momentum": 0.7, "trust_coefficient": 0.002, "crop_scale": [0.3, 0.9],
     "val_resize_size": 40, "amp": False,
 })
@@ -621,7 +621,7 @@ def mae_images(tmp_path_factory):
 def peak_and_midway_lr(recipe):
     """MAE's schedule without warmup for one epoch of 2 updates: the peak lr = blr x batch / 256,
     then half a cosine later (epoch 0.5) min_lr + (peak - min_lr) / 2."""
-    peak = recipe["base_lr"] * recipe["batch_size"] / 256
+    peak = recipe["base_lr"] * recipe["global_batch_size"] / 256
     return [peak, recipe["min_lr"] + (peak - recipe["min_lr"]) / 2]
 
 
@@ -650,7 +650,7 @@ def test_mae_pretraining_gets_mask_ratio_architecture_lr_scaling_and_adamw_setti
     assert optimizer.defaults["betas"] == (0.8, 0.9), "mae.pretrain.betas not passed"
     assert {group["weight_decay"] for group in optimizer.param_groups} == {0.0, 0.07}
     assert learning_rates == pytest.approx(peak_and_midway_lr(MAE_PRETRAIN), rel=1e-9), \
-        "the learning rate is not base_lr x batch_size / 256 on MAE's schedule"
+        "the learning rate is not base_lr x global_batch_size / 256 on MAE's schedule"
     crop = only(crops, "RandomResizedCrop")
     assert crop.scale == (0.3, 0.9) and crop.size == (32, 32), "mae.pretrain.crop_scale not passed"
 
@@ -677,7 +677,7 @@ def test_mae_linear_probe_gets_lars_settings_lr_scaling_and_transforms(mae_image
             optimizer.defaults["trust_coefficient"]) == (0.003, 0.7, 0.002), \
         "mae.linear_probe weight_decay / momentum / trust_coefficient not passed (LARS defaults 0, 0.9, 0.001)"
     assert learning_rates == pytest.approx(peak_and_midway_lr(MAE_PROBE), rel=1e-9), \
-        "the probe's learning rate is not base_lr x batch_size / 256 on MAE's schedule"
+        "the probe's learning rate is not base_lr x global_batch_size / 256 on MAE's schedule"
     assert only(crops, "the probe's crop").scale == (0.3, 0.9), \
         "mae.linear_probe.crop_scale not passed (torchvision's default (0.08, 1) is the paper's)"
     assert only(resizes, "val Resize").size == [40], "mae.linear_probe.val_resize_size not passed"

@@ -146,7 +146,7 @@ TINY_SPEC = {
     "image_size": 16,
     "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "attention_resolutions": [8],
              "attention_head_dim": 16, "norm_num_groups": 8, "dropout": 0.0},
-    "diffusion_steps": T, "rescale_timesteps": True, "vlb_weight": 0.001, "iterations": 7, "batch_size": 4,
+    "diffusion_steps": T, "rescale_timesteps": True, "vlb_weight": 0.001, "iterations": 7, "global_batch_size": 4, "max_batch_per_process": None,
     "lr": 1e-3, "weight_decay": 0.0, "ema_decay": 0.9, "seed": 3, "checkpoint_every": 100, "log_every": 100,
     "num_workers": 0, "device": "cpu", "keep_checkpoint": False, "checkpoint_every_minutes": 30,
     "sample_count": 6, "sample_steps": 8, "sample_batch_size": 4, "sample_shard_size": 4,

@@ -22,12 +22,12 @@ MODEL = {
     "decoder_num_attention_heads": 4, "decoder_intermediate_size": 64, "layer_norm_eps": 1e-6,
 }
 PRETRAIN = {
-    "mask_ratio": 0.75, "norm_pix_loss": True, "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "accum_iter": 2,
+    "mask_ratio": 0.75, "norm_pix_loss": True, "epochs": 2, "warmup_epochs": 1, "global_batch_size": 16, "max_batch_per_process": 8,
     "base_lr": 1.5e-3, "min_lr": 0.0, "weight_decay": 0.05, "betas": [0.9, 0.95], "crop_scale": [0.2, 1.0],
     "amp": True, "max_skipped_steps": 100,
 }
 PROBE = {
-    "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "accum_iter": 1, "base_lr": 0.1, "min_lr": 0.0,
+    "epochs": 2, "warmup_epochs": 1, "global_batch_size": 16, "max_batch_per_process": None, "base_lr": 0.1, "min_lr": 0.0,
     "weight_decay": 0.0, "momentum": 0.9, "trust_coefficient": 0.001, "crop_scale": [0.08, 1.0],
     "val_resize_size": 36, "amp": True, "max_skipped_steps": 100,
 }
@@ -110,11 +110,12 @@ def test_half_cycle_cosine_warms_up_linearly_then_decays_to_min_lr():
     assert lr(20) == pytest.approx(0.55) and lr(30) == pytest.approx(0.1)
 
 
-def test_effective_batch_must_split_over_processes_and_accumulation():
+def test_effective_batch_must_split_over_processes_and_names_the_key():
     env = training.DistEnv(rank=0, world_size=3, local_rank=0, device=torch.device("cpu"))
-    assert mae.per_process_batch({"batch_size": 12, "accum_iter": 2}, env, "mae.pretrain") == 2
-    with pytest.raises(ConfigError, match=r"mae.pretrain.batch_size: 16 .* accum_iter 2 x 3 processes"):
-        mae.per_process_batch({"batch_size": 16, "accum_iter": 2}, env, "mae.pretrain")
+    split = mae.batch_split({"global_batch_size": 12, "max_batch_per_process": 2}, env, "mae.pretrain")
+    assert (split.per_process_batch, split.accumulation_steps) == (2, 2)
+    with pytest.raises(ConfigError, match=r"mae.pretrain.global_batch_size: 16 images do not split over 3 processes"):
+        mae.batch_split({"global_batch_size": 16, "max_batch_per_process": 2}, env, "mae.pretrain")
 
 
 def test_probe_head_is_batchnorm_without_affine_and_a_small_linear_layer():
@@ -198,14 +199,14 @@ def test_pretraining_reports_divergence_instead_of_crashing(images, tmp_path):
     spec = dict(PRETRAIN_SPEC, pretrain=dict(PRETRAIN, base_lr=float("inf")))
     _, history, status, reason, steps = mae.pretrain(spec, images["manifest"],
                                                      training.Checkpointer(tmp_path, cpu(), "x"), cpu())
-    # The first update (after accum_iter 2 batches) makes the weights infinite; the next batch finds it.
+    # The first update (after 2 accumulated batches) makes the weights infinite; the next batch finds it.
     assert status == "diverged" and reason == "non-finite weights at optimizer step 1"
     assert steps["diverged"] == {"step": 1, "reason": "non-finite weights"} and steps["optimizer_steps"] == 1
 
 
 def test_a_batch_larger_than_the_data_names_the_config_key(images, tmp_path):
-    spec = dict(PRETRAIN_SPEC, pretrain=dict(PRETRAIN, batch_size=64))
-    with pytest.raises(ConfigError, match="mae.pretrain.batch_size: 64"):
+    spec = dict(PRETRAIN_SPEC, pretrain=dict(PRETRAIN, global_batch_size=64))
+    with pytest.raises(ConfigError, match="mae.pretrain.global_batch_size: 64"):
         mae.pretrain(spec, images["manifest"], training.Checkpointer(tmp_path, cpu(), "x"), cpu())
 
 
@@ -350,8 +351,10 @@ def test_cli_pretraining_killed_by_sigterm_resumes_and_the_probe_writes_metrics(
     summary = json.loads((tmp_path / "pretrain.json").read_text())
     assert summary["status"] == "ok" and len(summary["loss_per_epoch"]) == 6
     # 6 epochs of 32 images, 16 per update: 12 updates, counted across the resume.
-    assert summary["training"] == {"optimizer_steps": 12, "skipped_steps": 0, "max_consecutive_skipped_steps": None,
-                                   "diverged": None}
+    assert summary["training"].items() >= {"optimizer_steps": 12, "skipped_steps": 0,
+                                           "max_consecutive_skipped_steps": None, "diverged": None}.items()
+    assert summary["training"]["batch"] == {"global_batch_size": 16, "world_size": 1, "per_process_batch": 8,
+                                            "accumulation_steps": 2}
 
     run_command("mae-linear-probe", "--spec", json.dumps(PROBE_SPEC), "--pretrained", tmp_path / "pretrained",
                 "--pretrain-summary", tmp_path / "pretrain.json", "--imagenet", images["imagenet"],
@@ -359,6 +362,8 @@ def test_cli_pretraining_killed_by_sigterm_resumes_and_the_probe_writes_metrics(
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["reasons"] == {}
     assert metrics["training"]["optimizer_steps"] == 4 and metrics["training"]["diverged"] is None
+    assert metrics["training"]["batch"] == {"global_batch_size": 16, "world_size": 1, "per_process_batch": 16,
+                                            "accumulation_steps": 1}
     assert 0.0 <= metrics["metrics"]["linear_probe_top1_imagenet_val"] <= 100.0
     assert metrics["metrics"]["pretrain_final_loss"] == pytest.approx(summary["loss_per_epoch"][-1])
     assert not (tmp_path / "probe-checkpoints" / training.CHECKPOINT_NAME).exists()  # keep_checkpoint false

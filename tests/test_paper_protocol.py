@@ -14,11 +14,21 @@ import math
 import pytest
 
 from contamination import config as cfg
+from contamination.training import batch_split
 
-# The 8 GPUs of A.1, A.2, A.4, A.6 and the 2 of A.3: per-GPU batch sizes in the config times these
-# are the paper's global batches.
+# The GPUs the paper trained on (A.2: 8, A.3: 2, A.6: 8 for pre-training, 16 for the probe): a job
+# on as many splits the configured global batch into the paper's per-GPU batch and accumulation.
 CLASSIFICATION_GPUS = 8
 CAPTIONING_GPUS = 2
+MAE_PRETRAIN_GPUS = 8
+MAE_PROBE_GPUS = 16
+
+
+def assert_paper_split(recipe: dict, gpus: int, per_gpu: int, accumulation: int, section: str) -> None:
+    split = batch_split(recipe["global_batch_size"], gpus, recipe["max_batch_per_process"])
+    assert (split.per_process_batch, split.accumulation_steps) == (per_gpu, accumulation), \
+        (f"paper {section}: {gpus} GPUs x {per_gpu} images x accumulation {accumulation}; the config splits "
+         f"over {gpus} processes into {split.per_process_batch} x accumulation {split.accumulation_steps}")
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +213,7 @@ def test_classification_follows_section_4_1_and_appendix_a2(config):
     resnet = "classification.models.resnet50"
     resnet_claims = [
         (f"{v0131}, ResNet-50): 90 epochs", f"{resnet}.epochs", 90),
-        (f"{v0131}, ResNet-50): batch 32 per GPU, 256 on the paper's 8 GPUs", f"{resnet}.batch_size", 32),
+        (f"{v0131}, ResNet-50): batch 32 per GPU, 256 on the paper's 8 GPUs", f"{resnet}.global_batch_size", 256),
         (f"{v0131}, ResNet-50): SGD", f"{resnet}.opt", "sgd"),
         (f"{v0131}, ResNet-50): lr 0.1", f"{resnet}.lr", 0.1),
         (f"{v0131}, ResNet-50): momentum 0.9", f"{resnet}.momentum", 0.9),
@@ -232,7 +242,7 @@ def test_classification_follows_section_4_1_and_appendix_a2(config):
     swin = "classification.models.swin_s"
     swin_claims = [
         (f"{v0131}, Swin-S): 300 epochs", f"{swin}.epochs", 300),
-        (f"{v0131}, Swin-S): batch 128 per GPU, 1,024 on the paper's 8 GPUs", f"{swin}.batch_size", 128),
+        (f"{v0131}, Swin-S): batch 128 per GPU, 1,024 on the paper's 8 GPUs", f"{swin}.global_batch_size", 1024),
         (f"{v0131}, Swin-S): AdamW", f"{swin}.opt", "adamw"),
         (f"{v0131}, Swin-S): lr 1e-3", f"{swin}.lr", 1e-3),
         (f"{v0131}, Swin-S): weight decay 0.05", f"{swin}.weight_decay", 0.05),
@@ -265,7 +275,8 @@ def test_classification_follows_section_4_1_and_appendix_a2(config):
     convnext = "classification.models.convnext_tiny"
     convnext_claims = [
         ("4.1 fn. 3: ConvNeXt trained for 300 epochs", f"{convnext}.epochs", 300),
-        (f"{v0131}, ConvNeXt-T): batch 128 per GPU, 1,024 on the paper's 8 GPUs", f"{convnext}.batch_size", 128),
+        (f"{v0131}, ConvNeXt-T): batch 128 per GPU, 1,024 on the paper's 8 GPUs", f"{convnext}.global_batch_size",
+         1024),
         (f"{v0131}, ConvNeXt-T): AdamW", f"{convnext}.opt", "adamw"),
         (f"{v0131}, ConvNeXt-T): lr 1e-3", f"{convnext}.lr", 1e-3),
         (f"{v0131}, ConvNeXt-T): weight decay 0.05", f"{convnext}.weight_decay", 0.05),
@@ -294,9 +305,8 @@ def test_classification_follows_section_4_1_and_appendix_a2(config):
         (f"{v0131}, ConvNeXt-T): 4 repetitions", f"{convnext}.ra_reps", 4),
     ]
     assert_paper(config, common + resnet_claims + swin_claims + convnext_claims)
-    global_batches = {model: models[model]["batch_size"] * CLASSIFICATION_GPUS for model in models}
-    assert global_batches == {"resnet50": 256, "swin_s": 1024, "convnext_tiny": 1024}, \
-        f"paper A.2 (8 GPUs): global batches 256 / 1,024 / 1,024, the config gives {global_batches}"
+    for model, per_gpu in {"resnet50": 32, "swin_s": 128, "convnext_tiny": 128}.items():
+        assert_paper_split(models[model], CLASSIFICATION_GPUS, per_gpu, 1, f"A.2 ({model})")
 
     assert_rows_are_the_papers_mixtures(config, "table1", "4.1, Table 1", TABLE1_ROWS)
     assert_rows_are_the_papers_mixtures(config, "table5", "5.2, Table 5", ["Original SD-IN", "Complex SD-IN"])
@@ -327,7 +337,7 @@ def test_captioning_follows_section_4_2_and_appendix_a3(config):
     assert_paper(config, [
         ("4.2: fine-tuned for five epochs", f"{key}.epochs", 5),
         ("4.2: beam search with a beam size of three", f"{key}.num_beams", 3),
-        (f"{lavis}): batch 32 per GPU, on the paper's 2 GPUs", f"{key}.batch_size", 32),
+        (f"{lavis}): batch 32 per GPU, 64 on the paper's 2 GPUs", f"{key}.global_batch_size", 64),
         (f"{lavis}): AdamW lr 1e-5", f"{key}.lr", 1e-5),
         (f"{lavis}): cosine to min lr 0", f"{key}.min_lr", 0.0),
         (f"{lavis}): weight decay 0.05", f"{key}.weight_decay", 0.05),
@@ -345,7 +355,7 @@ def test_captioning_follows_section_4_2_and_appendix_a3(config):
         (f"{lavis}, med_config.json): text dropout 0.1", f"{key}.text_dropout", 0.1),
         ("4.2: the COCO test split of Karpathy's splits (5,000 images)", "planning.dataset_sizes.coco.test", 5000),
     ])
-    assert config["captioning"]["batch_size"] * CAPTIONING_GPUS == 64, "paper A.3 (2 GPUs x 32): global batch 64"
+    assert_paper_split(config["captioning"], CAPTIONING_GPUS, 32, 1, "A.3")
     assert_rows_are_the_papers_mixtures(config, "table2", "4.2, Table 2", [
         "COCO", "CO/SD-20%", "CO/SD-40%", "CO/SD-80%", "SD-COCO", "CO/FL-40%", "Flickr30k", "w/o fine-tuning"])
     assert table(config, "table2")["rows"][-1]["mixture"] == "pretrained", \
@@ -363,7 +373,7 @@ def test_iddpm_follows_section_4_3_and_appendix_a4(config):
     assert_paper(config, [
         ("4.3: datasets resized to 64x64", f"{key}.image_size", 64),
         ("4.3 / A.4: 1.8 x 10^6 iterations", f"{key}.iterations", 1_800_000),
-        ("4.3 / A.4: batch size 512", f"{key}.batch_size", 512),
+        ("4.3 / A.4: batch size 512", f"{key}.global_batch_size", 512),
         ("4.3 / A.4: 5.0 x 10^4 generated images", f"{key}.sample_count", 50_000),
         ("4.3 / A.4: 250 sampling steps", f"{key}.sample_steps", 250),
         ("4.3 / A.4: the L_hybrid objective, lambda = 0.001", f"{key}.vlb_weight", 0.001),
@@ -423,8 +433,7 @@ def test_mae_follows_section_6_2_and_appendix_a6(config):
         ("6.2: mask ratio 0.75", f"{pretrain}.mask_ratio", 0.75),
         ("6.2 / A.6: pre-trained for 200 epochs", f"{pretrain}.epochs", 200),
         ("A.6: a 40-epoch warmup", f"{pretrain}.warmup_epochs", 40),
-        ("A.6: batch size 4096", f"{pretrain}.batch_size", 4096),
-        ("A.6: gradient accumulation once in every two iterations", f"{pretrain}.accum_iter", 2),
+        ("A.6: batch size 4096", f"{pretrain}.global_batch_size", 4096),
         (f"{mae_code}): norm-pix loss", f"{pretrain}.norm_pix_loss", True),
         (f"{mae_code}): base lr 1.5e-4 (lr = blr x batch / 256)", f"{pretrain}.base_lr", 1.5e-4),
         (f"{mae_code}): min lr 0", f"{pretrain}.min_lr", 0.0),
@@ -432,7 +441,7 @@ def test_mae_follows_section_6_2_and_appendix_a6(config):
         (f"{mae_code}): AdamW betas (0.9, 0.95)", f"{pretrain}.betas", [0.9, 0.95]),
         (f"{mae_code}): RandomResizedCrop scale (0.2, 1)", f"{pretrain}.crop_scale", [0.2, 1.0]),
         ("6.2 / A.6: 90 epochs of linear probing", f"{probe}.epochs", 90),
-        ("A.6: batch size 16,384", f"{probe}.batch_size", 16384),
+        ("A.6: batch size 16,384", f"{probe}.global_batch_size", 16384),
         (f"{mae_code} main_linprobe.py): 10 warmup epochs", f"{probe}.warmup_epochs", 10),
         (f"{mae_code} main_linprobe.py): base lr 0.1", f"{probe}.base_lr", 0.1),
         (f"{mae_code} main_linprobe.py): min lr 0", f"{probe}.min_lr", 0.0),
@@ -442,8 +451,9 @@ def test_mae_follows_section_6_2_and_appendix_a6(config):
         (f"{mae_code} main_linprobe.py): RandomResizedCrop scale (0.08, 1)", f"{probe}.crop_scale", [0.08, 1.0]),
         (f"{mae_code} main_linprobe.py): val resize 256", f"{probe}.val_resize_size", 256),
     ])
-    assert config["mae"]["pretrain"]["batch_size"] == 8 * 256 * 2, \
-        "paper A.6: 8 GPUs, accumulation 2: 4096 = 8 x 256 x 2"
+    # A.6: "gradient accumulation once in every two iterations" on 8 GPUs: 4096 = 8 x 256 x 2.
+    assert_paper_split(config["mae"]["pretrain"], MAE_PRETRAIN_GPUS, 256, 2, "A.6 (pre-training)")
+    assert_paper_split(config["mae"]["linear_probe"], MAE_PROBE_GPUS, 1024, 1, "A.6 (linear probe)")
     assert_rows_are_the_papers_mixtures(config, "table11", "6.2, Table 11", [
         "ImageNet", "IN/SD-20%", "IN/SD-40%", "IN/SD-80%", "SD-ImageNet", "IN/WD-20%", "IN/WD-40%", "IN/WD-80%",
         "WebVision"])

@@ -91,7 +91,7 @@ def test_training_costs_follow_epochs_mixture_sizes_and_throughput():
     # a job's wall time is its GPU-hours over the profile's GPUs; beyond the limit it resumes
     row = scope_row(frame, "all", "iddpm_train")
     settings = PAPER["iddpm"]
-    hours = settings["iterations"] * settings["batch_size"] / PAPER["planning"]["throughput"]["iddpm_train"] / 3600
+    hours = settings["iterations"] * settings["global_batch_size"] / PAPER["planning"]["throughput"]["iddpm_train"] / 3600
     assert row["hours_per_job"] == pytest.approx(hours / row["gpus_per_job"])
     assert row["submissions"] == math.ceil(row["hours_per_job"] / row["runtime_limit_hours"])
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from contamination import training
-from contamination.errors import DataError, Locked
+from contamination.errors import ConfigError, DataError, Locked
 from helpers import FakeClock, environment, lock_holder
 
 CPU = training.DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -241,8 +241,8 @@ def test_a_step_the_amp_scaler_skips_is_not_divergence():
     assert not torch.equal(before[0], model.weight)
     amp_step(model, optimizer, watch, math.nan)
     amp_step(model, optimizer, watch, math.nan)
-    assert watch.record() == {"optimizer_steps": 5, "skipped_steps": 4, "max_consecutive_skipped_steps": 3,
-                              "diverged": None}
+    assert watch.record().items() >= {"optimizer_steps": 5, "skipped_steps": 4, "max_consecutive_skipped_steps": 3,
+                                      "diverged": None}.items()
 
 
 def test_max_skipped_steps_in_a_row_is_divergence_with_its_step():
@@ -292,6 +292,56 @@ def test_the_step_counts_resume_from_a_checkpoint(tmp_path):
     checkpointer.load(watch=resumed, scaler=resumed.scaler)
     with pytest.raises(training.Diverged, match="2 consecutive"):  # the skip before the checkpoint counts
         amp_step(model, optimizer, resumed, math.nan)
+
+
+@pytest.mark.parametrize("global_batch, world_size, cap, expected", [
+    (256, 8, 32, (32, 1)),      # the paper's ResNet-50: 8 GPUs x 32
+    (256, 4, 32, (32, 2)),      # half the GPUs: the same per-GPU batch, accumulated twice
+    (256, 16, 32, (16, 1)),     # twice the GPUs: half the per-GPU batch
+    (4096, 8, 256, (256, 2)),   # the paper's MAE pre-training: 8 GPUs x 256 x 2
+    (4096, 4, 256, (256, 4)),
+    (4096, 1, None, (4096, 1)),  # no cap, no accumulation
+    (64, 2, 24, (16, 2)),       # 32 per process do not fit 24: the fewest steps that divide 32 exactly
+    (96, 1, 40, (32, 3)),       # 96 / 40 rounds up to 3 steps of 32
+])
+def test_batch_split_keeps_the_global_batch_with_the_fewest_accumulation_steps(global_batch, world_size, cap,
+                                                                                 expected):
+    split = training.batch_split(global_batch, world_size, cap)
+    assert (split.per_process_batch, split.accumulation_steps) == expected
+    assert split.per_process_batch * split.accumulation_steps * world_size == global_batch
+    assert (split.global_batch_size, split.world_size) == (global_batch, world_size)
+
+
+def test_a_global_batch_the_processes_cannot_share_fails_with_the_numbers():
+    with pytest.raises(ConfigError, match=r"^captioning.global_batch_size: 64 images do not split over 3 processes "
+                                          r"\(64 / 3 = 21.3333 per process\)"):
+        training.batch_split(64, 3, 32, "captioning")
+
+
+def test_the_step_record_holds_the_batch_split_and_the_learning_rate_schedule():
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.4)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+    def schedule(steps):
+        watch = training.StepWatch(model, batch=training.batch_split(8, 2, 2))
+        for _ in range(steps):
+            watch.step(optimizer)
+            scheduler.step()
+        return watch.record()
+
+    record = schedule(3)
+    assert record["batch"] == {"global_batch_size": 8, "world_size": 2, "per_process_batch": 2, "accumulation_steps": 2}
+    assert (record["optimizer_steps"], record["learning_rate"]["first"], record["learning_rate"]["last"]) == (3, 0.4, 0.1)
+    for group in optimizer.param_groups:
+        group["lr"] = 0.4
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    assert schedule(3)["learning_rate"] == record["learning_rate"]  # the same schedule, the same digest
+    for group in optimizer.param_groups:
+        group["lr"] = 0.4
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.25)  # 0.4, 0.4, 0.1
+    other = schedule(3)["learning_rate"]
+    assert other["last"] == record["learning_rate"]["last"] and other != record["learning_rate"]
 
 
 def test_metrics_json_records_the_training_steps(tmp_path):

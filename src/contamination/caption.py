@@ -19,7 +19,9 @@ every number from config ``captioning``:
   prompt "a picture of "; at most 40 tokens; the loss ignores the prompt and padding.
   Evaluation images: resized to 384x384, bicubic.
 - optimisation: AdamW (all parameters) lr 1e-5, weight decay 0.05, cosine to 0 over 5 epochs
-  stepped once per epoch, no warm-up; batch 32 per GPU (the paper: 2 GPUs), last partial batch
+  stepped once per epoch, no warm-up; global batch 64 (the paper: 2 GPUs x 32), taken as
+  training.batch_split says (gradient accumulation when ``max_batch_per_process`` is below the
+  share of a process); the last micro-batches of an epoch that make no whole optimizer step are
   dropped.
 - model selection: after each epoch the Karpathy val split is captioned and the weights with the
   highest BLEU-4 + CIDEr (LAVIS's ``agg_metrics``) are the ones tested (``select_by``; empty:
@@ -441,10 +443,12 @@ def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer
         train_transform(settings, image_processor.image_mean, image_processor.image_std),
         settings["prompt"], settings["max_words"], seed,
     )
-    batch_size = settings["batch_size"]
-    if len(dataset) < batch_size * env.world_size:
+    split = training.batch_split(settings["global_batch_size"], env.world_size, settings["max_batch_per_process"],
+                                 "captioning")
+    batch_size = split.per_process_batch
+    if len(dataset) < settings["global_batch_size"]:
         raise DataError(f"manifest {manifest}: {len(dataset)} items, fewer than one batch of "
-                        f"captioning.batch_size {batch_size} per process x {env.world_size} processes")
+                        f"captioning.global_batch_size {settings['global_batch_size']}")
     sampler = training.ResumableSampler(training.distributed_sampler(dataset, env, seed), batch_size)
     collate = CaptionCollator(processor.tokenizer, settings["prompt"], settings["max_text_tokens"])
     network = model
@@ -454,12 +458,16 @@ def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"], eta_min=settings["min_lr"])
     selection = Selection()
-    watch = training.StepWatch(model)  # fp32, as LAVIS: a non-finite loss or weight is divergence
+    watch = training.StepWatch(model, batch=split)  # fp32, as LAVIS: a non-finite loss or weight is divergence
     position = checkpointer.load(model=model, optimizer=optimizer, scheduler=scheduler, selection=selection,
                                  watch=watch)
     epochs = settings["epochs"]
-    training.log(env, f"fine-tuning on {len(dataset)} captions, {len(sampler) // batch_size} batches per epoch, "
-                      f"{env.world_size} process(es), from epoch {position.epoch} step {position.step}")
+    accumulation = split.accumulation_steps
+    # Whole optimizer steps only: the last micro-batches of an epoch that make no full step are left out.
+    batches_per_epoch = len(sampler.sampler) // batch_size // accumulation * accumulation
+    training.log(env, f"fine-tuning on {len(dataset)} captions, {batches_per_epoch // accumulation} optimizer steps "
+                      f"per epoch of {env.world_size} process(es) x {batch_size} x {accumulation} accumulation steps, "
+                      f"from epoch {position.epoch} step {position.step}")
     for epoch in range(position.epoch, epochs):
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, skip_batches=position.step if epoch == position.epoch else 0)
@@ -469,17 +477,26 @@ def fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer
             generator=training.loader_generator(seed, env, epoch),
         )
         network.train()
+        end = training.StepEnd.CONTINUE
         for step, (pixels, input_ids, attention_mask, labels) in enumerate(loader, start=sampler.skipped_batches):
-            loss = network(pixel_values=pixels.to(env.device), input_ids=input_ids.to(env.device),
-                           attention_mask=attention_mask.to(env.device), labels=labels.to(env.device)).loss
-            end = training.check_step(loss, stop, env, watch, checkpointer)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            watch.step(optimizer)
+            if step == batches_per_epoch:
+                break
+            updating = (step + 1) % accumulation == 0
+            with training.gradient_sync(network, env, updating):
+                loss = network(pixel_values=pixels.to(env.device), input_ids=input_ids.to(env.device),
+                               attention_mask=attention_mask.to(env.device), labels=labels.to(env.device)).loss
+                end = max(end, training.check_step(loss, stop, env, watch, checkpointer))
+                if step % accumulation == 0:
+                    optimizer.zero_grad(set_to_none=True)
+                (loss / accumulation).backward()
+            if updating:
+                watch.step(optimizer)
             if step % settings["log_every"] == 0:
                 training.log(env, f"epoch {epoch} step {step} loss {loss.item():.4f} lr {scheduler.get_last_lr()[0]:.3g}")
-            checkpointer.after_step(end, training.Position(epoch, step + 1), model=model, optimizer=optimizer,
-                                    scheduler=scheduler, selection=selection, watch=watch)
+            if updating:  # a checkpoint holds no half-accumulated gradients
+                checkpointer.after_step(end, training.Position(epoch, step + 1), model=model, optimizer=optimizer,
+                                        scheduler=scheduler, selection=selection, watch=watch)
+                end = training.StepEnd.CONTINUE
         scheduler.step()
         if val is not None:
             score = validation_score(model, processor, val, settings, env)

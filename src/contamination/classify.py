@@ -127,6 +127,7 @@ def train(spec: dict, manifest, checkpointer, env):
 
     recipe = spec["recipe"]
     training.seed_everything(spec["seed"], env)
+    split = batch_split(spec, env.world_size)
 
     dataset = ManifestDataset(manifest, recipes.train_transform(recipe), target="label")
     if recipe["ra_sampler"]:
@@ -138,8 +139,8 @@ def train(spec: dict, manifest, checkpointer, env):
     if len(sampler) < 2:
         raise DataError(f"manifest {manifest}: {len(sampler)} item(s) per epoch, too few to train on")
     # The reference keeps the last partial batch; a batch of one item would break BatchNorm.
-    drop_last = len(sampler) % recipe["batch_size"] == 1
-    sampler = training.ResumableSampler(sampler, recipe["batch_size"])
+    drop_last = len(sampler) % split.per_process_batch == 1
+    sampler = training.ResumableSampler(sampler, split.per_process_batch)
     collate = recipes.collate_function(recipe, spec["num_classes"])
 
     model = torchvision.models.get_model(spec["model"], weights=None, num_classes=spec["num_classes"])
@@ -157,21 +158,22 @@ def train(spec: dict, manifest, checkpointer, env):
     ema = None
     if recipe["model_ema"]:
         ema = training.ExponentialMovingAverage(
-            model, recipes.ema_decay_per_update(recipe, env.world_size), device=env.device
+            model, recipes.ema_decay_per_update(recipe), device=env.device
         )
-    watch = training.StepWatch(model, scaler, recipe["max_skipped_steps"])
+    watch = training.StepWatch(model, scaler, recipe["max_skipped_steps"], batch=split)
     state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "ema": ema, "scaler": scaler,
              "watch": watch}
     position = checkpointer.load(**state)
     stop = training.StopRequest()
 
     training.log(env, f"training {spec['model']} on {len(dataset)} items for {recipe['epochs']} epochs, "
-                      f"{env.world_size} process(es) on {env.device.type}")
+                      f"{env.world_size} process(es) x {split.per_process_batch} images x {split.accumulation_steps} "
+                      f"accumulation steps on {env.device.type}")
     for epoch in range(position.epoch, recipe["epochs"]):
         sampler.set_epoch(epoch, skip_batches=position.step if epoch == position.epoch else 0)
         loader = torch.utils.data.DataLoader(
             dataset,
-            batch_size=recipe["batch_size"],
+            batch_size=split.per_process_batch,
             sampler=sampler,
             num_workers=training.loader_workers(spec["num_workers"]),
             pin_memory=env.device.type == "cuda",
@@ -195,26 +197,37 @@ def train_one_epoch(model, criterion, optimizer, loader, first_step, epoch, reci
 
     model.train()
     started, seen, loss_sum = time.monotonic(), 0, 0.0
+    accumulation, end = watch.batch.accumulation_steps, first_step + len(loader)
+    request = training.StepEnd.CONTINUE  # what check_step asked of the current optimizer step
     for step, (images, targets) in enumerate(loader, start=first_step):
         images = images.to(env.device, non_blocking=True)
         targets = targets.to(env.device, non_blocking=True)
         scaler = watch.scaler
-        with torch.autocast(device_type=env.device.type, enabled=scaler is not None):
-            loss = criterion(model(images), targets)
-        end = training.check_step(loss, stop, env, watch, checkpointer)
-        optimizer.zero_grad(set_to_none=True)
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        if recipe["clip_grad_norm"] is not None:
-            if scaler is not None:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["clip_grad_norm"])
-        watch.step(optimizer)
-        if ema is not None and step % recipe["model_ema_steps"] == 0:
-            ema.update(model.module if env.distributed else model)
-            if epoch < recipe["lr_warmup_epochs"]:
-                # As the reference: during warmup the EMA keeps copying the weights.
-                ema.restart()
-        checkpointer.after_step(end, training.Position(epoch, step + 1), **state)
+        group_start = step - step % accumulation
+        # The epoch's last group may be short (the reference keeps the last partial batch).
+        micro_steps = min(accumulation, end - group_start)
+        updating = step + 1 == group_start + micro_steps
+        with training.gradient_sync(model, env, updating):
+            with torch.autocast(device_type=env.device.type, enabled=scaler is not None):
+                loss = criterion(model(images), targets)
+            request = max(request, training.check_step(loss, stop, env, watch, checkpointer))
+            if step == group_start:
+                optimizer.zero_grad(set_to_none=True)
+            scaled = loss / micro_steps
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        if updating:
+            if recipe["clip_grad_norm"] is not None:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["clip_grad_norm"])
+            watch.step(optimizer)
+            if ema is not None and (step // accumulation) % recipe["model_ema_steps"] == 0:
+                ema.update(model.module if env.distributed else model)
+                if epoch < recipe["lr_warmup_epochs"]:
+                    # As the reference: during warmup the EMA keeps copying the weights.
+                    ema.restart()
+            checkpointer.after_step(request, training.Position(epoch, step + 1), **state)
+            request = training.StepEnd.CONTINUE
         seen += images.shape[0]
         loss_sum += float(loss.detach())
         if step % print_freq == 0:
@@ -224,6 +237,12 @@ def train_one_epoch(model, criterion, optimizer, loader, first_step, epoch, reci
     batches = max(1, len(loader))
     training.log(env, f"epoch {epoch} done: mean loss {loss_sum / batches:.4f}, "
                       f"{seen * env.world_size / max(elapsed, 1e-9):.1f} images/s")
+
+
+def batch_split(spec: dict, world_size: int) -> training.BatchSplit:
+    recipe = spec["recipe"]
+    return training.batch_split(recipe["global_batch_size"], world_size, recipe["max_batch_per_process"],
+                                f"classification.models.{spec['model']}")
 
 
 # ---- evaluation -----------------------------------------------------------------------------
@@ -301,7 +320,7 @@ def predict(model, rows, classes, spec: dict, env):
     dataset = ManifestDataset(rows, recipes.eval_transform(recipe), target="label")
     mine = list(range(env.rank, len(dataset), env.world_size))
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, mine), batch_size=recipe["batch_size"],
+        torch.utils.data.Subset(dataset, mine), batch_size=batch_split(spec, env.world_size).per_process_batch,
         num_workers=training.loader_workers(spec["num_workers"]), pin_memory=env.device.type == "cuda",
     )
     model.eval()

@@ -164,11 +164,13 @@ class MixingCollate:
         return self.mix(*default_collate(batch))
 
 
-def ema_decay_per_update(recipe: dict, world_size: int) -> float:
+def ema_decay_per_update(recipe: dict) -> float:
     """The reference's EMA decay, rescaled so the averaging horizon in epochs does not depend on
-    the number of processes, the batch size or the update interval:
-    ``alpha = min(1, (1 - model_ema_decay) * world_size * batch_size * model_ema_steps / epochs)``."""
-    adjust = world_size * recipe["batch_size"] * recipe["model_ema_steps"] / recipe["epochs"]
+    the number of processes, the batch size or the update interval. The reference writes
+    ``alpha = min(1, (1 - model_ema_decay) * world_size * batch_size * model_ema_steps / epochs)``
+    with its per-GPU batch, i.e. the global batch of an optimizer step, which this uses, so the
+    decay per sample is the same whatever the process count and accumulation."""
+    adjust = recipe["global_batch_size"] * recipe["model_ema_steps"] / recipe["epochs"]
     alpha = min(1.0, (1.0 - recipe["model_ema_decay"]) * adjust)
     return 1.0 - alpha
 

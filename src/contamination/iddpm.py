@@ -14,11 +14,12 @@ channels per head (``unet.attention_head_dim``; 128 gives improved-diffusion's 4
 channels, 3 instead of 4 at 384), and output layers are not zero-initialised.
 
 Training reads the mixture's uint8 image array (features.py ``image-array``: box + bicubic
-downsampling, centre crop) and runs under torchrun with one process per GPU (``batch_size`` is
-the global batch, split over the processes); training.py provides seeding, checkpoint/resume
-(every ``checkpoint_every`` iterations, every ``checkpoint_every_minutes`` of wall time, and on
-SIGTERM/SIGUSR1, exit 75), divergence handling
-and the EMA. The output is the EMA UNet (``save_pretrained``) and training.json with the run's
+downsampling, centre crop) and runs under torchrun with one process per GPU
+(``global_batch_size`` is split over the processes, with gradient accumulation, as
+improved-diffusion's ``microbatch``, when ``max_batch_per_process`` is below a process's share:
+training.batch_split; ``iterations`` counts optimizer steps); training.py provides seeding,
+checkpoint/resume (every ``checkpoint_every`` iterations, every ``checkpoint_every_minutes`` of
+wall time, and on SIGTERM/SIGUSR1, exit 75), divergence handling and the EMA. The output is the EMA UNet (``save_pretrained``) and training.json with the run's
 status. A diverged run saves no weights and its samples are empty; the metrics then say why.
 
 Sampling: 250 respaced steps (``sample_steps``) from the EMA weights, ``sample_count`` images in
@@ -33,7 +34,7 @@ from contamination.config import add_settings_arguments
 
 # The config keys that determine the trained weights (a checkpoint is resumed only if they match).
 TRAINING_KEYS = ("image_size", "unet", "diffusion_steps", "rescale_timesteps", "vlb_weight", "iterations",
-                 "batch_size", "lr", "weight_decay", "ema_decay", "seed")
+                 "global_batch_size", "max_batch_per_process", "lr", "weight_decay", "ema_decay", "seed")
 # What each command's --spec holds (config iddpm + seed): sampling settings stay out of the
 # training job's parameters, so changing them does not retrain.
 TRAIN_SPEC_KEYS = TRAINING_KEYS + ("checkpoint_every", "checkpoint_every_minutes", "log_every", "num_workers", "device",
@@ -100,14 +101,6 @@ def model_timesteps(t, spec: dict):
     return t
 
 
-def per_process_batch(batch_size: int, world_size: int) -> int:
-    from contamination.errors import ConfigError
-
-    if batch_size % world_size:
-        raise ConfigError(f"iddpm.batch_size: {batch_size} does not split evenly over {world_size} processes")
-    return batch_size // world_size
-
-
 def run_identity(spec: dict, manifest) -> dict:
     import hashlib
     from pathlib import Path
@@ -131,7 +124,8 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
 
     training.seed_everything(spec["seed"], env)
     dataset = ArrayImages([images_path])
-    batch_size = per_process_batch(spec["batch_size"], env.world_size)
+    split = training.batch_split(spec["global_batch_size"], env.world_size, spec["max_batch_per_process"], "iddpm")
+    batch_size, accumulation = split.per_process_batch, split.accumulation_steps
     sampler = training.ResumableSampler(training.distributed_sampler(dataset, env, spec["seed"]), batch_size)
     batches_per_epoch = len(sampler.sampler) // batch_size
     if batches_per_epoch == 0:
@@ -146,19 +140,23 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
     gaussian = diffusion.GaussianDiffusion.from_scheduler(diffusion.scheduler(spec["diffusion_steps"]))
     optimizer = torch.optim.AdamW(unet.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
     ema = training.ExponentialMovingAverage(unet, spec["ema_decay"], device=env.device)
-    watch = training.StepWatch(unet)  # fp32: a non-finite loss or weight is divergence
+    watch = training.StepWatch(unet, batch=split)  # fp32: a non-finite loss or weight is divergence
     state = {"model": unet, "optimizer": optimizer, "ema": ema, "watch": watch}
     position = checkpointer.load(**state)
     stop = training.StopRequest() if stop is None else stop
 
     def position_after(iterations_done: int):
-        return training.Position(iterations_done // batches_per_epoch, iterations_done % batches_per_epoch)
+        batches_done = iterations_done * accumulation  # an optimizer step may span two epochs
+        return training.Position(batches_done // batches_per_epoch, batches_done % batches_per_epoch)
 
-    done = position.epoch * batches_per_epoch + position.step
+    done = (position.epoch * batches_per_epoch + position.step) // accumulation
+    micro_step = 0  # forward passes of the current optimizer step
     epoch = position.epoch
     training.log(env, f"training IDDPM on {len(dataset)} images from iteration {done} to {spec['iterations']}, "
-                      f"{env.world_size} process(es) x {batch_size} images on {env.device.type}")
+                      f"{env.world_size} process(es) x {batch_size} images x {accumulation} accumulation steps "
+                      f"on {env.device.type}")
     unet.train()
+    end = training.StepEnd.CONTINUE
     while done < spec["iterations"]:
         sampler.set_epoch(epoch, skip_batches=position.step if epoch == position.epoch else 0)
         loader = torch.utils.data.DataLoader(
@@ -171,18 +169,26 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
             t = torch.randint(0, gaussian.num_timesteps, (len(x_start),), device=env.device)
             noise = torch.randn_like(x_start)
             x_t = gaussian.q_sample(x_start, t, noise)
-            output = model(x_t, model_timesteps(t, spec)).sample
-            losses, mse, vlb = gaussian.hybrid_loss(output, x_start, x_t, t, noise, spec["vlb_weight"])
-            loss = losses.mean()
-            end = training.check_step(loss, stop, env, watch, checkpointer)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            micro_step += 1
+            updating = micro_step == accumulation
+            with training.gradient_sync(model, env, updating):
+                output = model(x_t, model_timesteps(t, spec)).sample
+                losses, mse, vlb = gaussian.hybrid_loss(output, x_start, x_t, t, noise, spec["vlb_weight"])
+                loss = losses.mean()
+                end = max(end, training.check_step(loss, stop, env, watch, checkpointer))
+                if micro_step == 1:
+                    optimizer.zero_grad(set_to_none=True)
+                (loss / accumulation).backward()
+            if not updating:
+                continue
+            micro_step = 0
             watch.step(optimizer)
             ema.update(unet)
             done += 1
             if done % spec["checkpoint_every"] == 0 or done == spec["iterations"]:
                 end = max(end, training.StepEnd.CHECKPOINT)
-            checkpointer.after_step(end, position_after(done), **state)
+            checkpointer.after_step(end, position_after(done), **state)  # only between optimizer steps
+            end = training.StepEnd.CONTINUE
             if done % spec["log_every"] == 0:
                 training.log(env, f"iteration {done}: loss {float(loss.detach()):.4f} mse {float(mse.mean().detach()):.4f} "
                                   f"vlb {float(vlb.mean().detach()):.4f} bits/dim")

@@ -6,7 +6,7 @@ config `mae`:
 - pre-training: transformers ``ViTMAEForPreTraining`` built from config `mae.model` with MAE's
   own initialisation (``initialize_like_mae``), mask ratio 0.75, norm-pix loss;
   RandomResizedCrop (scale 0.2-1, bicubic) + flip; AdamW with betas (0.9, 0.95) and weight decay
-  on weights only; lr = base_lr x batch_size / 256; half-cycle cosine after a linear warmup,
+  on weights only; lr = base_lr x global_batch_size / 256; half-cycle cosine after a linear warmup,
   set every iteration; gradient accumulation; AMP on GPUs.
 - linear probing: the encoder frozen; features = the CLS token of its last layer (after the
   final LayerNorm), computed with mask ratio 0 and the identity token order, so a feature does
@@ -15,9 +15,10 @@ config `mae`:
   (``OneDrawResizedCrop``, main_linprobe.py's util/crop.py) + flip for training, resize + centre
   crop for ImageNet val. Reported: top-1 (percent) on ImageNet val.
 
-``batch_size`` is the effective batch (all processes x accumulation steps), as in the paper
-(4,096 for pre-training, 16,384 for probing), so the recipe does not depend on the GPU count;
-each process takes batch_size / (accum_iter x world size) images per step.
+``global_batch_size`` is the effective batch (all processes x accumulation steps), as in the
+paper (4,096 for pre-training, 16,384 for probing), so the recipe does not depend on the GPU
+count: training.batch_split derives each process's batch and the accumulation steps from the
+world size and ``max_batch_per_process`` (the paper's 8 GPUs x 256 x 2 for pre-training).
 
 Both stages run under torchrun (DDP) and use training.py for seeding, checkpoint/resume, stop
 signals (exit 75, run again to resume) and divergence (status "diverged", NaN in the table; a
@@ -319,15 +320,8 @@ def index_rows(index_path, split: str):
     return rows.assign(uri=rows["path"], origin=Path(index_path).stem)[MANIFEST_COLUMNS].reset_index(drop=True)
 
 
-def per_process_batch(recipe: dict, env, key: str) -> int:
-    """Images per process and step: the effective batch split over accumulation and processes."""
-    from contamination.errors import ConfigError
-
-    share = recipe["accum_iter"] * env.world_size
-    if recipe["batch_size"] % share:
-        raise ConfigError(f"{key}.batch_size: {recipe['batch_size']} is not divisible by accum_iter "
-                          f"{recipe['accum_iter']} x {env.world_size} processes")
-    return recipe["batch_size"] // share
+def batch_split(recipe: dict, env, key: str) -> "training.BatchSplit":
+    return training.batch_split(recipe["global_batch_size"], env.world_size, recipe["max_batch_per_process"], key)
 
 
 # ---- the training loop both stages share ----------------------------------------------------
@@ -376,27 +370,25 @@ def fit(loss_of, trained, optimizer, dataset, recipe: dict, key: str, spec: dict
     returns the run's training.StepWatch (raises training.Diverged, which carries its record).
 
     ``loss_of(images, targets)`` returns the loss of a batch through ``trained`` (the DDP-wrapped
-    module when distributed). Every accum_iter batches: set the learning rate for the current
+    module when distributed). Every accumulation_steps batches (batch_split): set the learning rate for the current
     fractional epoch, step (through the AMP scaler on GPUs). ``state`` (objects with a
     state_dict) and ``history`` are checkpointed at the end of every epoch, and after the
     current optimizer step when a stop signal arrives or the checkpointer's wall time is up.
     """
-    import contextlib
-
     import torch
 
-    batch = per_process_batch(recipe, env, key)
+    split = batch_split(recipe, env, key)
+    batch, accum = split.per_process_batch, split.accumulation_steps
     sampler = training.ResumableSampler(training.distributed_sampler(dataset, env, spec["seed"]), batch)
     steps_per_epoch = len(sampler.sampler) // batch
-    if steps_per_epoch < recipe["accum_iter"]:
+    if steps_per_epoch < accum:
         raise training_data_error(key, recipe, len(dataset))
-    peak_lr = recipe["base_lr"] * recipe["batch_size"] / LR_REFERENCE_BATCH
+    peak_lr = recipe["base_lr"] * recipe["global_batch_size"] / LR_REFERENCE_BATCH
     scaler = state.get("scaler")
-    watch = training.StepWatch(trained, scaler, recipe["max_skipped_steps"])
+    watch = training.StepWatch(trained, scaler, recipe["max_skipped_steps"], batch=split)
     state = dict(state, history=history, watch=watch)
     position = checkpointer.load(**state)
     stop = training.StopRequest() if stop is None else stop
-    accum = recipe["accum_iter"]
 
     training.log(env, f"{key}: {len(dataset)} images, {recipe['epochs']} epochs of {steps_per_epoch} steps of "
                       f"{batch} x {env.world_size} process(es), accumulation {accum}, peak lr {peak_lr:.3g}")
@@ -417,9 +409,7 @@ def fit(loss_of, trained, optimizer, dataset, recipe: dict, key: str, spec: dict
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             updating = (step + 1) % accum == 0
-            # Gradients are only all-reduced on the step that updates the weights.
-            synchronised = contextlib.nullcontext() if updating or not env.distributed else trained.no_sync()
-            with synchronised:
+            with training.gradient_sync(trained, env, updating):
                 with torch.autocast(device_type=env.device.type, enabled=scaler is not None):
                     loss = loss_of(images.to(env.device, non_blocking=True), targets.to(env.device, non_blocking=True))
                 end = max(end, training.check_step(loss, stop, env, watch, checkpointer))
@@ -457,8 +447,8 @@ def mean_over_processes(total: float, count: int, env) -> float:
 def training_data_error(key: str, recipe: dict, size: int):
     from contamination.errors import ConfigError
 
-    return ConfigError(f"{key}.batch_size: {recipe['batch_size']} images per step (x accum_iter "
-                       f"{recipe['accum_iter']}) is more than the {size} training images allow")
+    return ConfigError(f"{key}.global_batch_size: {recipe['global_batch_size']} images per optimizer step are more "
+                       f"than the {size} training images allow")
 
 
 def wrap_distributed(module, env):
@@ -565,7 +555,7 @@ def topk_accuracy(encoder, head, dataset, spec: dict, env) -> dict:
 
     recipe = spec["linear_probe"]
     mine = torch.utils.data.Subset(dataset, range(env.rank, len(dataset), env.world_size))
-    loader = torch.utils.data.DataLoader(mine, batch_size=per_process_batch(recipe, env, "mae.linear_probe"),
+    loader = torch.utils.data.DataLoader(mine, batch_size=batch_split(recipe, env, "mae.linear_probe").per_process_batch,
                                          num_workers=training.loader_workers(spec["num_workers"]), pin_memory=env.device.type == "cuda")
     head.eval()
     correct = torch.zeros(len(TOP_K) + 1, dtype=torch.float64, device=env.device)

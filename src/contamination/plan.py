@@ -350,7 +350,7 @@ class Costs:
             return self.seconds((self.source_size("coco", "test"), ("caption_generate",)))
         if rule == "iddpm_train":
             settings = config["iddpm"]
-            return self.seconds(((settings["iterations"] * settings["batch_size"], ""), ("iddpm_train",)))
+            return self.seconds(((settings["iterations"] * settings["global_batch_size"], ""), ("iddpm_train",)))
         if rule == "iddpm_sample":
             evaluations = self.sample_images(wildcards[1]) * config["iddpm"]["sample_steps"]
             return self.seconds(((evaluations, ""), ("iddpm_sample",)))

@@ -68,6 +68,11 @@ Pieces:
   augmentations with workers too (mid-epoch, only with num_workers=0).
 - ``ExponentialMovingAverage``: the torchvision reference EMA (an ``AveragedModel`` with
   ``use_buffers=True``); ``restart()`` makes the next update copy the weights again.
+- ``batch_split`` / ``BatchSplit``: a recipe states its GLOBAL batch; a job takes it as
+  ``per_process_batch`` images per forward pass on each process and ``accumulation_steps`` forward
+  passes per optimizer step, so any process count trains the same optimisation (a per-process cap,
+  config ``max_batch_per_process``, only adds accumulation). ``gradient_sync``: DDP all-reduces
+  gradients only on the micro-step that updates (``no_sync`` on the others).
 - ``distributed_sampler`` (torch DistributedSampler, also at world size 1),
   ``RepeatedAugmentSampler`` (the reference's RASampler) and ``ResumableSampler`` (skips the
   batches done before a mid-epoch checkpoint without loading them).
@@ -91,7 +96,7 @@ import sys
 import time
 from pathlib import Path
 
-from contamination.errors import DataError, Locked
+from contamination.errors import ConfigError, DataError, Locked
 from contamination.io import atomic_path, exclusive_lock, remove_stale_temporaries, write_json
 
 EXIT_RESUME = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; run again to resume
@@ -225,6 +230,43 @@ def all_reduce_max(values, env: DistEnv):
 def log(env: DistEnv, message: str) -> None:
     if env.is_main:
         print(message, flush=True)
+
+
+# ---- global batch: per-process batch and gradient accumulation ------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSplit:
+    """How a job takes a recipe's global batch: ``per_process_batch`` images per forward pass on
+    each of ``world_size`` processes, ``accumulation_steps`` forward passes per optimizer step."""
+
+    global_batch_size: int
+    world_size: int
+    per_process_batch: int
+    accumulation_steps: int
+
+
+def batch_split(global_batch_size: int, world_size: int, max_batch_per_process=None, key: str = "") -> BatchSplit:
+    """The split of ``global_batch_size`` over ``world_size`` processes with the fewest accumulation
+    steps whose per-process batch is at most ``max_batch_per_process`` (None: no cap, no
+    accumulation) and divides the process's share exactly. ConfigError naming ``key`` (the recipe's
+    config key) and the numbers when the processes cannot share the batch equally."""
+    where = f"{key}.global_batch_size" if key else "global_batch_size"
+    if global_batch_size % world_size:
+        raise ConfigError(f"{where}: {global_batch_size} images do not split over {world_size} processes "
+                          f"({global_batch_size} / {world_size} = {global_batch_size / world_size:g} per process); "
+                          f"run on a number of GPUs that divides {global_batch_size}")
+    share = global_batch_size // world_size
+    accumulation = 1 if max_batch_per_process is None else -(-share // max_batch_per_process)
+    while share % accumulation:
+        accumulation += 1
+    return BatchSplit(global_batch_size, world_size, share // accumulation, accumulation)
+
+
+def gradient_sync(model, env: DistEnv, updating: bool):
+    """The context of a micro-step's forward and backward: DDP all-reduces the accumulated
+    gradients only on the micro-step that updates the weights (``no_sync`` on the others)."""
+    return contextlib.nullcontext() if updating or not env.distributed else model.no_sync()
 
 
 # ---- seeds and determinism ------------------------------------------------------------------
@@ -488,19 +530,23 @@ class StepWatch:
     whose gradients are not finite and lowers its scale, which is how a skip is recognised. A
     skipped step is normal under AMP (the scale is calibrated that way); ``max_skipped_steps``
     in a row is divergence (config ``max_skipped_steps``). Non-finite weights are divergence
-    (checked in check_step before each update, and by ``check_weights`` at the end). Its counts
-    are checkpointed with the run (state_dict).
+    (checked in check_step before each update, and by ``check_weights`` at the end). It also keeps
+    the learning rate of the first and last steps and a digest of all of them (the schedule in
+    optimizer steps, comparable between process counts), and the run's ``batch`` (BatchSplit).
+    Its counts are checkpointed with the run (state_dict).
     """
 
-    def __init__(self, model, scaler=None, max_skipped_steps=None):
+    def __init__(self, model, scaler=None, max_skipped_steps=None, batch: BatchSplit = None):
         self.parameters = list(model.parameters())
         self.scaler = scaler
         self.max_skipped_steps = max_skipped_steps
         if scaler is not None and not max_skipped_steps:
             raise ValueError("a StepWatch with a GradScaler needs max_skipped_steps")
+        self.batch = batch
         self.steps = 0
         self.skipped = 0
         self.consecutive_skipped = 0
+        self.learning_rates = {"first": None, "last": None, "schedule_sha256": hashlib.sha256().hexdigest()}
 
     def weights_finite(self) -> bool:
         import torch
@@ -514,6 +560,10 @@ class StepWatch:
 
     def step(self, optimizer) -> None:
         self.steps += 1
+        lr = float(optimizer.param_groups[0]["lr"])
+        chained = f"{self.learning_rates['schedule_sha256']}{lr!r}".encode()
+        self.learning_rates = {"first": lr if self.learning_rates["first"] is None else self.learning_rates["first"],
+                               "last": lr, "schedule_sha256": hashlib.sha256(chained).hexdigest()}
         if self.scaler is None:
             optimizer.step()
             return
@@ -535,19 +585,24 @@ class StepWatch:
         return error
 
     def record(self, diverged=None) -> dict:
-        """For metrics.json: steps, skipped steps, the limit, and where and why training diverged."""
+        """For metrics.json: steps, skipped steps, the limit, where and why training diverged, the
+        learning rates and the batch split."""
         return {
             "optimizer_steps": self.steps,
+            "learning_rate": dict(self.learning_rates),
+            "batch": None if self.batch is None else dataclasses.asdict(self.batch),
             "skipped_steps": self.skipped,
             "max_consecutive_skipped_steps": self.max_skipped_steps if self.scaler is not None else None,
             "diverged": None if diverged is None else {"step": diverged.step, "reason": diverged.reason},
         }
 
     def state_dict(self):
-        return {"steps": self.steps, "skipped": self.skipped, "consecutive_skipped": self.consecutive_skipped}
+        return {"steps": self.steps, "skipped": self.skipped, "consecutive_skipped": self.consecutive_skipped,
+                "learning_rates": dict(self.learning_rates)}
 
     def load_state_dict(self, state):
         self.steps, self.skipped, self.consecutive_skipped = state["steps"], state["skipped"], state["consecutive_skipped"]
+        self.learning_rates = dict(state["learning_rates"])
 
 
 # ---- EMA ------------------------------------------------------------------------------------
