@@ -378,7 +378,7 @@ def test_sigusr1_mid_epoch_exits_75_and_the_retry_scores_as_the_uninterrupted_ru
     index, straight = fine_tuned_run
     _, manifest = caption_data
     settings = dict(cfg.load(SMOKE_CONFIG)["captioning"])  # as fine_tuned_run's
-    settings.update(image_size=SIZE, epochs=2, batch_size=4, eval_batch_size=4, device="cpu", num_workers=0)
+    settings.update(image_size=SIZE, epochs=2, global_batch_size=4, eval_batch_size=4, device="cpu", num_workers=0)
     arguments = ["caption", "--index", str(index), "--model", str(tiny_blip_dir), "--settings", json.dumps(settings),
                  "--manifest", str(manifest), "--checkpoint-dir", str(tmp_path / "checkpoints"), "--seed", "0",
                  "--threads", "1", "--out", str(tmp_path / "metrics.json"), "--captions", str(tmp_path / "captions.json")]
