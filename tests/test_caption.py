@@ -266,6 +266,39 @@ def test_a_stopped_fine_tune_resumes_to_identical_weights(caption_data, tiny_bli
     assert all(torch.equal(reference[name], resumed[name]) for name in reference)
 
 
+@pytest.mark.parametrize("global_batch, signalled_call, position", [(4, 3, (0, 4)), (8, 5, (1, 4))])
+def test_a_stop_on_the_first_micro_step_of_a_group_resumes_identically_with_accumulation(
+        caption_data, tiny_blip_dir, settings, tmp_path, monkeypatch, global_batch, signalled_call, position):
+    """12 captions, 2 per forward pass: accumulation 2 (3 optimizer steps per epoch) or 4 (one step
+    of 4 micro-batches; the last 2 batches make no step and are left out). A stop on the first
+    micro-step of a group saves after that group's update, at the micro-batches done; the retry
+    ends with the uninterrupted run's weights and steps."""
+    _, manifest = caption_data
+    env = training.setup_distributed("cpu")
+    settings = dict(settings, global_batch_size=global_batch, max_batch_per_process=2, select_by=[])
+
+    def fine_tune_in(directory):
+        training.seed_everything(0, env)
+        model, processor = load_blip(tiny_blip_dir, settings)
+        checkpointer = training.Checkpointer(directory, env, "spec")
+        _, steps = fine_tune(model, processor, manifest, None, settings, 0, env, checkpointer,
+                             training.Checkpointer(directory / "best", env, "spec"), training.StopRequest())
+        return model.state_dict(), steps
+
+    reference, reference_steps = fine_tune_in(tmp_path / "straight")
+    assert reference_steps["optimizer_steps"] == 2 * (12 // global_batch)  # 2 epochs of whole steps
+    signal_during_step(monkeypatch, signalled_call)
+    with pytest.raises(training.Interrupted):
+        fine_tune_in(tmp_path / "stopped")
+    saved = torch.load(tmp_path / "stopped" / training.CHECKPOINT_NAME, weights_only=True)
+    assert saved["position"] == dict(zip(("epoch", "step"), position))
+    monkeypatch.undo()
+    torch.manual_seed(99)  # the retry must not depend on the state the stopped run left
+    resumed, resumed_steps = fine_tune_in(tmp_path / "stopped")
+    assert resumed_steps == reference_steps
+    assert all(torch.equal(reference[name], resumed[name]) for name in reference)
+
+
 def test_new_weights_in_the_same_model_directory_start_training_over(caption_data, tiny_blip_dir, settings,
                                                                       tmp_path):
     from safetensors.torch import load_file, save_file
@@ -345,7 +378,7 @@ def test_sigusr1_mid_epoch_exits_75_and_the_retry_scores_as_the_uninterrupted_ru
     index, straight = fine_tuned_run
     _, manifest = caption_data
     settings = dict(cfg.load(SMOKE_CONFIG)["captioning"])  # as fine_tuned_run's
-    settings.update(image_size=SIZE, epochs=2, batch_size=4, eval_batch_size=4, device="cpu", num_workers=0)
+    settings.update(image_size=SIZE, epochs=2, global_batch_size=4, eval_batch_size=4, device="cpu", num_workers=0)
     arguments = ["caption", "--index", str(index), "--model", str(tiny_blip_dir), "--settings", json.dumps(settings),
                  "--manifest", str(manifest), "--checkpoint-dir", str(tmp_path / "checkpoints"), "--seed", "0",
                  "--threads", "1", "--out", str(tmp_path / "metrics.json"), "--captions", str(tmp_path / "captions.json")]

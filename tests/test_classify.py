@@ -136,6 +136,41 @@ def test_sigusr1_checkpoints_mid_epoch_exits_75_and_resumes_identically(image_se
     assert np.array_equal(np.load(tmp_path / "confusion.npy"), matrix)
 
 
+@pytest.mark.parametrize("signalled_call, position", [(14, (1, 4)), (11, (0, 11))])
+def test_a_stop_on_the_first_micro_step_of_a_group_resumes_identically_with_accumulation(
+        image_sets, tmp_path, monkeypatch, signalled_call, position):
+    """Accumulation 2 (global batch 6 = 2 x 3 per forward pass), 32 items: 11 batches per epoch, the
+    last group of one short batch. A stop on the first micro-step of a group (epoch 1 batch 2, or
+    the epoch's short last group) saves after that group's update, at the micro-batches done, and
+    the resumed run ends with the uninterrupted run's weights, EMA, optimizer and step counts."""
+    spec = tiny_spec(epochs=2, global_batch_size=6, max_batch_per_process=3, model_ema=True, model_ema_steps=1,
+                     model_ema_decay=0.9)
+    manifest, _ = image_sets
+
+    def train(directory):
+        checkpointer = classify.run_checkpointer(spec, manifest, directory, CPU)
+        _, watch = classify.train(spec, manifest, checkpointer, CPU)
+        assert watch.batch.accumulation_steps == 2 and watch.batch.per_process_batch == 3
+        return final_checkpoint(directory)
+
+    straight = train(tmp_path / "straight")
+    assert straight["state"]["watch"]["steps"] == 2 * 6  # 5 whole groups + the short one per epoch
+    signal_during_step(monkeypatch, signalled_call)
+    with pytest.raises(training.Interrupted):
+        train(tmp_path / "resumed")
+    assert final_checkpoint(tmp_path / "resumed")["position"] == dict(zip(("epoch", "step"), position))
+    monkeypatch.undo()
+    torch.manual_seed(99)  # the retry must not depend on the state the stopped run left
+    resumed = train(tmp_path / "resumed")
+    assert_same_weights(straight, resumed)
+    assert resumed["state"]["watch"] == straight["state"]["watch"]
+    for name, tensor in straight["state"]["ema"].items():
+        assert torch.equal(tensor, resumed["state"]["ema"][name]), name
+    for number, state in straight["state"]["optimizer"]["state"].items():
+        assert all(torch.equal(value, resumed["state"]["optimizer"]["state"][number][key])
+                   for key, value in state.items())
+
+
 def cli_arguments(spec, image_sets, directory):
     manifest, indexes = image_sets
     return [

@@ -237,6 +237,33 @@ def test_sigusr1_mid_epoch_exits_75_and_the_retry_ends_as_an_uninterrupted_run(t
     assert all(torch.equal(saved_models[0][key], saved_models[1][key]) for key in saved_models[0])
 
 
+@pytest.mark.parametrize("signalled_call, position", [(3, (1, 1)), (4, (1, 1)), (5, (2, 0))])
+def test_a_stop_inside_an_optimizer_step_that_spans_two_epochs_resumes_identically(
+        tmp_path, images, monkeypatch, signalled_call, position):
+    """Accumulation 2 of 4 images, 12 images: 3 micro-batches per epoch, so optimizer step 2 takes
+    the last batch of epoch 0 and the first of epoch 1. A stop on either of its micro-steps saves
+    after it, at 4 micro-batches done (epoch 1, batch 1); one on step 3's first saves at (2, 0).
+    The retry skips exactly those batches and ends with the uninterrupted run's weights."""
+    spec = dict(TINY_SPEC, global_batch_size=8, max_batch_per_process=4, iterations=4)
+    straight, straight_checkpointer = train(spec, images, tmp_path / "straight", stop=StopAfter(100))
+    signal_during_step(monkeypatch, signalled_call)
+    with pytest.raises(training.Interrupted):
+        train(spec, images, tmp_path / "resumed")
+    saved = torch.load(tmp_path / "resumed" / training.CHECKPOINT_NAME, weights_only=True)
+    assert saved["position"] == dict(zip(("epoch", "step"), position))
+    assert saved["state"]["watch"]["steps"] == (signalled_call + 1) // 2
+    monkeypatch.undo()
+    torch.manual_seed(99)  # the retry must not depend on the state the stopped run left
+    resumed, resumed_checkpointer = train(spec, images, tmp_path / "resumed", stop=StopAfter(100))
+    assert all(torch.equal(value, resumed.state_dict()[key]) for key, value in straight.state_dict().items())
+    first, second = (torch.load(checkpointer.path, weights_only=True)
+                     for checkpointer in (straight_checkpointer, resumed_checkpointer))
+    assert first["position"] == second["position"] == {"epoch": 2, "step": 2}
+    assert first["state"]["watch"] == second["state"]["watch"] and first["state"]["watch"]["steps"] == 4
+    for name in ("model", "ema"):
+        assert all(torch.equal(value, second["state"][name][key]) for key, value in first["state"][name].items())
+
+
 def test_wall_time_checkpoints_mid_epoch_and_training_goes_on_unchanged(tmp_path, images, monkeypatch):
     straight, _ = train(TINY_SPEC, images, tmp_path / "straight", stop=StopAfter(100))
     clock, saved = FakeClock(), []

@@ -322,6 +322,39 @@ def test_linear_probe_interrupted_by_sigusr1_mid_epoch_ends_with_the_uninterrupt
     assert len(momenta) == 4 and all(torch.equal(a, b) for a, b in zip(sum(momenta[:2], []), sum(momenta[2:], [])))
 
 
+@pytest.mark.parametrize("global_batch, per_process, signalled_call, position", [(16, 8, 5, (1, 2)), (12, 4, 7, (1, 0))])
+def test_the_linear_probe_stopped_on_the_first_micro_step_of_a_group_resumes_identically_with_accumulation(
+        images, tmp_path, monkeypatch, global_batch, per_process, signalled_call, position):
+    """32 images, 8 or 4 per forward pass: accumulation 2 (2 optimizer steps per epoch), or 3 (2
+    steps, then 2 micro-batches that make no step). A stop on the first micro-step of a group
+    saves after its update; one on the epoch's leftover micro-batches saves at the epoch's end,
+    never mid-group. The retry ends with the uninterrupted run's head, momenta and steps."""
+    torch.manual_seed(0)
+    save_pretrained(mae.build_mae(MODEL, PRETRAIN), tmp_path / "pretrained")
+    spec = dict(PROBE_SPEC, linear_probe=dict(PROBE, global_batch_size=global_batch, max_batch_per_process=per_process))
+
+    def probe(directory):
+        checkpointer = training.Checkpointer(tmp_path / directory, cpu(), "x")
+        result = mae.linear_probe(spec, tmp_path / "pretrained", images["imagenet"], checkpointer, cpu())
+        return result, torch.load(checkpointer.path, weights_only=True)
+
+    (status, metrics, _, steps), straight = probe("straight")
+    assert status == "ok" and steps["optimizer_steps"] == 4 and steps["batch"]["accumulation_steps"] > 1
+    signal_during_step(monkeypatch, signalled_call)
+    with pytest.raises(training.Interrupted):
+        probe("resumed")
+    saved = torch.load(tmp_path / "resumed" / training.CHECKPOINT_NAME, weights_only=True)
+    assert saved["position"] == dict(zip(("epoch", "step"), position))
+    monkeypatch.undo()
+    torch.manual_seed(99)  # the retry must not depend on the state the stopped run left
+    (status, resumed_metrics, _, resumed_steps), resumed = probe("resumed")
+    assert status == "ok" and resumed_metrics == metrics and resumed_steps == steps
+    assert states_equal(resumed["state"]["head"], straight["state"]["head"])
+    assert resumed["state"]["optimizer"]["state"].keys() == straight["state"]["optimizer"]["state"].keys()
+    for number, state in straight["state"]["optimizer"]["state"].items():
+        assert all(torch.equal(value, resumed["state"]["optimizer"]["state"][number][key]) for key, value in state.items())
+
+
 def test_cli_pretraining_killed_by_sigterm_resumes_and_the_probe_writes_metrics(images, tmp_path):
     """SIGTERM to a pre-training process (exit 75 after checkpointing) + rerun = the weights of an
     uninterrupted run; then linear probing writes metrics.json."""
