@@ -53,7 +53,7 @@ CPU = training.DistEnv(0, 1, 0, torch.device("cpu"))
 
 
 def final_checkpoint(directory):
-    return torch.load(directory / training.CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    return torch.load(directory / training.CHECKPOINT_NAME, map_location="cpu", weights_only=True)
 
 
 def run(spec, image_sets, directory):

@@ -309,7 +309,7 @@ def classifier_run(class_data, tmp_path_factory):
     finally:
         monkeypatch.undo()
     assert status == "ok"
-    recorded["checkpoint"] = torch.load(directory / training.CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    recorded["checkpoint"] = torch.load(directory / training.CHECKPOINT_NAME, map_location="cpu", weights_only=True)
     return recorded
 
 
@@ -518,7 +518,7 @@ def iddpm_run(tmp_path_factory):
                                               stop=types.SimpleNamespace(requested=False))
     finally:
         monkeypatch.undo()
-    recorded["checkpoint"] = torch.load(directory / training.CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    recorded["checkpoint"] = torch.load(directory / training.CHECKPOINT_NAME, map_location="cpu", weights_only=True)
     return recorded
 
 

@@ -184,7 +184,7 @@ def test_resumed_training_ends_with_identical_weights(tmp_path, images):
     straight, _ = train(TINY_SPEC, images, tmp_path / "straight", stop=StopAfter(100))
     with pytest.raises(training.Interrupted):
         train(TINY_SPEC, images, tmp_path / "resumed", stop=StopAfter(4))
-    checkpoint = torch.load(tmp_path / "resumed" / training.CHECKPOINT_NAME, weights_only=False)
+    checkpoint = torch.load(tmp_path / "resumed" / training.CHECKPOINT_NAME, weights_only=True)
     assert checkpoint["position"] == {"epoch": 1, "step": 2}  # 5 steps done (the 5th saw the flag)
     resumed, _ = train(TINY_SPEC, images, tmp_path / "resumed", stop=StopAfter(100))
     straight_state, resumed_state = straight.state_dict(), resumed.state_dict()

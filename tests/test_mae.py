@@ -161,7 +161,7 @@ def test_pretraining_interrupted_by_sigusr1_mid_epoch_resumes_to_identical_weigh
     signal_during_step(monkeypatch, 1)
     with pytest.raises(training.Interrupted):
         mae.pretrain(PRETRAIN_SPEC, images["manifest"], checkpointer, cpu())
-    saved = torch.load(checkpointer.path, weights_only=False)
+    saved = torch.load(checkpointer.path, weights_only=True)
     assert saved["position"] == {"epoch": 0, "step": 2}
     monkeypatch.undo()
     torch.manual_seed(99)  # the resumed run must not depend on the state this process is in

@@ -99,3 +99,29 @@ def test_subset_sizes_reach_the_mixture_and_table4_jobs(tmp_path):
     assert len(table4) == len(smoke["tables"][3]["rows"]) == 3
     assert all("--sample-size 48 --seed 0" in line for line in table4)
     assert not any("--sample-size" in line for line in commands if " fidelity --kind samples " in line)
+
+
+def shell_commands(smk_text: str) -> list:
+    """The string literals of every `shell:` block of a rule file."""
+    import re
+
+    blocks = re.findall(r"^( +)shell:\n((?:\1 +.*\n?)+)", smk_text, flags=re.M)
+    return [literal for _, block in blocks for literal in re.findall(r'"((?:[^"\\]|\\.)*)"', block)]
+
+
+def test_every_shell_placeholder_is_quoted_or_a_prequoted_argument_list():
+    """A path or config string reaches the shell quoted ({x:q}); only params named `launcher`
+    or `*arguments` stand bare, holding arguments their function quoted with shlex."""
+    import re
+
+    from helpers import PROJECT
+
+    bare = []
+    for rule_file in sorted((PROJECT / "workflow" / "rules").glob("*.smk")):
+        commands = shell_commands(rule_file.read_text())
+        assert commands or rule_file.name == "common.smk", f"{rule_file.name}: no shell command found"
+        for command in commands:
+            for placeholder in re.findall(r"\{([a-z_.]+)\}", command):
+                if placeholder not in ("threads", "params.launcher") and not placeholder.endswith("arguments"):
+                    bare.append(f"{rule_file.name}: {{{placeholder}}}")
+    assert not bare, "unquoted shell placeholders: " + ", ".join(bare)

@@ -434,7 +434,7 @@ class Checkpointer:
         try:
             payload = torch.load(self.path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-            # torch's message advises weights_only=False; keep only what it found in the file.
+            # torch's message suggests loading unsafely instead; keep only what it found in the file.
             found = re.search(r"Unsupported (global: GLOBAL \S+|operand \S+)", str(error))
             reason = found.group(0) if found else f"{type(error).__name__} {str(error).split('. ')[0]}".strip()
             raise DataError(f"{self.path}: refused: a checkpoint may hold only tensors and plain data (anything "

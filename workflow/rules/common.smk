@@ -1,4 +1,7 @@
 # Shared by every stage: config validation, result paths and the named input functions of the rules.
+# Shell commands quote every placeholder ({input.x:q}, {params.spec:q}, ...) except params named
+# `launcher` or `*arguments`: those hold several arguments, each already quoted (shlex.join) by
+# their function here (tests/test_workflow_dag.py checks the convention).
 import json
 import shlex
 import sys
@@ -60,7 +63,7 @@ def runtime_json(section, keys=None):
     return runtime
 
 
-def runtime_flags(section, flags):
+def runtime_arguments(section, flags):
     """A params function, not compared either (see runtime_json): the flags ({flag: key}) of a
     command that takes flags, from run-time keys of config ``section``."""
     assert set(flags.values()) <= set(cfg.RUNTIME_KEYS[section]), "shaping keys belong in the compared params"
@@ -124,7 +127,7 @@ def index_input(wildcards):
     return inputs
 
 
-def index_classes_argument(wildcards, input):
+def index_class_arguments(wildcards, input):
     return shlex.join(["--classes", str(input.classes)]) if "classes" in input.keys() else ""
 
 
@@ -395,27 +398,28 @@ def features_path(kind, name):
     return RESULTS / "features" / EXTRACTOR / kind / f"{name}.npy"
 
 
-def feature_settings(wildcards):
+def feature_arguments(wildcards):
     return shlex.join(["--resolution", str(config["fidelity"]["inception_resolution"])])
 
 
-feature_runtime = runtime_flags("fidelity", {"--batch-size": "feature_batch_size", "--workers": "num_workers",
+feature_runtime_arguments = runtime_arguments("fidelity", {"--batch-size": "feature_batch_size", "--workers": "num_workers",
                                              "--device": "device"})
-image_array_runtime = runtime_flags("iddpm", {"--workers": "num_workers"})
-fidelity_runtime = runtime_flags("fidelity", {"--block-size": "block_size", "--device": "device"})
+image_array_runtime_arguments = runtime_arguments("iddpm", {"--workers": "num_workers"})
+fidelity_runtime_arguments = runtime_arguments("fidelity", {"--block-size": "block_size", "--device": "device"})
 
 
-def image_set_options(wildcards):
+def image_set_arguments(wildcards):
     return "--reduced-jpeg-decode" if config["image_sets"]["reduced_jpeg_decode"] else ""
 
 
-def fidelity_settings():
+def fidelity_arguments():
     return shlex.join(["--k", str(config["fidelity"]["k"])])
 
 
-def dataset_fidelity_settings():
+def dataset_fidelity_arguments():
     size = config["fidelity"]["dataset_sample_size"]
-    return fidelity_settings() + ("" if size is None else f" --sample-size {size} --seed {config['seed']}")
+    sample = [] if size is None else ["--sample-size", str(size), "--seed", str(config["seed"])]
+    return " ".join([fidelity_arguments(), shlex.join(sample)]).strip()
 
 
 def reference_features(references, size):

@@ -30,14 +30,14 @@ rule index_features:
     log:
         LOGS / "features" / "index" / "{source}-{split}-{size}px.log",
     params:
-        settings=feature_settings,
-        runtime=feature_runtime,
-        options=image_set_options,
+        setting_arguments=feature_arguments,
+        runtime_arguments=feature_runtime_arguments,
+        option_arguments=image_set_arguments,
     conda:
         ENV
     shell:
         "python -m contamination features --index {input.index:q} --split {wildcards.split:q} --size {wildcards.size:q}"
-        " {params.options} --extractor {input.extractor:q} {params.settings} {params.runtime} --out {output:q} > {log:q} 2>&1"
+        " {params.option_arguments} --extractor {input.extractor:q} {params.setting_arguments} {params.runtime_arguments} --out {output:q} > {log:q} 2>&1"
 
 
 rule mixture_features:
@@ -49,14 +49,14 @@ rule mixture_features:
     log:
         LOGS / "features" / "mixtures" / "{mixture}-{size}px.log",
     params:
-        settings=feature_settings,
-        runtime=feature_runtime,
-        options=image_set_options,
+        setting_arguments=feature_arguments,
+        runtime_arguments=feature_runtime_arguments,
+        option_arguments=image_set_arguments,
     conda:
         ENV
     shell:
         "python -m contamination features --manifest {input.manifest:q} --size {wildcards.size:q}"
-        " {params.options} --extractor {input.extractor:q} {params.settings} {params.runtime} --out {output:q} > {log:q} 2>&1"
+        " {params.option_arguments} --extractor {input.extractor:q} {params.setting_arguments} {params.runtime_arguments} --out {output:q} > {log:q} 2>&1"
 
 
 rule dataset_fidelity:
@@ -67,11 +67,11 @@ rule dataset_fidelity:
     log:
         LOGS / "fidelity" / "{mixture}.log",
     params:
-        references=reference_arguments,
-        settings=dataset_fidelity_settings(),
-        runtime=fidelity_runtime,
+        reference_arguments=reference_arguments,
+        setting_arguments=dataset_fidelity_arguments(),
+        runtime_arguments=fidelity_runtime_arguments,
     conda:
         ENV
     shell:
-        "python -m contamination fidelity --kind dataset --generated {input.generated:q} {params.references}"
-        " {params.settings} {params.runtime} --out {output:q} > {log:q} 2>&1"
+        "python -m contamination fidelity --kind dataset --generated {input.generated:q} {params.reference_arguments}"
+        " {params.setting_arguments} {params.runtime_arguments} --out {output:q} > {log:q} 2>&1"

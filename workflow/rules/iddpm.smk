@@ -13,13 +13,13 @@ rule image_array:
     log:
         LOGS / "images" / "{mixture}-{size}px.log",
     params:
-        runtime=image_array_runtime,
-        options=image_set_options,
+        runtime_arguments=image_array_runtime_arguments,
+        option_arguments=image_set_arguments,
     conda:
         ENV
     shell:
-        "python -m contamination image-array --manifest {input:q} --size {wildcards.size:q} {params.options}"
-        " {params.runtime} --out {output:q} > {log:q} 2>&1"
+        "python -m contamination image-array --manifest {input:q} --size {wildcards.size:q} {params.option_arguments}"
+        " {params.runtime_arguments} --out {output:q} > {log:q} 2>&1"
 
 
 rule iddpm_train:
@@ -71,13 +71,13 @@ rule iddpm_sample_features:
     log:
         LOGS / "features" / "iddpm" / "{mixture}.log",
     params:
-        settings=feature_settings,
-        runtime=feature_runtime,
+        setting_arguments=feature_arguments,
+        runtime_arguments=feature_runtime_arguments,
     conda:
         ENV
     shell:
         "python -m contamination features --images {input.samples:q} --extractor {input.extractor:q}"
-        " {params.settings} {params.runtime} --out {output:q} > {log:q} 2>&1"
+        " {params.setting_arguments} {params.runtime_arguments} --out {output:q} > {log:q} 2>&1"
 
 
 rule iddpm_fidelity:
@@ -88,11 +88,11 @@ rule iddpm_fidelity:
     log:
         LOGS / "iddpm" / "{mixture}" / "fidelity.log",
     params:
-        references=reference_arguments,
-        settings=fidelity_settings(),
-        runtime=fidelity_runtime,
+        reference_arguments=reference_arguments,
+        setting_arguments=fidelity_arguments(),
+        runtime_arguments=fidelity_runtime_arguments,
     conda:
         ENV
     shell:
-        "python -m contamination fidelity --kind samples --generated {input.generated:q} {params.references}"
-        " --training {input.status:q} {params.settings} {params.runtime} --out {output:q} > {log:q} 2>&1"
+        "python -m contamination fidelity --kind samples --generated {input.generated:q} {params.reference_arguments}"
+        " --training {input.status:q} {params.setting_arguments} {params.runtime_arguments} --out {output:q} > {log:q} 2>&1"

@@ -11,9 +11,9 @@ rule mixture:
         LOGS / "mixtures" / "{mixture}.log",
     params:
         spec=mixture_spec,
-        inputs=mixture_arguments,
+        input_arguments=mixture_arguments,
     conda:
         ENV
     shell:
-        "python -m contamination mixture --spec {params.spec:q} {params.inputs}"
+        "python -m contamination mixture --spec {params.spec:q} {params.input_arguments}"
         " --out {output.manifest:q} --summary {output.summary:q} > {log:q} 2>&1"

@@ -43,11 +43,11 @@ rule index_source:
         LOGS / "index" / "{source}.log",
     params:
         arguments=index_arguments,
-        classes=index_classes_argument,
+        class_arguments=index_class_arguments,
     threads: 2
     conda:
         ENV
     shell:
-        "python -m contamination index {wildcards.source:q} --root {input.root:q} {params.classes}"
+        "python -m contamination index {wildcards.source:q} --root {input.root:q} {params.class_arguments}"
         " {params.arguments} --workers {threads} --out {output.index:q} --report {output.report:q}"
         " > {log:q} 2>&1"
