@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from contamination import generate, tiny_sd
+from contamination import generate, provenance, tiny_sd
 from contamination.io import save_pretrained
 from contamination.__main__ import main
 from contamination.config import PROJECT_ROOT, load
@@ -91,7 +91,7 @@ def test_shard_holds_its_rows_images_and_provenance(shards, prompt_table, pipeli
         assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
     first = metadata.iloc[0]
     assert (first["scheduler"], first["steps"], first["guidance_scale"], first["height"]) == ("plms", 3, 7.5, SIZE)
-    assert first["model_fingerprint"] == generate.model_fingerprint(pipeline_dir)
+    assert first["model_fingerprint"] == provenance.model_fingerprint(pipeline_dir)
     assert json.loads(first["versions"])["diffusers"] == "0.42.1"
     assert not metadata["nsfw_detected"].any()
     assert read_metadata(shards[1])["id"].tolist() == table["id"].iloc[SHARD_SIZE:].tolist()

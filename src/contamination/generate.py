@@ -7,13 +7,13 @@ the batch it was made in, the shard size or the number of GPUs; regenerated alon
 shard's pixels up to float rounding (~1e-6 across batch compositions).
 """
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from contamination.config import add_settings_arguments
 from contamination.errors import ConfigError, DataError
+from contamination.provenance import model_fingerprint
 
 SETTINGS = [
     "scheduler", "steps", "guidance_scale", "negative_prompt", "height", "width", "dtype",
@@ -244,21 +244,6 @@ def generation_provenance(pipeline_dir, settings: dict, device) -> dict:
         {"python": platform.python_version(), **{package: version(package) for package in packages}}, sort_keys=True
     )
     return provenance
-
-
-def model_fingerprint(pipeline_dir) -> str:
-    """A hash of every weight, config and tokenizer file of the pipeline directory, with its path."""
-    root = Path(pipeline_dir)
-    files = sorted(
-        path for path in root.rglob("*")
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
-    )
-    digest = hashlib.blake2b(digest_size=16)
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with open(path, "rb") as handle:
-            digest.update(hashlib.file_digest(handle, "blake2b").digest())
-    return digest.hexdigest()
 
 
 def run_merge(args) -> None:

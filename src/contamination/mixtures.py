@@ -37,7 +37,7 @@ Everything runs on Arrow tables and NumPy arrays, without pandas: at paper scale
 rows, 27 jobs) converting strings to Python objects and back cost more than the mixture itself.
 """
 
-from contamination.config import settings_argument
+from contamination.config import settings_argument, with_defaults
 
 KINDS = ("subset", "replace", "append")
 MATCHES = ("label", "source", "none")
@@ -79,7 +79,7 @@ def checked_spec(spec: dict) -> dict:
     """The spec with the schema's defaults filled; a ConfigError for what cannot be built."""
     from contamination.errors import ConfigError
 
-    spec = {"match": "label", "with_replacement": False, "unit": "image", "subsample": {}, **spec}
+    spec = {"subsample": {}, **with_defaults("mixtures[]", spec)}  # subsample: added by the workflow
     name = spec.get("name", "?")
     for key in ("name", "kind", "base", "fraction", "seed"):
         if key not in spec:

@@ -28,11 +28,25 @@ def sha256_of_json(data) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def model_fingerprint(pipeline_dir) -> str:
+    """A model directory's BLAKE2b-128 over every file's relative path and contents (hidden files
+    such as .git or .cache left out, file times ignored)."""
+    root = Path(pipeline_dir)
+    files = sorted(
+        path for path in root.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    )
+    digest = hashlib.blake2b(digest_size=16)
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "blake2b").digest())
+    return digest.hexdigest()
+
+
 def path_fingerprint(path) -> str:
-    """A weights file's BLAKE2b-128, or a model directory's (generate.model_fingerprint: every
-    file's relative path and contents)."""
+    """A weights file's BLAKE2b-128, or a model directory's (model_fingerprint)."""
     from contamination.errors import DataError
-    from contamination.generate import model_fingerprint
 
     path = Path(path)
     if path.is_dir():
