@@ -7,7 +7,7 @@ PNG. Ours: the shard job's code path (per-image seeded generators, PNG encoding,
 shard) at the paper's batch size 8. Both use the same loaded pipeline and the paper's sampler
 settings (PLMS, 50 steps, guidance 7.5) so only the job's own work differs.
 
-On the CPU the pipeline is the tiny one (``contamination.tiny_sd``) at 64 px; with a GPU an
+On the CPU the pipeline is the tiny one (``contamination.smoke.tiny_sd``) at 64 px; with a GPU an
 SD-sized pipeline with random weights (SD v1's UNet, VAE and text encoder shapes) at 512 px, and
 the achieved fraction of the GPU's bf16 peak by the UNet. Speed options are measured on our path
 against its default; each reports how far its pixels move from the fp32 default (same seeds).
@@ -29,7 +29,7 @@ def prompt_rows(count: int):
     """A prompt table of ``count`` images: classes in blocks of 3 (the baseline's batch)."""
     import pandas as pd
 
-    from contamination.prompts import image_seed
+    from contamination.generation.prompts import image_seed
 
     rows = []
     for number in range(count):
@@ -61,7 +61,7 @@ def official_script_batches(pipeline, rows, settings, out_dir, seed=42) -> None:
 
 def shard_job(pipeline, rows, settings, provenance, out) -> None:
     """What `python -m contamination generate` does once the pipeline is loaded."""
-    from contamination.generate import write_generated_shard
+    from contamination.generation.generate import write_generated_shard
 
     write_generated_shard(pipeline, rows, settings, provenance, out)
 
@@ -74,7 +74,7 @@ def shard_pixels(path):
     import numpy as np
     from PIL import Image
 
-    from contamination.shards import read_metadata
+    from contamination.generation.shards import read_metadata
 
     members = read_metadata(path)["member"]
     with zipfile.ZipFile(path) as archive:
@@ -88,7 +88,7 @@ def apply_speed_options(pipeline, options: dict):
     projections (no gain, so not offered) and attention "math", which swaps SDPA (diffusers'
     default) for the classic processor to show what SDPA is worth. TF32 matmuls
     (``matmul_precision``) are a process-wide switch, set by the caller around each call."""
-    from contamination.generate import with_speed_options
+    from contamination.generation.generate import with_speed_options
 
     if options.get("fuse_qkv"):
         pipeline.fuse_qkv_projections()
@@ -101,7 +101,7 @@ def apply_speed_options(pipeline, options: dict):
 
 def tiny_pipeline_dir(workdir):
     from contamination.io import save_pretrained
-    from contamination.tiny_sd import build_pipeline
+    from contamination.smoke.tiny_sd import build_pipeline
 
     directory = workdir / "tiny-sd"
     if not (directory / "model_index.json").is_file():
@@ -117,8 +117,8 @@ def sd_sized_pipeline(dtype, device):
     from diffusers import PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from contamination.generate import make_scheduler
-    from contamination.tiny_sd import MAX_PROMPT_TOKENS, build_tokenizer
+    from contamination.generation.generate import make_scheduler
+    from contamination.smoke.tiny_sd import MAX_PROMPT_TOKENS, build_tokenizer
 
     tokenizer = build_tokenizer()
     with torch.device(device):
@@ -324,7 +324,7 @@ def run_group(workdir, quick: bool, long: bool):
     import torch
 
     from contamination import config
-    from contamination.generate import generation_provenance, load_pipeline
+    from contamination.generation.generate import generation_provenance, load_pipeline
 
     paper = config.load()["generation"]
     results = []
@@ -363,7 +363,7 @@ def gpu_rows(paper, workdir, quick: bool, long: bool):
     the options, and the UNet's achieved fraction of the bf16 peak."""
     import torch
 
-    from contamination.generate import SAMPLER_COLUMNS
+    from contamination.generation.generate import SAMPLER_COLUMNS
 
     settings = {**paper, "steps": 10 if quick else 25}
     label = f"SD-sized {settings['height']} px, {settings['steps']} steps, {torch.cuda.get_device_name()}"

@@ -71,7 +71,7 @@ def make_shard_and_folder(shard_path, root, count: int):
     import numpy as np
     import pandas as pd
 
-    from contamination.shards import write_shard
+    from contamination.generation.shards import write_shard
 
     rng = np.random.default_rng(1)
     photo = sample_photo()
@@ -114,7 +114,7 @@ def shard_manifest(folder, shard_path):
 
 def train_transform_224():
     from contamination import config
-    from contamination.classify_recipe import train_transform
+    from contamination.experiments.classify_recipe import train_transform
 
     return train_transform(config.load()["classification"]["models"]["resnet50"])
 
@@ -153,7 +153,7 @@ def open_shard_cost(workdir, members: int = 1000, shards: int = 64) -> dict:
 
     import pandas as pd
 
-    from contamination.shards import ShardReader, write_shard
+    from contamination.generation.shards import ShardReader, write_shard
 
     shard = workdir / "directory-cost.zip"
     names = [f"sd_imagenet_{n:07d}.png" for n in range(members)]
@@ -179,7 +179,7 @@ def run_group(workdir, quick: bool, long: bool):
     from torchvision.datasets import ImageFolder
 
     from contamination.data import ManifestDataset
-    from contamination.features import downsample, draft_halvings
+    from contamination.metrics.features import downsample, draft_halvings
 
     jpeg_count, png_count = (48, 24) if quick else (256, 96)
     repeats = 1 if quick else 3

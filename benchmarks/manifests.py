@@ -162,7 +162,7 @@ def make_indexes(directory) -> dict:
 
 
 def io_floor(spec: dict, base, by, out) -> None:
-    """The baseline job: read what contamination.mixtures.read_items reads, write the base rows
+    """The baseline job: read what contamination.mixtures.manifests.read_items reads, write the base rows
     as a manifest."""
     import pandas as pd
     import pyarrow.parquet as pq
@@ -220,7 +220,7 @@ def inputs_of(spec: dict):
 def stage_seconds(spec: dict, seed: int, indexes: dict, out_dir) -> dict:
     """CPU seconds of reading, building and writing one mixture, in this process."""
     from contamination.io import write_parquet
-    from contamination.mixtures import build_mixture, read_items
+    from contamination.mixtures.manifests import build_mixture, read_items
 
     from benchmarks.measure import measured
 

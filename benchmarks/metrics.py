@@ -1,5 +1,5 @@
 """Metrics on 10,000 x 2048 features per set (Inception-sized): improved precision/recall (k=5)
-of contamination.fidelity vs. the ``prdc`` package, and FID of contamination.fidelity vs. the
+of contamination.metrics.fidelity vs. the ``prdc`` package, and FID of contamination.metrics.fidelity vs. the
 usual ``scipy.linalg.sqrtm`` implementation (pytorch-fid's calculate_frechet_distance):
 time, peak memory and agreement on the same features.
 
@@ -28,7 +28,7 @@ PRDC_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "co
 OURS_PRECISION_RECALL = """
 import json, sys
 import numpy as np
-from contamination.fidelity import precision_recall
+from contamination.metrics.fidelity import precision_recall
 result = precision_recall(np.load(sys.argv[1]), np.load(sys.argv[2]), k=int(sys.argv[3]))
 print(json.dumps({"precision": result["precision"], "recall": result["recall"]}))
 """
@@ -137,7 +137,7 @@ def fid_row(paths, count: int, repeats: int):
     env["PYTHONPATH"] = str(PROJECT)
     commands = {"baseline": [sys.executable, "-c", FID.format(module="benchmarks.metrics", function="scipy_fid"),
                              *paths],
-                "ours": [sys.executable, "-c", FID.format(module="contamination.fidelity", function="fid"), *paths]}
+                "ours": [sys.executable, "-c", FID.format(module="contamination.metrics.fidelity", function="fid"), *paths]}
     results = alternate({name: (lambda command=command: run_command(command, env=env))
                          for name, command in commands.items()}, repeats)
     values = {name: json.loads(runs[-1]["stdout"])["fid"] for name, runs in results.items()}

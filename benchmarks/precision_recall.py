@@ -17,7 +17,7 @@ import platform
 import resource
 import time
 
-from contamination import fidelity
+from contamination.metrics import fidelity
 
 
 def random_features(count: int, dim: int, seed: int, block: int = 10000):

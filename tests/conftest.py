@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-# Training code installs handlers for these (contamination.training.STOP_SIGNALS).
+# Training code installs handlers for these (contamination.experiments.training.STOP_SIGNALS).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 

@@ -98,7 +98,7 @@ def signal_during_step(monkeypatch, step: int, signum=None) -> None:
     import itertools
     import signal
 
-    from contamination import training
+    from contamination.experiments import training
 
     real_check_step = training.check_step
     calls = itertools.count(1)

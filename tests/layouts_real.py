@@ -1,6 +1,6 @@
 """Tiny copies of the real dataset layouts (ILSVRC-2012 with its devkit or as Kaggle ships it, ImageNet-A/-R, WebVision
 1.0, Karpathy's COCO and Flickr30k JSON), built by hand from the published formats and
-independent of contamination.synthetic, for the adapter tests."""
+independent of contamination.smoke.synthetic, for the adapter tests."""
 
 import json
 from pathlib import Path

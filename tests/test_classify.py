@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import imagesets
-from contamination import classify, confusion, training
+from contamination.experiments import classify
+from contamination.experiments import confusion
+from contamination.experiments import training
 from contamination import config as cfg
 from contamination.__main__ import main as cli_main
 from contamination.errors import DataError
@@ -197,7 +199,7 @@ def test_a_changed_recipe_does_not_resume_an_old_checkpoint(image_sets, tmp_path
 
 
 def test_divergence_ends_cleanly_with_null_metrics_and_a_nan_table_cell(image_sets, tmp_path):
-    from contamination import tables
+    from contamination.reporting import tables
 
     out, matrix = tmp_path / "metrics.json", tmp_path / "confusion.npy"
     spec = tiny_spec(lr=1e38)  # SGD at this rate overflows the weights within a few steps
@@ -243,7 +245,7 @@ def test_ema_and_raw_weights_are_both_scored_and_the_table_reads_the_chosen(imag
 
 
 def test_the_paper_reports_swin_s_with_ema_weights_and_ema_needs_an_ema_model():
-    from contamination import classify_recipe
+    from contamination.experiments import classify_recipe
     from contamination.errors import ConfigError
 
     models = cfg.load()["classification"]["models"]

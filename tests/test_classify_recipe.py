@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from contamination import classify_recipe as recipes
+from contamination.experiments import classify_recipe as recipes
 from contamination import config as cfg
 from contamination.errors import ConfigError
 

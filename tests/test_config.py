@@ -301,7 +301,10 @@ def settings_cases(config):
     """(verb, option, the JSON a rule passes, its --runtime JSON or None, the settings the command
     must see) for every settings JSON of workflow/rules/common.smk, built the way its functions
     build them."""
-    from contamination import classify, iddpm, mae, spectra
+    from contamination.experiments import classify
+    from contamination.experiments import iddpm
+    from contamination.experiments import mae
+    from contamination.metrics import spectra
 
     seed = {"seed": config["seed"]}
     cases = [
@@ -370,7 +373,7 @@ def test_runtime_keys_travel_apart_from_the_compared_settings():
     """In the smoke config some run-time keys are away from their defaults (no loader workers,
     print every step): the compared settings JSON has none of them, --runtime has them, and
     --runtime refuses a key that shapes outputs."""
-    from contamination import classify
+    from contamination.experiments import classify
 
     smoke = cfg.load(SMOKE_CONFIG)
     runtime_sections = {"generate": "generation", "caption": "captioning", "detect": "detection", "mae-pretrain": "mae",
@@ -393,7 +396,11 @@ def test_runtime_keys_travel_apart_from_the_compared_settings():
 def test_checkpoint_fingerprints_leave_out_runtime_keys(tmp_path):
     """A resumed run with another num_workers, device, log cadence or eval batch resumes: no
     run-time key reaches a checkpoint fingerprint, while a key that shapes the weights does."""
-    from contamination import caption, classify, iddpm, mae, training
+    from contamination.experiments import caption
+    from contamination.experiments import classify
+    from contamination.experiments import iddpm
+    from contamination.experiments import mae
+    from contamination.experiments import training
 
     paper = cfg.load()
     manifest = tmp_path / "manifest.parquet"

@@ -19,7 +19,7 @@ import torch
 
 import imagesets
 from contamination import config as cfg
-from contamination import training
+from contamination.experiments import training
 
 CPU = training.DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -117,7 +117,7 @@ class RecordingPipeline:
 
 
 def test_generation_passes_steps_guidance_size_and_unconditional_prompt_to_the_pipeline():
-    from contamination import generate
+    from contamination.generation import generate
 
     settings = {"steps": 7, "guidance_scale": 3.25, "height": 24, "width": 40, "negative_prompt": "blurry"}
     pipeline = RecordingPipeline()
@@ -132,7 +132,7 @@ def test_generation_passes_steps_guidance_size_and_unconditional_prompt_to_the_p
 
 @pytest.fixture(scope="module")
 def tiny_sd_dir(tmp_path_factory):
-    from contamination import tiny_sd
+    from contamination.smoke import tiny_sd
     from contamination.io import save_pretrained
 
     out = tmp_path_factory.mktemp("models") / "tiny-sd"
@@ -144,7 +144,8 @@ def tiny_sd_dir(tmp_path_factory):
 def test_loaded_pipeline_samples_with_the_configured_sampler(tiny_sd_dir, sampler, class_name):
     """generation.scheduler reaches the pipeline, with the CompVis timesteps (PLMS without its
     Runge-Kutta warm-up steps, 'leading' spacing offset by 1, no final alpha of 1)."""
-    from contamination import generate, config as cfg
+    from contamination.generation import generate
+    from contamination import config as cfg
 
     settings = dict(cfg.load()["generation"], scheduler=sampler)
     pipeline = generate.load_pipeline(tiny_sd_dir, settings)
@@ -200,7 +201,7 @@ def eval_spec():
 
 
 def test_evaluate_all_scores_imagenet_a_and_r_over_their_own_classes(class_data):
-    from contamination import classify
+    from contamination.experiments import classify
 
     metrics, _ = classify.evaluate_all(FixedLogits(), eval_spec(), class_data[1], CPU)
     assert metrics["top1_imagenet_val"] == 25.0  # always class 3: right for 2 of 8
@@ -212,7 +213,7 @@ def test_evaluate_all_scores_imagenet_a_and_r_over_their_own_classes(class_data)
 
 
 def test_evaluate_all_confusion_rows_are_true_classes_columns_predictions(class_data):
-    from contamination import classify
+    from contamination.experiments import classify
 
     _, matrix = classify.evaluate_all(FixedLogits(), eval_spec(), class_data[1], CPU)
     expected = np.zeros((CLASSES, CLASSES), dtype=np.int64)
@@ -225,7 +226,7 @@ def test_evaluate_all_confusion_rows_are_true_classes_columns_predictions(class_
 def test_evaluation_images_get_the_recipe_resize_crop_and_interpolation(class_data, monkeypatch):
     from torchvision.transforms import InterpolationMode, v2
 
-    from contamination import classify
+    from contamination.experiments import classify
 
     resizes = spy_on(monkeypatch, v2, "Resize")
     shapes = []
@@ -246,7 +247,7 @@ def test_evaluation_images_get_the_recipe_resize_crop_and_interpolation(class_da
 
 
 def test_warmup_and_cosine_schedule_get_the_recipe_numbers(monkeypatch):
-    from contamination import classify_recipe
+    from contamination.experiments import classify_recipe
 
     schedulers = torch.optim.lr_scheduler
     linear, constant, cosine = (spy_on(monkeypatch, schedulers, name) for name in ("LinearLR", "ConstantLR",
@@ -283,7 +284,7 @@ def classifier_run(class_data, tmp_path_factory):
     builds recorded, and the model it hands to evaluate_all."""
     from torchvision.transforms import v2
 
-    from contamination import classify
+    from contamination.experiments import classify
 
     monkeypatch = pytest.MonkeyPatch()
     recorded = {"evaluated": [], "clipped": []}
@@ -377,7 +378,7 @@ def caption_data(tmp_path_factory):
     from PIL import Image
 
     from contamination.io import save_pretrained, write_parquet
-    from contamination.tiny_blip import build_tiny_blip
+    from contamination.smoke.tiny_blip import build_tiny_blip
 
     directory = tmp_path_factory.mktemp("captions")
     rng = np.random.default_rng(0)
@@ -410,7 +411,7 @@ CAPTION_SETTINGS = cfg.with_defaults("captioning", {
 
 
 def test_blip_loss_and_dropout_get_the_configured_label_smoothing_and_dropout(caption_data):
-    from contamination import caption
+    from contamination.experiments import caption
 
     model, _ = caption.load_blip(caption_data[2], CAPTION_SETTINGS)
     decoder = model.text_decoder
@@ -420,7 +421,7 @@ def test_blip_loss_and_dropout_get_the_configured_label_smoothing_and_dropout(ca
 
 
 def test_caption_decoding_gets_beams_lengths_and_repetition_penalty(caption_data, monkeypatch):
-    from contamination import caption
+    from contamination.experiments import caption
 
     index, _, model_dir = caption_data
     model, processor = caption.load_blip(model_dir, CAPTION_SETTINGS)
@@ -440,7 +441,7 @@ def test_caption_decoding_gets_beams_lengths_and_repetition_penalty(caption_data
 def test_caption_fine_tuning_gets_optimizer_schedule_and_augmentation_settings(caption_data, tmp_path, monkeypatch):
     from torchvision import transforms
 
-    from contamination import caption
+    from contamination.experiments import caption
 
     _, manifest, model_dir = caption_data
     adamw = spy_on(monkeypatch, torch.optim, "AdamW")
@@ -497,7 +498,8 @@ def iddpm_run(tmp_path_factory):
     (q_sample) and the ones the UNet is given, the loss weight, the optimizer and the EMA."""
     from diffusers import UNet2DModel
 
-    from contamination import diffusion, iddpm
+    from contamination.experiments import diffusion
+    from contamination.experiments import iddpm
 
     directory = tmp_path_factory.mktemp("iddpm")
     images = directory / "images.npy"
@@ -570,7 +572,7 @@ def test_iddpm_samples_with_the_respaced_cosine_schedule_and_rescaled_timesteps(
     import diffusers
     from diffusers import UNet2DModel
 
-    from contamination import iddpm
+    from contamination.experiments import iddpm
 
     schedulers = spy_on(monkeypatch, diffusers, "DDPMScheduler")
     seen = []
@@ -628,7 +630,7 @@ def peak_and_midway_lr(recipe):
 def test_mae_pretraining_gets_mask_ratio_architecture_lr_scaling_and_adamw_settings(mae_images, tmp_path, monkeypatch):
     from torchvision.transforms import v2
 
-    from contamination import mae
+    from contamination.experiments import mae
 
     learning_rates = []
     adamw = spy_on(monkeypatch, torch.optim, "AdamW",
@@ -658,7 +660,8 @@ def test_mae_pretraining_gets_mask_ratio_architecture_lr_scaling_and_adamw_setti
 def test_mae_linear_probe_gets_lars_settings_lr_scaling_and_transforms(mae_images, tmp_path, monkeypatch):
     from torchvision.transforms import v2
 
-    from contamination import lars, mae
+    from contamination.experiments import lars
+    from contamination.experiments import mae
     from contamination.io import save_pretrained
 
     save_pretrained(mae.build_mae(MAE_MODEL, MAE_PRETRAIN), tmp_path / "pretrained")
@@ -687,7 +690,7 @@ def test_mae_linear_probe_gets_lars_settings_lr_scaling_and_transforms(mae_image
 
 
 def test_detectors_get_lr_hidden_size_iterations_and_batch_size(monkeypatch):
-    from contamination import detect
+    from contamination.experiments import detect
 
     steps, batches = [], []
     adams = spy_on(monkeypatch, torch.optim, "Adam", {"step": steps})
@@ -705,7 +708,7 @@ def test_detectors_get_lr_hidden_size_iterations_and_batch_size(monkeypatch):
 
 
 def test_detection_features_use_the_configured_resize_crop_and_batch(tmp_path):
-    from contamination import detect
+    from contamination.experiments import detect
 
     pictures, labels = imagesets.class_images(7, classes=2, size=30, seed=0)
     paths = imagesets.write_images(tmp_path, pictures, "img")
@@ -725,7 +728,7 @@ def test_detection_features_use_the_configured_resize_crop_and_batch(tmp_path):
 
 def test_fidelity_command_uses_the_given_k(tmp_path, monkeypatch):
     """--k (config fidelity.k) reaches the neighbourhoods: the command's default is the paper's 5."""
-    from contamination import fidelity
+    from contamination.metrics import fidelity
     from contamination.__main__ import main
 
     rng = np.random.default_rng(0)
@@ -761,7 +764,10 @@ def refuse_to_train(monkeypatch, module, name: str, position: int) -> None:
 def test_every_trainer_checkpoints_by_the_configured_wall_time(command, tmp_path, monkeypatch):
     """The command's own spec parsing and Checkpointer construction, with a non-default 7 minutes
     (the trainer itself is replaced: its use of the Checkpointer is tested in each trainer's tests)."""
-    from contamination import caption, classify, iddpm, mae
+    from contamination.experiments import caption
+    from contamination.experiments import classify
+    from contamination.experiments import iddpm
+    from contamination.experiments import mae
     from contamination.__main__ import build_parser
 
     data = tmp_path / "data"
@@ -779,7 +785,7 @@ def test_every_trainer_checkpoints_by_the_configured_wall_time(command, tmp_path
     elif command == "caption":
         refuse_to_train(monkeypatch, caption, "fine_tune", 7)
         monkeypatch.setattr(caption, "load_blip", lambda directory, settings: (torch.nn.Linear(1, 1), None))
-        from contamination import caption_metrics
+        from contamination.metrics import caption_metrics
 
         monkeypatch.setattr(caption_metrics, "require_java", lambda: None)
         spec = dict(minutes, select_by=[])

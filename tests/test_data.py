@@ -11,7 +11,7 @@ from PIL import Image
 from contamination.data import ManifestDataset, load_image
 from contamination.errors import DataError
 from contamination.formats import shard_uri
-from contamination.shards import write_shard
+from contamination.generation.shards import write_shard
 
 COLORS = {"file_a": (255, 0, 0), "file_b": (0, 255, 0), "gen_a": (0, 0, 255), "gen_b": (255, 255, 0)}
 GRAY_OF_GREEN = (150, 150, 150)  # file_b is stored grayscale: green is luma 150 in every channel
@@ -171,8 +171,8 @@ def test_sixteen_bit_images_decode_to_their_eight_bit_colours_not_white(high_bit
 
 
 def test_every_decoder_scales_sixteen_bit_grey(high_bit_depth):
-    from contamination.features import downsample
-    from contamination.report import thumbnail
+    from contamination.metrics.features import downsample
+    from contamination.reporting.report import thumbnail
     from contamination.sources.verify import image_error
 
     grey = high_bit_depth["grey"]

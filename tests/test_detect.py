@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from contamination import detect
+from contamination.experiments import detect
+from contamination.smoke import tiny_models
 from contamination.errors import ConfigError, DataError
 from helpers import cli
 from imagesets import generated_index, source_index, write_images
@@ -114,7 +115,7 @@ def test_unreadable_weights_name_the_config_key(tmp_path):
 def test_cli_detects_a_known_image_signal_through_resnet50_features(tmp_path, image_sets):
     real, generated = image_sets
     weights = tmp_path / "resnet50.pth"
-    detect.save_random_resnet50(weights, seed=0)
+    tiny_models.save_random_resnet50(weights, seed=0)
     spec = {"real_source": "imagenet", "generated": "gen", "images_per_source": IMAGES, "test_images_per_source": 16,
             "resize_size": 32, "crop_size": 32, "feature_batch_size": 32, "iterations": 200, "batch_size": 32,
             "lr": 1e-3, "mlp_hidden": 64, "standardize_features": True, "device": "cpu", "num_workers": 0, "seed": 0}
@@ -130,8 +131,8 @@ def test_cli_detects_a_known_image_signal_through_resnet50_features(tmp_path, im
 
 
 def test_the_random_stand_in_weights_are_reproducible_and_load_like_real_ones(tmp_path):
-    detect.save_random_resnet50(tmp_path / "a.pth", seed=0)
-    detect.save_random_resnet50(tmp_path / "b.pth", seed=0)
+    tiny_models.save_random_resnet50(tmp_path / "a.pth", seed=0)
+    tiny_models.save_random_resnet50(tmp_path / "b.pth", seed=0)
     assert (tmp_path / "a.pth").read_bytes() == (tmp_path / "b.pth").read_bytes()
     model = detect.load_feature_extractor(tmp_path / "a.pth")
     assert not model.training

@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from contamination import fidelity
+from contamination.metrics import fidelity
 from contamination.io import read_json, write_json
 
 torch.set_num_threads(1)

@@ -15,15 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
-from contamination import generate, provenance, tiny_sd
+from contamination.generation import generate
+from contamination.reporting import provenance
+from contamination.smoke import tiny_sd
 from contamination.io import save_pretrained
 from contamination.__main__ import main
 from contamination.config import PROJECT_ROOT, load
 from contamination.errors import ConfigError, DataError
 from contamination.formats import GENERATED_COLUMNS, PROMPT_COLUMNS, parse_uri
 from contamination.io import write_parquet
-from contamination.prompts import image_seed
-from contamination.shards import read_item, read_metadata
+from contamination.generation.prompts import image_seed
+from contamination.generation.shards import read_item, read_metadata
 from helpers import environment
 
 SIZE = 16
@@ -185,7 +187,7 @@ def test_without_posix_locks_a_generator_keeps_temporaries_that_may_be_live(
 # file exists) until the test creates the file "go".
 PAUSED_GENERATOR = """
 import pathlib, sys, time
-from contamination import generate
+from contamination.generation import generate
 from contamination.__main__ import main
 
 ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])

@@ -94,7 +94,7 @@ def test_classifier_1_and_2_processes_take_the_same_steps_and_schedule(class_dat
 
 
 def test_blip_fine_tuning_1_and_2_processes_take_the_same_steps_and_schedule(tmp_path):
-    from contamination.tiny_blip import build_tiny_blip
+    from contamination.smoke.tiny_blip import build_tiny_blip
 
     pictures, labels = imagesets.class_images(4, classes=4, size=SIZE, seed=1)
     paths = imagesets.write_images(tmp_path / "files", pictures, "cap")
@@ -155,7 +155,7 @@ def test_mae_pretraining_1_and_2_processes_take_the_same_steps_and_schedule(clas
 
 
 def test_mae_linear_probe_1_and_2_processes_take_the_same_steps_and_schedule(class_data, mae_specs, tmp_path):
-    from contamination import mae
+    from contamination.experiments import mae
 
     save_pretrained(mae.build_mae(mae_specs["pretrain"]["model"], mae_specs["pretrain"]["pretrain"]),
                     tmp_path / "pretrained")

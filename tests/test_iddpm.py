@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from contamination import diffusion, fidelity, iddpm, training
+from contamination.experiments import diffusion
+from contamination.metrics import fidelity
+from contamination.experiments import iddpm
+from contamination.experiments import training
 from contamination.io import read_json
 from helpers import FakeClock, signal_during_step
 

@@ -10,7 +10,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from contamination import features, inception
+from contamination.metrics import features
+from contamination.metrics import inception
+from contamination.smoke import tiny_models
 from contamination.errors import ConfigError
 
 torch.set_num_threads(1)
@@ -20,7 +22,7 @@ RESOLUTION = inception.MIN_RESOLUTION
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("inception") / "tiny-inception.pth"
-    features.run_tiny_inception(types.SimpleNamespace(out=str(path), seed=0, resolution=RESOLUTION))
+    tiny_models.run_tiny_inception(types.SimpleNamespace(out=str(path), seed=0, resolution=RESOLUTION))
     return path
 
 

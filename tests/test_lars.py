@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from contamination.lars import LARS
+from contamination.experiments.lars import LARS
 
 
 def test_weight_step_is_scaled_by_the_trust_ratio_and_bias_step_is_plain_momentum():

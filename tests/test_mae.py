@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from contamination import mae, training
+from contamination.experiments import mae
+from contamination.experiments import training
 from contamination.__main__ import build_parser
 from contamination.errors import ConfigError
 from contamination.io import save_pretrained

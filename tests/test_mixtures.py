@@ -10,8 +10,8 @@ import pytest
 from contamination.__main__ import main
 from contamination.errors import ConfigError, DataError
 from contamination.formats import GENERATED_COLUMNS, INDEX_COLUMNS, MANIFEST_COLUMNS
-from contamination import mixtures
-from contamination.mixtures import read_items
+from contamination.mixtures import manifests as mixtures
+from contamination.mixtures.manifests import read_items
 
 # Class sizes chosen so that some fractions land on halves (5 * 0.1, 15 * 0.3, 10 * 0.95).
 CLASS_SIZES = {0: 20, 1: 13, 2: 5, 3: 10, 4: 15}

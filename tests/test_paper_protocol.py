@@ -14,7 +14,7 @@ import math
 import pytest
 
 from contamination import config as cfg
-from contamination.training import batch_split
+from contamination.experiments.training import batch_split
 
 # The GPUs the paper trained on (A.2: 8, A.3: 2, A.6: 8 for pre-training, 16 for the probe): a job
 # on as many splits the configured global batch into the paper's per-GPU batch and accumulation.

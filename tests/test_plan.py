@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from contamination import config as cfg
-from contamination import plan
+from contamination.reporting import plan
 from helpers import PAPER_CONFIG, SMOKE_CONFIG, cli, environment, job_counts, paper_config_with_empty_roots, snakemake, write_yaml
 
 PAPER = cfg.load()

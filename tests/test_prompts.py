@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from contamination import prompts
+from contamination.generation import prompts
 from contamination.__main__ import main
 from contamination.config import DEFAULT_CONFIG
 from contamination.errors import ConfigError, DataError

@@ -16,7 +16,9 @@ from PIL import Image
 
 import browser
 from contamination import config as cfg
-from contamination import provenance, report, tables
+from contamination.reporting import provenance
+from contamination.reporting import report
+from contamination.reporting import tables
 from contamination.errors import DataError
 from helpers import SMOKE_CONFIG, cli, snakemake, write_yaml
 
@@ -177,7 +179,7 @@ def test_all_tables_needs_one_sidecar_per_table(tmp_path):
 def test_model_fingerprints_follow_the_bytes_of_files_and_directories(tmp_path):
     from types import SimpleNamespace
 
-    from contamination import training
+    from contamination.experiments import training
 
     weights = tmp_path / "resnet50.pth"
     weights.write_bytes(b"weights")
@@ -222,7 +224,7 @@ def test_spectra_table_keeps_the_real_source_once_and_draws_figure6(tmp_path):
 
 def write_generated(tmp_path, prompts):
     from contamination.formats import shard_uri
-    from contamination.shards import write_shard
+    from contamination.generation.shards import write_shard
 
     shard = tmp_path / "shard-00000.zip"
     images = []

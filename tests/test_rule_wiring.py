@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from contamination import config as cfg
-from contamination import iddpm
+from contamination.experiments import iddpm
 from contamination.__main__ import build_parser
 from helpers import SMOKE_CONFIG, snakemake, write_yaml
 

@@ -6,7 +6,7 @@ import zipfile
 
 import pandas as pd
 
-from contamination import shards
+from contamination.generation import shards
 from contamination.formats import shard_uri
 
 

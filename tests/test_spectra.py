@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from contamination.spectra import CSV_COLUMNS, grey_crop, radial_power_spectrum
+from contamination.metrics.spectra import CSV_COLUMNS, grey_crop, radial_power_spectrum
 from helpers import cli
 from imagesets import generated_index, source_index, write_images
 

@@ -11,7 +11,7 @@ from PIL import Image
 from contamination import config as cfg
 from contamination.__main__ import main
 from contamination.errors import ConfigError
-from contamination.synthetic import BACKGROUNDS, COLOURS, write_all
+from contamination.smoke.synthetic import BACKGROUNDS, COLOURS, write_all
 from helpers import SMOKE_CONFIG
 
 ROOT_NAMES = {"imagenet": "imagenet", "imagenet_a": "imagenet-a", "imagenet_r": "imagenet-r",
@@ -72,7 +72,7 @@ def test_synthetic_imagenet_a_and_r_hold_exactly_their_official_classes_in_use(i
     """Evaluation scores ImageNet-A/-R over the official lists intersected with the ImageNet
     classes: for the smoke run that must be what the synthetic copies hold, and a strict subset."""
     from contamination.sources.imagenet import official_wnids
-    from contamination.synthetic import MAX_CLASSES, synthetic_classes
+    from contamination.smoke.synthetic import MAX_CLASSES, synthetic_classes
 
     _, frames, _ = indexed
     in_use = set(frames["classes"]["wnid"])

@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 
-from contamination import tables
+from contamination.reporting import tables
 from helpers import cli, environment
 
 SPEC = {
@@ -94,7 +94,7 @@ def test_every_configured_table_cell_has_a_reported_value():
 def test_table_command_does_not_import_torch():
     code = (
         "import sys; from contamination.__main__ import build_parser; build_parser();"
-        "import contamination.tables;"
+        "import contamination.reporting.tables;"
         "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'pandas', 'numpy') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment())

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from contamination import tiny_sd
+from contamination.smoke import tiny_sd
 from contamination.io import save_pretrained
 from contamination.__main__ import main
 

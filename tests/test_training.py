@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from contamination import training
+from contamination.experiments import training
 from contamination.errors import ConfigError, DataError, Locked
 from helpers import FakeClock, environment, lock_holder
 
@@ -415,7 +415,7 @@ def test_distributed_run_turns_a_stop_into_the_resume_exit_code(capsys):
 TWO_RANKS = """
 import json, random, sys
 import numpy as np, torch
-from contamination import training
+from contamination.experiments import training
 from contamination.errors import Locked
 
 mode, directory, report = sys.argv[1:]
@@ -480,7 +480,7 @@ def test_two_ranks_resume_each_rank_rng_and_all_stop_at_a_held_lock(tmp_path):
 TIMER_TWO_RANKS = """
 import json, sys
 import torch
-from contamination import training
+from contamination.experiments import training
 
 env = training.setup_distributed("cpu")
 times = iter([0.0, 0.0 if env.rank == 0 else 3600.0])  # construction, then the step: only rank 1 is due

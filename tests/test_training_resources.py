@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from contamination import training
+from contamination.experiments import training
 
 
 @pytest.mark.parametrize("cpus, processes, configured, expected", [

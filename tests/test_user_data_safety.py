@@ -14,7 +14,7 @@ from contamination import config as cfg
 from contamination import io as contamination_io
 from contamination.__main__ import main
 from contamination.errors import DataError
-from contamination.synthetic import write_all
+from contamination.smoke.synthetic import write_all
 from helpers import PAPER_CONFIG, SMOKE_CONFIG, paper_config_with_empty_roots, snakemake, write_yaml
 from layouts_real import CLASSES, write_class_folders, write_imagenet, write_karpathy, write_webvision
 from test_synthetic import smoke_spec

@@ -13,18 +13,18 @@ import os
 import sys
 from pathlib import Path
 
-from contamination import training
+from contamination.experiments import training
 
 
 def classify(inputs, env, checkpointer):
-    from contamination import classify
+    from contamination.experiments import classify
 
     _, watch = classify.train(inputs["spec"], inputs["manifest"], checkpointer, env)
     return watch.record()
 
 
 def caption(inputs, env, checkpointer):
-    from contamination.caption import fine_tune, load_blip
+    from contamination.experiments.caption import fine_tune, load_blip
 
     settings = inputs["settings"]
     training.seed_everything(0, env)
@@ -36,7 +36,7 @@ def caption(inputs, env, checkpointer):
 
 
 def mae_pretrain(inputs, env, checkpointer):
-    from contamination import mae
+    from contamination.experiments import mae
 
     _, _, status, reason, record = mae.pretrain(inputs["spec"], inputs["manifest"], checkpointer, env)
     assert status == "ok", reason
@@ -44,7 +44,7 @@ def mae_pretrain(inputs, env, checkpointer):
 
 
 def mae_linear_probe(inputs, env, checkpointer):
-    from contamination import mae
+    from contamination.experiments import mae
 
     status, _, reasons, record = mae.linear_probe(inputs["spec"], inputs["pretrained"], inputs["imagenet"],
                                                   checkpointer, env)
@@ -55,9 +55,9 @@ def mae_linear_probe(inputs, env, checkpointer):
 TRAINERS = {"classify": classify, "caption": caption, "mae-pretrain": mae_pretrain,
             "mae-linear-probe": mae_linear_probe}
 # The dataset class each trainer loads its items from.
-DATASETS = {"classify": "contamination.data:ManifestDataset", "caption": "contamination.caption:CaptionTrainingSet",
+DATASETS = {"classify": "contamination.data:ManifestDataset", "caption": "contamination.experiments.caption:CaptionTrainingSet",
             "mae-pretrain": "contamination.data:ManifestDataset", "mae-linear-probe": "contamination.data:ManifestDataset",
-            "iddpm-train": "contamination.features:ArrayImages"}
+            "iddpm-train": "contamination.metrics.features:ArrayImages"}
 
 
 def count_loads(dataset_class) -> list:

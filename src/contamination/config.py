@@ -458,7 +458,7 @@ def check_mixtures(config: dict) -> None:
 
 def check_generation(config: dict) -> None:
     """Options the generate job would refuse, refused before any job runs."""
-    from contamination.generate import check_settings
+    from contamination.generation.generate import check_settings
 
     settings = config["generation"]
     check_settings(settings)
@@ -476,7 +476,7 @@ def check_spectra(config: dict) -> None:
 
 def check_classification(config: dict) -> None:
     """Recipes, and every model a classification table or Figure 3 asks for, exist and agree."""
-    from contamination import classify_recipe
+    from contamination.experiments import classify_recipe
 
     settings = config["classification"]
     classifiers = list(settings["models"])
@@ -548,19 +548,19 @@ def table_runs(config: dict, experiment: str) -> list:
 def experiment_metrics(config: dict, experiment: str) -> list:
     """The metric names every run of ``experiment`` writes to its metrics.json."""
     if experiment in ("iddpm", "fidelity"):
-        from contamination.fidelity import metric_names
+        from contamination.metrics.fidelity import metric_names
 
         kind = "samples" if experiment == "iddpm" else "dataset"
         return [name for reference in config[experiment]["references"]
                 for name in metric_names(kind, reference["name"], config["fidelity"]["k"]).values()]
     if experiment == "classify":
-        from contamination.classify import METRIC_NAMES
+        from contamination.experiments.classify import METRIC_NAMES
     elif experiment == "caption":
-        from contamination.caption_metrics import METRICS as METRIC_NAMES
+        from contamination.metrics.caption_metrics import METRICS as METRIC_NAMES
     elif experiment == "mae":
-        from contamination.mae import METRIC_NAMES
+        from contamination.experiments.mae import METRIC_NAMES
     else:
-        from contamination.detect import METRIC_NAMES
+        from contamination.experiments.detect import METRIC_NAMES
     return list(METRIC_NAMES)
 
 

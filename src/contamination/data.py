@@ -42,7 +42,7 @@ def load_image(uri: str, jpeg_draft=None):
 
     from PIL import Image
 
-    from contamination.shards import read_item
+    from contamination.generation.shards import read_item
 
     try:
         data = read_item(uri)

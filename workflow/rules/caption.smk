@@ -6,26 +6,6 @@
 EXPERIMENTS.add("caption")
 
 
-if config["models"]["build_tiny"]:
-
-    rule tiny_blip:
-        input:
-            RESULTS / "index" / "coco.parquet",
-        output:
-            directory(blip_dir()),
-        log:
-            LOGS / "models" / "tiny_blip.log",
-        params:
-            prompt=config["captioning"]["prompt"],
-            image_size=config["captioning"]["image_size"],
-            seed=config["seed"],
-        conda:
-            ENV
-        shell:
-            "python -m contamination tiny-blip {output:q} --captions {input:q} --prompt {params.prompt:q}"
-            " --image-size {params.image_size:q} --seed {params.seed:q} > {log:q} 2>&1"
-
-
 rule caption_finetune:
     input:
         manifest=RESULTS / "mixtures" / "{mixture}.parquet",

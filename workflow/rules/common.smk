@@ -285,10 +285,10 @@ def caption_checkpoint_dir(wildcards):
 
 
 # ---- self-supervised and detection -------------------------------------------------------
-from contamination.mae import MODEL_NAME as MAE_MODEL  # noqa: E402
-from contamination.mae import PRETRAIN_SPEC_KEYS as MAE_PRETRAIN_KEYS  # noqa: E402
-from contamination.mae import PROBE_SPEC_KEYS as MAE_PROBE_KEYS  # noqa: E402
-from contamination.spectra import SPEC_KEYS as SPECTRA_KEYS  # noqa: E402
+from contamination.experiments.mae import MODEL_NAME as MAE_MODEL  # noqa: E402
+from contamination.experiments.mae import PRETRAIN_SPEC_KEYS as MAE_PRETRAIN_KEYS  # noqa: E402
+from contamination.experiments.mae import PROBE_SPEC_KEYS as MAE_PROBE_KEYS  # noqa: E402
+from contamination.metrics.spectra import SPEC_KEYS as SPECTRA_KEYS  # noqa: E402
 
 
 def mae_pretrain_spec():
@@ -320,7 +320,7 @@ def all_spectra():
 
 
 # ---- classification ------------------------------------------------------------------------
-from contamination.classify import SPEC_KEYS as CLASSIFIER_KEYS  # noqa: E402
+from contamination.experiments.classify import SPEC_KEYS as CLASSIFIER_KEYS  # noqa: E402
 
 CLASSIFIERS = list(config["classification"]["models"])
 
@@ -376,7 +376,7 @@ def figure3_arguments(wildcards, input):
 # Features: RESULTS/features/inception/{index,mixtures,iddpm}/<set>.npy, one per image set.
 # Table 4 runs: RESULTS/fidelity/inception_v3_features/<mixture>/; IDDPM runs (Tables 3, 10):
 # RESULTS/iddpm/iddpm/<mixture>/ (model, training.json, samples/, metrics.json).
-from contamination import iddpm as iddpm_recipe  # noqa: E402
+from contamination.experiments import iddpm as iddpm_recipe  # noqa: E402
 
 EXTRACTOR = "inception"
 FIDELITY_MODEL = "inception_v3_features"

@@ -4,23 +4,6 @@
 EXPERIMENTS.add("fidelity")
 
 
-if config["models"]["build_tiny"]:
-
-    rule tiny_inception:
-        output:
-            inception_weights(),
-        log:
-            LOGS / "models" / "tiny_inception.log",
-        params:
-            seed=config["seed"],
-            resolution=config["fidelity"]["inception_resolution"],
-        conda:
-            ENV
-        shell:
-            "python -m contamination tiny-inception {output:q} --seed {params.seed:q}"
-            " --resolution {params.resolution:q} > {log:q} 2>&1"
-
-
 rule index_features:
     input:
         index=RESULTS / "index" / "{source}.parquet",

@@ -2,21 +2,6 @@
 # a cluster), then one merged index per generated dataset.
 
 
-if config["models"]["build_tiny"]:
-
-    rule tiny_sd:
-        output:
-            directory(stable_diffusion_dir()),
-        log:
-            LOGS / "models" / "tiny_sd.log",
-        params:
-            seed=config["seed"],
-        conda:
-            ENV
-        shell:
-            "python -m contamination tiny-sd {output:q} --seed {params.seed:q} > {log:q} 2>&1"
-
-
 rule generate_shard:
     input:
         prompts=RESULTS / "prompts" / "{name}.parquet",

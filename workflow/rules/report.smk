@@ -55,21 +55,6 @@ rule concatenate_tables:
         " --out {output.csv:q} --out-provenance {output.provenance:q} > {log:q} 2>&1"
 
 
-rule spectra_table:
-    input:
-        spectra_csvs(),
-    output:
-        csv=RESULTS / "tables" / "spectra.csv",
-        png=report(RESULTS / "figures" / "figure6.png", caption="../report/figure6.rst", category="Figures"),
-    log:
-        LOGS / "report" / "spectra.log",
-    conda:
-        ENV
-    shell:
-        "python -m contamination spectra-table --spectra {input:q} --out-csv {output.csv:q}"
-        " --out-png {output.png:q} > {log:q} 2>&1"
-
-
 rule generated_examples:
     input:
         RESULTS / "generated" / "{name}" / "index.parquet",

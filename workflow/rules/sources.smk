@@ -1,21 +1,6 @@
 # Real datasets on disk -> one Parquet index per source (formats.py documents the columns).
-# The configured roots are only ever inputs. With synthetic.enabled (the smoke run) a rule first
-# writes tiny datasets in the same layouts under RESULTS/synthetic/ and reads those instead.
-
-
-if config["synthetic"]["enabled"]:
-
-    rule synthetic_sources:
-        output:
-            [directory(root) for root in synthetic_roots().values()],
-        log:
-            LOGS / "synthetic_sources.log",
-        params:
-            spec=synthetic_spec(),
-        conda:
-            ENV
-        shell:
-            "python -m contamination synthetic --spec {params.spec:q} > {log:q} 2>&1"
+# The configured roots are only ever inputs. With synthetic.enabled (the smoke run) the indexes
+# read the tiny datasets smoke.smk writes under RESULTS/synthetic/ instead.
 
 
 rule imagenet_classes:

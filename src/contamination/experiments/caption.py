@@ -33,7 +33,7 @@ every number from config ``captioning``:
 Without ``--manifest`` the starting model is evaluated as it is (Table 2's "w/o fine-tuning").
 Each item's augmentation is drawn from its own seed (run seed, epoch, item), so it does not
 depend on the number of GPUs or data-loading workers, and a resumed run continues bit-identically
-on the CPU. Checkpointing, signals and metrics.json follow contamination.training.
+on the CPU. Checkpointing, signals and metrics.json follow contamination.experiments.training.
 """
 
 import hashlib
@@ -42,11 +42,11 @@ import math
 import re
 from pathlib import Path
 
-from contamination import training
-from contamination.caption_metrics import METRICS
+from contamination.experiments import training
+from contamination.metrics.caption_metrics import METRICS
 from contamination.config import add_settings_arguments, without_runtime
 from contamination.errors import ConfigError, DataError
-from contamination.provenance import path_fingerprint, sha256_of_file
+from contamination.reporting.provenance import path_fingerprint, sha256_of_file
 
 # BLIP's RandomAugment operations for captioning (LAVIS BlipImageTrainProcessor).
 AUGMENTATIONS = ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize",
@@ -82,7 +82,7 @@ def add_commands(subparsers) -> None:
 def run_caption(args) -> None:
     import torch
 
-    from contamination.caption_metrics import require_java
+    from contamination.metrics.caption_metrics import require_java
 
     if args.manifest and not args.checkpoint_dir:
         raise ConfigError("caption: --checkpoint-dir is required with --manifest")
@@ -131,7 +131,7 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
             test = KarpathySplit(index, "test")
             captions = generate_captions(model, processor, test, settings, env)
             if env.is_main:
-                from contamination.caption_metrics import score_captions
+                from contamination.metrics.caption_metrics import score_captions
 
                 metrics, reasons = score_captions(test.references, captions, settings["spice_corenlp_dir"])
         if env.is_main:
@@ -519,7 +519,7 @@ def validation_score(model, processor, val, settings, env) -> float:
     captions = generate_captions(model, processor, val, settings, env)
     score = -math.inf
     if env.is_main:
-        from contamination.caption_metrics import score_captions
+        from contamination.metrics.caption_metrics import score_captions
 
         values, _ = score_captions(val.references, captions, metrics=settings["select_by"])
         score = sum(values.values())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from contamination.config import add_settings_arguments
 from contamination.errors import ConfigError, DataError
-from contamination.provenance import model_fingerprint
+from contamination.reporting.provenance import model_fingerprint
 
 SETTINGS = [
     "scheduler", "steps", "guidance_scale", "negative_prompt", "height", "width", "dtype",
@@ -202,7 +202,7 @@ def encode_image(image, settings: dict) -> bytes:
 
 def write_generated_shard(pipeline, rows, settings: dict, provenance: dict, out) -> None:
     """Generate ``rows`` batch by batch straight into the shard file (complete or absent)."""
-    from contamination.shards import write_shard
+    from contamination.generation.shards import write_shard
 
     _, extension = IMAGE_FORMATS[settings["image_format"]]
     members = [f"{item_id}.{extension}" for item_id in rows["id"]]
@@ -261,7 +261,7 @@ def merge_shards(shard_paths):
     import pandas as pd
 
     from contamination.formats import GENERATED_COLUMNS, NO_LABEL, PROMPT_COLUMNS, shard_uri
-    from contamination.shards import read_metadata
+    from contamination.generation.shards import read_metadata
 
     frames = []
     for shard_path in shard_paths:

@@ -38,7 +38,7 @@ def add_commands(subparsers) -> None:
 def run_spectra(args) -> None:
     import pandas as pd
 
-    from contamination.detect import sample_items
+    from contamination.experiments.detect import sample_items
     from contamination.io import atomic_path
 
     spec = args.spec

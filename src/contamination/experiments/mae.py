@@ -27,8 +27,8 @@ step the AMP loss scaler skips is not divergence, ``max_skipped_steps`` of them 
 
 from pathlib import Path
 
-from contamination import training
-from contamination.provenance import sha256_of_file
+from contamination.experiments import training
+from contamination.reporting.provenance import sha256_of_file
 
 MODEL_NAME = "mae_vit_b"
 PROBE_METRICS = ["linear_probe_top1_imagenet_val", "linear_probe_top5_imagenet_val"]
@@ -247,7 +247,7 @@ def to_normalized_tensor():
     import torch
     from torchvision.transforms import v2
 
-    from contamination.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
+    from contamination.experiments.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
 
     return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
@@ -541,7 +541,7 @@ def linear_probe(spec: dict, pretrained, imagenet_index, checkpointer, env, stop
 
 
 def lars_optimizer(head, recipe: dict):
-    from contamination.lars import LARS
+    from contamination.experiments.lars import LARS
 
     return LARS(head.parameters(), lr=0.0, weight_decay=recipe["weight_decay"], momentum=recipe["momentum"],
                 trust_coefficient=recipe["trust_coefficient"])

@@ -29,7 +29,7 @@ shards of ``sample_shard_size`` (one job each); every image has its own noise se
 
 import json
 
-from contamination import training
+from contamination.experiments import training
 from contamination.config import add_settings_arguments
 
 # The config keys that determine the trained weights (a checkpoint is resumed only if they match).
@@ -118,9 +118,9 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
     stop is requested and training.Diverged on a non-finite loss or weights."""
     import torch
 
-    from contamination import diffusion
+    from contamination.experiments import diffusion
     from contamination.errors import DataError
-    from contamination.features import ArrayImages
+    from contamination.metrics.features import ArrayImages
 
     training.seed_everything(spec["seed"], env)
     dataset = ArrayImages([images_path])
@@ -257,7 +257,7 @@ def sample(unet, spec: dict, numbers, device):
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
-    from contamination import diffusion
+    from contamination.experiments import diffusion
 
     ddpm = diffusion.scheduler(spec["diffusion_steps"])
     ddpm.set_timesteps(spec["sample_steps"])  # CPU timesteps, as diffusers' pipelines keep them
@@ -279,7 +279,7 @@ def sample(unet, spec: dict, numbers, device):
 def run_sample(args) -> None:
     from diffusers import UNet2DModel
 
-    from contamination.features import write_rows
+    from contamination.metrics.features import write_rows
     from contamination.io import read_json
 
     spec = args.spec

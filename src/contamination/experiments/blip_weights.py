@@ -57,7 +57,7 @@ def add_commands(subparsers) -> None:
 
 
 def run_convert_blip(args) -> None:
-    from contamination.tiny_blip import TinyBlip
+    from contamination.smoke.tiny_blip import TinyBlip
     from contamination.io import save_pretrained
 
     model, processor = convert_blip(args.checkpoint, args.vocab, args.image_size)
@@ -72,7 +72,7 @@ def greedy_caption(model, processor, image_path, image_size: int, prompt: str = 
     """The caption after ``prompt`` with greedy decoding (transformers' conversion check)."""
     import torch
 
-    from contamination.caption import eval_transform
+    from contamination.experiments.caption import eval_transform
     from contamination.data import load_image
 
     image_processor, tokenizer = processor.image_processor, processor.tokenizer

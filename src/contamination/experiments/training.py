@@ -2,7 +2,7 @@
 divergence, EMA, samplers and metrics.json. Every training experiment (classification,
 captioning, IDDPM, MAE) uses it the same way::
 
-    from contamination import training
+    from contamination.experiments import training
 
     env = training.setup_distributed()              # torchrun env vars, or one process
     training.seed_everything(seed, env)             # + deterministic algorithms on CPU
@@ -735,7 +735,7 @@ def provenance(spec, seed: int, env: DistEnv, packages=("torch", "torchvision", 
         "packages": versions,
     }
     if models is not None:
-        from contamination.provenance import model_fingerprints
+        from contamination.reporting.provenance import model_fingerprints
 
         record["models"] = model_fingerprints(models)
     return record

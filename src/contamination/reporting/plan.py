@@ -502,7 +502,7 @@ def human_bytes(size) -> str:
 
 
 def run_plan(args) -> None:
-    from contamination.tables import write_table
+    from contamination.reporting.tables import write_table
 
     config = cfg.load(*args.configfile)
     profile = read_profile(args.profile)

@@ -78,7 +78,7 @@ def package_versions(packages) -> dict:
 def reported_values_sha256() -> str:
     from importlib import resources
 
-    return hashlib.sha256(resources.files("contamination").joinpath("paper/reported.csv").read_bytes()).hexdigest()
+    return hashlib.sha256(resources.files("contamination.reporting").joinpath("paper/reported.csv").read_bytes()).hexdigest()
 
 
 def table_provenance(spec: dict, cells: dict) -> dict:

@@ -21,7 +21,7 @@ columns: top-1 prediction) as .npy; a diverged run saves a 0x0 matrix.
 
 from pathlib import Path
 
-from contamination import training
+from contamination.experiments import training
 from contamination.config import with_defaults
 from contamination.errors import DataError
 
@@ -122,7 +122,7 @@ def train(spec: dict, manifest, checkpointer, env):
     import torch
     import torchvision
 
-    from contamination import classify_recipe as recipes
+    from contamination.experiments import classify_recipe as recipes
     from contamination.data import ManifestDataset
 
     recipe = spec["recipe"]
@@ -313,7 +313,7 @@ def predict(model, rows, classes, spec: dict, env):
     import numpy as np
     import torch
 
-    from contamination import classify_recipe as recipes
+    from contamination.experiments import classify_recipe as recipes
     from contamination.data import ManifestDataset
 
     recipe = spec["recipe"]

@@ -63,7 +63,7 @@ IMAGENET_R_STYLES = ("art", "cartoon", "sketch", "painting")
 IMAGENET_A_LEFT_OUT, IMAGENET_R_LEFT_OUT = 3, 0
 SUPERSAMPLE = 4
 JPEG_QUALITY = 90
-MAT_HEADER, MAT_HEADER_SIZE = b"MATLAB 5.0 MAT-file, written by contamination.synthetic", 116
+MAT_HEADER, MAT_HEADER_SIZE = b"MATLAB 5.0 MAT-file, written by contamination.smoke.synthetic", 116
 SPEC_KEYS = ("classes", "train_per_class", "val_per_class", "webvision_per_class", "coco_train_images",
              "coco_test_images", "flickr30k_images", "image_size", "seed", "roots", "karpathy_json")
 ROOT_KEYS = ("imagenet", "imagenet_a", "imagenet_r", "webvision", "coco", "flickr30k")

@@ -29,12 +29,6 @@ PACKAGES = ("torch", "torchvision", "numpy")
 
 
 def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser("tiny-resnet50",
-                                   help="save a randomly initialised torchvision ResNet-50 state dict (smoke run)")
-    parser.add_argument("out")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(run=run_tiny_resnet50)
-
     parser = subparsers.add_parser("detect", help="real-vs-generated detectors on ResNet-50 features (metrics.json each)")
     add_settings_arguments(parser, "--spec", "detection",
                            help="config `detection` + seed + generated (the dataset's name)")
@@ -46,39 +40,10 @@ def add_commands(subparsers) -> None:
     parser.set_defaults(run=run_detect)
 
 
-def run_tiny_resnet50(args) -> None:
-    from contamination.io import require_replaceable
-
-    require_replaceable(args.out)  # never over weights a user points it at
-    save_random_resnet50(args.out, args.seed)
-    print(f"random ResNet-50 (seed {args.seed}) saved to {args.out}")
-
-
-def save_random_resnet50(out, seed: int) -> None:
-    """The smoke run's stand-in for ImageNet weights: torchvision's ResNet-50 initialisation under
-    ``seed``, saved as a state dict like the real weights file (the same seed, the same bytes)."""
-    import io
-
-    import torch
-    import torchvision
-
-    from contamination.io import atomic_path
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = torchvision.models.resnet50(weights=None)
-    # torch.save names the archive's records after the file it writes to: through a buffer the
-    # bytes do not depend on the temporary file name.
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    with atomic_path(out) as temporary:
-        temporary.write_bytes(buffer.getvalue())
-
-
 def run_detect(args) -> None:
     import torch
 
-    from contamination import training
+    from contamination.experiments import training
 
     spec = args.spec
     device = torch.device("cuda" if spec["device"] in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
@@ -107,7 +72,7 @@ def sample_items(index_path, name: str, count: int, seed: int, key: str):
     import numpy as np
 
     from contamination.errors import ConfigError
-    from contamination.mixtures import read_items
+    from contamination.mixtures.manifests import read_items
 
     items = read_items(index_path, name).to_pandas().assign(origin=name)
     if count > len(items):
@@ -139,7 +104,7 @@ def feature_transform(spec: dict):
     import torch
     from torchvision.transforms import InterpolationMode, v2
 
-    from contamination.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
+    from contamination.experiments.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
 
     return v2.Compose([
         v2.Resize(spec["resize_size"], interpolation=InterpolationMode.BILINEAR, antialias=True),
@@ -182,7 +147,7 @@ def extract_features(model, items, spec: dict, device):
     import numpy as np
     import torch
 
-    from contamination import training
+    from contamination.experiments import training
     from contamination.data import ManifestDataset
 
     dataset = ManifestDataset(items, feature_transform(spec), target="label")

@@ -182,7 +182,7 @@ def run_table_report(args) -> None:
     import pandas as pd
 
     from contamination.io import atomic_path, read_json
-    from contamination.plots import plot_table
+    from contamination.reporting.plots import plot_table
 
     spec = args.spec
     frame = pd.read_csv(args.table, keep_default_na=False, na_values=[""])
@@ -208,8 +208,8 @@ def run_all_tables(args) -> None:
 
     from contamination.errors import DataError
     from contamination.io import read_json, write_json
-    from contamination.provenance import sha256_of_file
-    from contamination.tables import TABLE_COLUMNS, write_table
+    from contamination.reporting.provenance import sha256_of_file
+    from contamination.reporting.tables import TABLE_COLUMNS, write_table
 
     if len(args.tables) != len(args.provenance):
         raise DataError(f"all-tables: {len(args.tables)} table CSVs but {len(args.provenance)} --provenance files")
@@ -225,8 +225,8 @@ def run_all_tables(args) -> None:
 def run_spectra_table(args) -> None:
     import pandas as pd
 
-    from contamination.spectra import plot_spectra
-    from contamination.tables import write_table
+    from contamination.metrics.spectra import plot_spectra
+    from contamination.reporting.tables import write_table
 
     # The real source is in every spectra CSV, measured on the same seeded sample: keep it once.
     table = pd.concat([pd.read_csv(path) for path in args.spectra], ignore_index=True)
@@ -268,7 +268,7 @@ def run_generated_examples(args) -> None:
     import pandas as pd
 
     from contamination.io import atomic_path
-    from contamination.shards import read_item
+    from contamination.generation.shards import read_item
 
     index = pd.read_parquet(args.index)
     figures = []
@@ -287,7 +287,7 @@ def run_config_page(args) -> None:
     import yaml
 
     from contamination.io import atomic_path
-    from contamination.provenance import sha256_of_json
+    from contamination.reporting.provenance import sha256_of_json
 
     text = yaml.safe_dump(args.config, sort_keys=False, allow_unicode=True)
     with atomic_path(args.out_yaml) as temporary:

@@ -18,8 +18,7 @@ results/<run>/features/<extractor>/ and every metric that needs a set's features
 file, so each set passes through the network once. Arrays are written through memory maps, so
 neither 1.28M training images nor their features have to fit in memory.
 
-Commands: ``tiny-inception`` (the smoke run's random Inception), ``image-array`` and
-``features``.
+Commands: ``image-array`` and ``features``.
 """
 
 import json
@@ -28,14 +27,6 @@ FEATURE_BATCH = 200
 
 
 def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "tiny-inception", help="build a random FID Inception-V3 with re-estimated BatchNorm statistics and save it"
-    )
-    parser.add_argument("out", help="weights file (.pth), loaded like config models.inception")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resolution", type=int, default=299, help="input size the statistics are estimated at")
-    parser.set_defaults(run=run_tiny_inception)
-
     parser = subparsers.add_parser("image-array", help="an image set at a fixed size as one uint8 .npy (N, S, S, 3)")
     add_image_set_arguments(parser)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -203,7 +194,7 @@ def image_batches(dataset, batch_size: int, workers: int):
     """uint8 tensors (B, H, W, 3) in set order."""
     import torch
 
-    from contamination.training import loader_workers
+    from contamination.experiments.training import loader_workers
 
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(workers))
 
@@ -264,7 +255,7 @@ def feature_device(name: str):
 
 
 def run_features(args) -> None:
-    from contamination import inception
+    from contamination.metrics import inception
 
     dataset = image_set(args)
     network = inception.load(args.extractor, args.resolution)
@@ -273,16 +264,3 @@ def run_features(args) -> None:
     count = write_rows(args.out, (len(dataset), inception.FEATURE_DIM), "float32", batches)
     print(json.dumps({"features": args.out, "items": count, "extractor": args.extractor,
                       "resolution": args.resolution, "device": device.type}))
-
-
-def run_tiny_inception(args) -> None:
-    import torch
-
-    from contamination import inception
-    from contamination.io import require_replaceable
-
-    require_replaceable(args.out)  # never over weights a user points it at
-    torch.set_num_threads(1)  # BatchNorm statistics then do not depend on the machine's core count
-    network = inception.build_random(args.seed, args.resolution)
-    inception.save(network, args.out)
-    print(f"random FID Inception (seed {args.seed}, BatchNorm statistics at {args.resolution} px) -> {args.out}")

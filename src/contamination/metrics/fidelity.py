@@ -245,7 +245,7 @@ def sampled(features, size, seed: int, name: str):
     generator seeded by (seed, name), in their order in the file."""
     import numpy as np
 
-    from contamination.mixtures import named_rng
+    from contamination.mixtures.manifests import named_rng
 
     if size is None or len(features) <= size:
         return features
@@ -257,8 +257,8 @@ def run_fidelity(args) -> None:
     import numpy as np
     import torch
 
-    from contamination import training
-    from contamination.features import feature_device
+    from contamination.experiments import training
+    from contamination.metrics.features import feature_device
     from contamination.io import read_json
 
     device = feature_device(args.device)

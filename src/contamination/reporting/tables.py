@@ -28,7 +28,7 @@ def reported_values():
     """{(table, dataset, model, metric): (value, note)} from the paper."""
     import csv
 
-    text = resources.files("contamination").joinpath("paper/reported.csv").read_text()
+    text = resources.files("contamination.reporting").joinpath("paper/reported.csv").read_text()
     values = {}
     for row in csv.DictReader(text.splitlines()):
         key = (row["table"], row["dataset"], row["model"], row["metric"])
@@ -112,6 +112,6 @@ def run_table(args) -> None:
     write_table(build_table(args.spec, args.cells), args.out)
     if args.provenance:
         from contamination.io import write_json
-        from contamination.provenance import table_provenance
+        from contamination.reporting.provenance import table_provenance
 
         write_json(table_provenance(args.spec, args.cells), args.provenance)

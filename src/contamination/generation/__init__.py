@@ -1,0 +1,1 @@
+"""Generated datasets: prompt tables, sharded generation, shard files."""

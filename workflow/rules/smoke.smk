@@ -1,0 +1,80 @@
+# The smoke run's stand-ins, written under RESULTS and never over what the user owns: with
+# synthetic.enabled, tiny datasets in the real on-disk layouts (read in place of sources.*); with
+# models.build_tiny, tiny random models in the real formats (read in place of models.*), loaded by
+# the same from_pretrained/torch.load code as the real ones. src/contamination/smoke/.
+
+
+if config["synthetic"]["enabled"]:
+
+    rule synthetic_sources:
+        output:
+            [directory(root) for root in synthetic_roots().values()],
+        log:
+            LOGS / "synthetic_sources.log",
+        params:
+            spec=synthetic_spec(),
+        conda:
+            ENV
+        shell:
+            "python -m contamination synthetic --spec {params.spec:q} > {log:q} 2>&1"
+
+
+if config["models"]["build_tiny"]:
+
+    rule tiny_sd:
+        output:
+            directory(stable_diffusion_dir()),
+        log:
+            LOGS / "models" / "tiny_sd.log",
+        params:
+            seed=config["seed"],
+        conda:
+            ENV
+        shell:
+            "python -m contamination tiny-sd {output:q} --seed {params.seed:q} > {log:q} 2>&1"
+
+
+    rule tiny_blip:
+        input:
+            RESULTS / "index" / "coco.parquet",
+        output:
+            directory(blip_dir()),
+        log:
+            LOGS / "models" / "tiny_blip.log",
+        params:
+            prompt=config["captioning"]["prompt"],
+            image_size=config["captioning"]["image_size"],
+            seed=config["seed"],
+        conda:
+            ENV
+        shell:
+            "python -m contamination tiny-blip {output:q} --captions {input:q} --prompt {params.prompt:q}"
+            " --image-size {params.image_size:q} --seed {params.seed:q} > {log:q} 2>&1"
+
+
+    rule tiny_resnet50:
+        output:
+            resnet50_detector_weights(),
+        log:
+            LOGS / "models" / "tiny_resnet50.log",
+        params:
+            seed=config["seed"],
+        conda:
+            ENV
+        shell:
+            "python -m contamination tiny-resnet50 {output:q} --seed {params.seed:q} > {log:q} 2>&1"
+
+
+    rule tiny_inception:
+        output:
+            inception_weights(),
+        log:
+            LOGS / "models" / "tiny_inception.log",
+        params:
+            seed=config["seed"],
+            resolution=config["fidelity"]["inception_resolution"],
+        conda:
+            ENV
+        shell:
+            "python -m contamination tiny-inception {output:q} --seed {params.seed:q}"
+            " --resolution {params.resolution:q} > {log:q} 2>&1"
