@@ -36,10 +36,10 @@ report: "workflow/report/workflow.rst"
 
 rule all:
     input:
-        all_generated_indexes(),
-        all_mixture_manifests(),
-        all_tables(),
-        RESULTS / "figures" / "figure3.png",
-        all_spectra(),
-        report_files(),
-        RESULTS / "plan.csv",
+        get_generated_indexes(),
+        get_mixture_manifests(),
+        get_tables(),
+        FIGURE3,
+        get_spectra(),
+        get_report_files(),
+        PLAN,

@@ -1,6 +1,7 @@
 """Small helpers shared by the tests (config overlays, running the CLI and Snakemake)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,21 @@ PROJECT = Path(__file__).resolve().parents[1]
 SNAKEFILE = PROJECT / "Snakefile"
 SMOKE_CONFIG = PROJECT / "config" / "smoke.yaml"
 PAPER_CONFIG = PROJECT / "config" / "config.yaml"
+
+
+CHECKOUT = ("Snakefile", "workflow", "src", "config", "profiles", "envs")
+
+
+def copy_checkout(directory) -> Path:
+    """A copy of what a clone holds to run the workflow (no results, no caches) in ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for part in CHECKOUT:
+        if (PROJECT / part).is_dir():
+            shutil.copytree(PROJECT / part, directory / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(PROJECT / part, directory / part)
+    return directory
 
 
 def write_yaml(path, data) -> Path:

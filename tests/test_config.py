@@ -7,6 +7,7 @@ import yaml
 
 from contamination import config as cfg
 from contamination.errors import ConfigError
+from contamination.experiments import table_metrics
 from helpers import PAPER_CONFIG, SMOKE_CONFIG, cli, paper_config_with_empty_roots, snakemake, write_yaml
 
 
@@ -193,7 +194,7 @@ def test_metric_the_experiment_never_writes_names_the_metric(paper):
 def test_every_paper_table_asks_only_for_metrics_its_experiment_writes(paper):
     config = validated(paper)
     for table in config["tables"]:
-        assert set(table["metrics"]) <= set(cfg.experiment_metrics(config, table["experiment"])), table["name"]
+        assert set(table["metrics"]) <= set(table_metrics(config, table["experiment"])), table["name"]
 
 
 @pytest.mark.parametrize("run", ["..", ".", "/tmp/elsewhere", "a/../../b"])

@@ -4,19 +4,17 @@ cell and the compute plan, in a fresh copy of the checkout whose path (and so th
 holds a space and a non-ASCII letter. (The experiments' own targets run in their test files.)"""
 
 import json
-import shutil
 
 import pandas as pd
 import pytest
 
 from contamination import config as cfg
-from helpers import PROJECT, SMOKE_CONFIG, snakemake
+from helpers import SMOKE_CONFIG, copy_checkout, snakemake
 
 pytestmark = pytest.mark.workflow
 
 TRAINING_CELL = "results/smoke/classify/resnet50/imagenet/metrics.json"
 PLAN = "results/smoke/plan.csv"
-CHECKOUT = ("Snakefile", "workflow", "src", "config", "profiles", "envs")
 
 
 def smoke_targets(config) -> list:
@@ -30,13 +28,7 @@ def run_in_checkout(checkout, *arguments):
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("smoke") / "check out é"
-    directory.mkdir()
-    for part in CHECKOUT:
-        if (PROJECT / part).is_dir():
-            shutil.copytree(PROJECT / part, directory / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(PROJECT / part, directory / part)
+    directory = copy_checkout(tmp_path_factory.mktemp("smoke") / "check out é")
     config = cfg.load(SMOKE_CONFIG)
     run_in_checkout(directory, "--cores", "2", *smoke_targets(config))
     return directory, config

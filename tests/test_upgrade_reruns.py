@@ -4,7 +4,6 @@ re-runs exactly the generation shards and what depends on them. Runs on a copy o
 so the copy's schema and rules can be edited as an upgrade would."""
 
 import re
-import shutil
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 from contamination import config as cfg
-from helpers import PROJECT, SMOKE_CONFIG, environment, job_counts, write_yaml
+from helpers import SMOKE_CONFIG, copy_checkout, environment, job_counts, write_yaml
 
 pytestmark = pytest.mark.workflow
 
@@ -33,11 +32,7 @@ def snakemake(project, *arguments, check=True):
 def finished_run(tmp_path_factory):
     """A copy of the project and the smoke run of TARGETS made with it (fewer, larger shards)."""
     directory = tmp_path_factory.mktemp("upgrade")
-    project = directory / "project"
-    project.mkdir()
-    for name in ("Snakefile", "workflow", "src", "config", "profiles", "envs"):
-        copy = shutil.copytree if (PROJECT / name).is_dir() else shutil.copy
-        copy(PROJECT / name, project / name)
+    project = copy_checkout(directory / "project")
     (directory / "work").mkdir()
     overlay = write_yaml(directory / "overlay.yaml", {"generation": {"shard_size": 48}})
     configs = ["--configfile", SMOKE_CONFIG, overlay]

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from contamination.errors import ConfigError
+from contamination.experiments import EXPERIMENTS, PRETRAINED_RUN, table_metrics, table_runs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -23,12 +24,13 @@ DEFAULT_CONFIG = PROJECT_ROOT / "config" / "config.yaml"
 
 REAL_SOURCES = ["imagenet", "imagenet_a", "imagenet_r", "webvision", "coco", "flickr30k"]
 # Sources whose train split can be the base of a mixture or replace items in one.
+CLASS_SOURCES = ["imagenet", "imagenet_a", "imagenet_r", "webvision"]  # indexed with ImageNet's class table
+CAPTION_SOURCES = ["coco", "flickr30k"]  # with Karpathy split files
 TRAINING_SOURCES = {"imagenet": "label", "webvision": "label", "coco": "caption", "flickr30k": "caption"}
 PROMPT_KIND_TARGET = {"class_template": "label", "class_complex": "label", "captions": "caption"}
 PROMPT_KIND_SOURCE = {"class_template": "imagenet", "class_complex": "imagenet", "captions": "coco"}
 COMPLEX_FIELDS = ("qualifier", "medium", "name", "context")
 # The captioning run of the starting model, without fine-tuning: results/<run>/caption/blip/pretrained/.
-PRETRAINED_RUN = "pretrained"
 # results/<run>/tables/<name>.csv files that are not tables of the config.
 RESERVED_TABLE_NAMES = ("all_tables", "spectra")
 
@@ -514,13 +516,16 @@ def check_tables(config: dict) -> None:
             raise ConfigError(f"{key}.name: '{table['name']}' is reserved for results/<run>/tables/{table['name']}.csv")
         names.add(table["name"])
         experiment = table["experiment"]
+        if experiment not in EXPERIMENTS:
+            raise ConfigError(f"{key}.experiment: unknown experiment '{experiment}'{closest(experiment, EXPERIMENTS)}"
+                              f" (contamination.experiments.EXPERIMENTS)")
         runs = table_runs(config, experiment)
         for position, row in enumerate(table["rows"]):
             if row["mixture"] not in runs:
-                what = "generated dataset" if experiment == "detect" else "mixture"
+                what = "generated dataset" if EXPERIMENTS[experiment]["runs"] == "generated datasets" else "mixture"
                 raise ConfigError(f"{key}.rows[{position}].mixture: unknown {what} '{row['mixture']}' for a "
                                   f"{experiment} table{closest(row['mixture'], runs)}")
-        written = experiment_metrics(config, experiment)
+        written = table_metrics(config, experiment)
         for position, metric in enumerate(table["metrics"]):
             if metric not in written:
                 raise ConfigError(f"{key}.metrics[{position}]: {experiment} runs do not write '{metric}'"
@@ -534,34 +539,6 @@ def check_planning(config: dict) -> None:
         if model not in classifiers:
             raise ConfigError(f"planning.throughput.train_classifier.{model}: no recipe classification.models.{model}"
                               f"{closest(model, classifiers)}")
-
-
-def table_runs(config: dict, experiment: str) -> list:
-    """What a table row's ``mixture`` may name: the detection experiment runs once per generated
-    dataset, captioning also without fine-tuning, every other experiment once per mixture."""
-    if experiment == "detect":
-        return [spec["name"] for spec in config["generated"]]
-    mixtures = [mixture["name"] for mixture in config["mixtures"]]
-    return mixtures + [PRETRAINED_RUN] if experiment == "caption" else mixtures
-
-
-def experiment_metrics(config: dict, experiment: str) -> list:
-    """The metric names every run of ``experiment`` writes to its metrics.json."""
-    if experiment in ("iddpm", "fidelity"):
-        from contamination.metrics.fidelity import metric_names
-
-        kind = "samples" if experiment == "iddpm" else "dataset"
-        return [name for reference in config[experiment]["references"]
-                for name in metric_names(kind, reference["name"], config["fidelity"]["k"]).values()]
-    if experiment == "classify":
-        from contamination.experiments.classify import METRIC_NAMES
-    elif experiment == "caption":
-        from contamination.metrics.caption_metrics import METRICS as METRIC_NAMES
-    elif experiment == "mae":
-        from contamination.experiments.mae import METRIC_NAMES
-    else:
-        from contamination.experiments.detect import METRIC_NAMES
-    return list(METRIC_NAMES)
 
 
 def train_subset(config: dict, name: str):
@@ -638,6 +615,49 @@ def model_location(config: dict, key: str) -> str:
     if config["models"]["build_tiny"]:
         return str(results_dir(config) / "models" / TINY_MODEL_NAMES[key])
     return config["models"][key]
+
+
+def source_root(config: dict, source: str) -> str:
+    """The root the workflow reads ``source`` from (source_location), with the configured root and
+    Karpathy file checked to exist when they are the ones read."""
+    location = source_location(config, source)
+    if not config["synthetic"]["enabled"]:
+        for key in location:
+            require_existing(config, f"sources.{source}.{key}")
+    return location["root"]
+
+
+def model_path(config: dict, key: str) -> str:
+    """The model ``key`` the workflow reads (model_location), checked to exist when it is the
+    configured one (a tiny stand-in is built by the workflow)."""
+    if config["models"]["build_tiny"]:
+        return model_location(config, key)
+    return require_existing(config, f"models.{key}")
+
+
+def synthetic_spec(config: dict) -> dict:
+    """What the synthetic command writes: config ``synthetic``, the seed, and where each source
+    and Karpathy file goes (source_location)."""
+    spec = dict(job_settings("synthetic", config["synthetic"]), seed=config["seed"])
+    spec["roots"] = {source: source_location(config, source)["root"] for source in REAL_SOURCES}
+    spec["karpathy_json"] = {source: source_location(config, source)["karpathy_json"] for source in CAPTION_SOURCES}
+    return spec
+
+
+def iddpm_sample_shard_count(config: dict) -> int:
+    settings = config["iddpm"]
+    return math.ceil(settings["sample_count"] / settings["sample_shard_size"])
+
+
+def as_json(data) -> str:
+    """Canonical JSON, as the rules pass settings to the commands."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def settings_json(section: str, values: dict, keys=None, **extra) -> str:
+    """A job's settings as the rules pass them: ``values`` of config ``section`` without defaults
+    and run-time keys (job_settings; the command restores them), plus ``extra`` (seed, names)."""
+    return as_json(dict(job_settings(section, values, keys), **extra))
 
 
 def require_existing(config: dict, key: str) -> str:

@@ -13,6 +13,7 @@ setting; without it (a laptop, the smoke run) every job is one process.
 """
 
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -37,6 +38,15 @@ def run_launch(args) -> None:
                              job_id=os.environ.get("SLURM_JOB_ID"), host=socket.gethostname())
     sys.stdout.flush()
     os.execvp(command[0], command)
+
+
+def launcher_command(nodes: int, processes_per_node: int, cpus_per_node: int) -> str:
+    """What a training rule's shell runs its verb with: ``python -m contamination``, or with
+    several processes the ``launch`` verb (quoted, ready to prefix the verb)."""
+    if nodes == 1 and processes_per_node == 1:
+        return "python -m contamination"
+    return shlex.join(["python", "-m", "contamination", "launch", f"--nodes={nodes}",
+                       f"--processes-per-node={processes_per_node}", f"--cpus-per-node={cpus_per_node}", "--"])
 
 
 def launch_command(nodes: int, processes_per_node: int, cpus_per_node: int, verb: list, job_id, host) -> list:

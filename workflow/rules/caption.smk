@@ -3,24 +3,23 @@
 # captions the Karpathy test split of COCO and writes metrics.json + captions.json.
 # Training runs one process per GPU of the job (torchrun, from the profile's `gpu` resource); a run
 # killed or stopped by SLURM resumes from RESULTS/checkpoints/caption/blip/<mixture>/.
-EXPERIMENTS.add("caption")
 
 
 rule caption_finetune:
     input:
-        manifest=RESULTS / "mixtures" / "{mixture}.parquet",
-        index=RESULTS / "index" / "coco.parquet",
-        model=blip_dir(),
+        manifest=manifest_path("{mixture}"),
+        index=index_path("coco"),
+        model=get_model("blip"),
     output:
-        metrics=RESULTS / "caption" / "blip" / "{mixture}" / "metrics.json",
-        captions=RESULTS / "caption" / "blip" / "{mixture}" / "captions.json",
+        metrics=metrics_path("caption", "blip", "{mixture}"),
+        captions=run_dir("caption", "blip", "{mixture}") / "captions.json",
     log:
         LOGS / "caption" / "blip" / "{mixture}.log",
     params:
-        launcher=torch_launcher,
-        settings=captioning_settings(),
-        runtime=runtime_json("captioning"),
-        checkpoints=caption_checkpoint_dir,
+        launcher=get_launcher,
+        settings=get_settings("captioning"),
+        runtime=get_runtime("captioning"),
+        checkpoints=get_caption_checkpoints,
         seed=config["seed"],
     threads: 2
     conda:
@@ -34,17 +33,17 @@ rule caption_finetune:
 
 rule caption_pretrained:
     input:
-        index=RESULTS / "index" / "coco.parquet",
-        model=blip_dir(),
+        index=index_path("coco"),
+        model=get_model("blip"),
     output:
-        metrics=RESULTS / "caption" / "blip" / "pretrained" / "metrics.json",
-        captions=RESULTS / "caption" / "blip" / "pretrained" / "captions.json",
+        metrics=metrics_path("caption", "blip", cfg.PRETRAINED_RUN),
+        captions=run_dir("caption", "blip", cfg.PRETRAINED_RUN) / "captions.json",
     log:
         LOGS / "caption" / "blip" / "pretrained.log",
     params:
-        launcher=torch_launcher,
-        settings=captioning_settings(),
-        runtime=runtime_json("captioning"),
+        launcher=get_launcher,
+        settings=get_settings("captioning"),
+        runtime=get_runtime("captioning"),
         seed=config["seed"],
     threads: 2
     conda:

@@ -2,27 +2,26 @@
 # that some table asks for; tables sharing a cell (Table 6 = Table 1's ResNet-50 runs) share
 # the job. A job runs one process per GPU (torchrun) when the profile gives it GPUs; stopped by
 # a signal it checkpoints and fails, and its retry resumes from results/<run>/checkpoints/.
-EXPERIMENTS.add("classify")
 
 
 rule train_classifier:
     input:
-        manifest=RESULTS / "mixtures" / "{mixture}.parquet",
-        imagenet=RESULTS / "index" / "imagenet.parquet",
-        imagenet_a=RESULTS / "index" / "imagenet_a.parquet",
-        imagenet_r=RESULTS / "index" / "imagenet_r.parquet",
+        manifest=manifest_path("{mixture}"),
+        imagenet=index_path("imagenet"),
+        imagenet_a=index_path("imagenet_a"),
+        imagenet_r=index_path("imagenet_r"),
     output:
         metrics=metrics_path("classify", "{model}", "{mixture}"),
-        confusion=confusion_path("{model}", "{mixture}"),
+        confusion=run_dir("classify", "{model}", "{mixture}") / "confusion.npy",
     log:
         LOGS / "classify" / "{model}" / "{mixture}.log",
     wildcard_constraints:
         model="|".join(CLASSIFIERS),
     params:
-        spec=classifier_spec,
-        runtime=runtime_json("classification", CLASSIFIER_KEYS),
-        checkpoints=classifier_checkpoint_dir,
-        launcher=torch_launcher,
+        spec=get_classifier_spec,
+        runtime=get_runtime("classification", CLASSIFIER_KEYS),
+        checkpoints=get_classifier_checkpoints,
+        launcher=get_launcher,
     conda:
         ENV
     shell:
@@ -34,13 +33,13 @@ rule train_classifier:
 
 rule figure3:
     input:
-        unpack(figure3_input),
+        unpack(get_figure3_input),
     output:
-        report(RESULTS / "figures" / "figure3.png", caption="../report/figure3.rst", category="Figures"),
+        report(FIGURE3, caption="../report/figure3.rst", category="Figures"),
     log:
         LOGS / "figures" / "figure3.log",
     params:
-        arguments=figure3_arguments,
+        arguments=get_figure3_arguments,
     conda:
         ENV
     shell:

@@ -1,8 +1,9 @@
-# Shared by every stage: config validation, result paths and the named input functions of the rules.
+# Shared by all rule files. The config (validated once, by the same code as check-config), every
+# path the workflow writes (each named once, below) and the rules' input and params functions
+# (get_*). Decisions live in the package: these functions only look up the config and call it.
 # Shell commands quote every placeholder ({input.x:q}, {params.spec:q}, ...) except params named
 # `launcher` or `*arguments`: those hold several arguments, each already quoted (shlex.join) by
 # their function here (tests/test_workflow_dag.py checks the convention).
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -15,6 +16,13 @@ sys.path.insert(0, SOURCE_DIR)
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(SOURCE_DIR)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 from contamination import config as cfg
+from contamination.experiments import iddpm as iddpm_recipe
+from contamination.experiments.classify import SPEC_KEYS as CLASSIFIER_KEYS
+from contamination.experiments.mae import MODEL_NAME as MAE_MODEL
+from contamination.experiments.mae import PRETRAIN_SPEC_KEYS as MAE_PRETRAIN_KEYS
+from contamination.experiments.mae import PROBE_SPEC_KEYS as MAE_PROBE_KEYS
+from contamination.launch import launcher_command
+from contamination.metrics.spectra import SPEC_KEYS as SPECTRA_KEYS
 
 # The schema, its defaults and every semantic check, as `python -m contamination check-config` runs
 # them; a bad config stops Snakemake with check-config's one line, not an exception with a stack.
@@ -26,45 +34,158 @@ except cfg.ConfigError as error:
 if cfg.stand_in_warning(config):
     logger.warning(cfg.stand_in_warning(config))
 
-RESULTS = cfg.results_dir(config)
-LOGS = RESULTS / "logs"
 ENV = "../../envs/contamination.yaml"
-CLASS_SOURCES = ["imagenet", "imagenet_a", "imagenet_r", "webvision"]
-CAPTION_SOURCES = ["coco", "flickr30k"]
+PROFILE = Path(workflow.basedir) / "profiles" / "slurm"
 GENERATED = [spec["name"] for spec in config["generated"]]
-MIXTURES = [mixture["name"] for mixture in config["mixtures"]]
+MIXTURES = {mixture["name"]: mixture for mixture in config["mixtures"]}
+TABLES = {table["name"]: table for table in config["tables"]}
+CLASSIFIERS = list(config["classification"]["models"])
+# Model names in the paths of runs whose experiment has one model.
+FIDELITY_MODEL = "inception_v3_features"
+IDDPM_MODEL = "iddpm"
+EXTRACTOR = "inception"
 
 
 wildcard_constraints:
     source="|".join(cfg.REAL_SOURCES),
     name="|".join(GENERATED),
     mixture="|".join(MIXTURES),
+    table="|".join(TABLES),
     shard=r"\d{5}",
+    split="train|val|test",
+    size=r"\d+",
 
 
-def as_json(data):
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+# ---- paths: every file and directory the workflow writes, each named once -------------------
+# Call them with a wildcard ("{mixture}") in a rule's input/output, with a name in a function.
+RESULTS = cfg.results_dir(config)
+LOGS = RESULTS / "logs"
+CLASS_TABLE = RESULTS / "index" / "imagenet_classes.parquet"
+RUN_CONFIG = RESULTS / "config.yaml"
+PLAN = RESULTS / "plan.csv"
+ALL_TABLES = RESULTS / "tables" / "all_tables.csv"
+SPECTRA_TABLE = RESULTS / "tables" / "spectra.csv"
+FIGURE3 = RESULTS / "figures" / "figure3.png"
+FIGURE6 = RESULTS / "figures" / "figure6.png"
+CONFIG_PAGE = RESULTS / "report" / "config.html"
 
 
-def settings_json(section, values, keys=None, **extra):
-    """A job's settings as JSON for its params: config ``section`` without its default values
-    and run-time keys (cfg.job_settings; the command restores them), plus ``extra`` (seed, names)."""
-    return as_json(dict(cfg.job_settings(section, values, keys), **extra))
+def index_path(source):
+    return RESULTS / "index" / f"{source}.parquet"
 
 
-def runtime_json(section, keys=None):
+def prompts_path(name):
+    return RESULTS / "prompts" / f"{name}.parquet"
+
+
+def shard_path(name, shard):
+    return RESULTS / "generated" / name / f"shard-{shard}.zip"
+
+
+def generated_index_path(name):
+    return RESULTS / "generated" / name / "index.parquet"
+
+
+def manifest_path(mixture):
+    return RESULTS / "mixtures" / f"{mixture}.parquet"
+
+
+def run_dir(experiment, model, run):
+    """RESULTS/<experiment>/<model>/<run>/: a run is a mixture, a generated dataset (detection)
+    or `pretrained` (captioning without fine-tuning)."""
+    return RESULTS / experiment / model / run
+
+
+def metrics_path(experiment, model, run):
+    """The cell of a table: what the run of one experiment writes (experiments/__init__.py)."""
+    return run_dir(experiment, model, run) / "metrics.json"
+
+
+def checkpoint_dir(stage, model, run):
+    return RESULTS / "checkpoints" / stage / model / run
+
+
+def image_array_path(mixture, size):
+    return RESULTS / "images" / f"{mixture}-{size}px.npy"
+
+
+def features_path(kind, name):
+    """Inception features of one image set: kind index|mixtures|iddpm."""
+    return RESULTS / "features" / EXTRACTOR / kind / f"{name}.npy"
+
+
+def spectra_path(name, suffix):
+    return RESULTS / "spectra" / f"{name}.{suffix}"
+
+
+def table_path(table, suffix="csv"):
+    return RESULTS / "tables" / f"{table}.{suffix}"
+
+
+def table_page_path(table):
+    return RESULTS / "report" / "tables" / f"{table}.html"
+
+
+def examples_page_path(name):
+    return RESULTS / "report" / "examples" / f"{name}.html"
+
+
+# ---- what `rule all` and the named targets build ---------------------------------------------
+
+
+def get_generated_indexes():
+    return [generated_index_path(name) for name in GENERATED]
+
+
+def get_mixture_manifests():
+    return [manifest_path(name) for name in MIXTURES]
+
+
+def get_tables():
+    return [table_path(name) for name in TABLES]
+
+
+def get_spectra():
+    return [spectra_path(name, suffix) for name in config["spectra"]["generated"] for suffix in ("csv", "png")]
+
+
+def get_spectra_outputs():
+    """The combined spectra table and Figure 6, when some generated dataset has spectra."""
+    return [SPECTRA_TABLE, FIGURE6] if config["spectra"]["generated"] else []
+
+
+def get_report_files():
+    return (
+        [table_page_path(name) for name in TABLES]
+        + [ALL_TABLES]
+        + get_spectra_outputs()
+        + [examples_page_path(name) for name in GENERATED]
+        + [CONFIG_PAGE]
+    )
+
+
+# ---- params shared by many rules ------------------------------------------------------------
+
+
+def get_settings(section, values=None, keys=None, **extra):
+    """A job's settings as JSON for its params: config ``section`` (or ``values``) without its
+    default values and run-time keys (the command restores them), plus ``extra`` (seed, names)."""
+    return cfg.settings_json(section, config[section] if values is None else values, keys, **extra)
+
+
+def get_runtime(section, keys=None):
     """A params function: the run-time keys of config ``section`` (cfg.RUNTIME_KEYS; only those
     among ``keys`` if given) as JSON for the command's --runtime. It takes ``threads`` only so that
     Snakemake leaves it out of the params it compares: a new num_workers or device re-runs nothing."""
 
     def runtime(wildcards, threads):
-        return as_json(cfg.runtime_settings(section, config[section], keys))
+        return cfg.as_json(cfg.runtime_settings(section, config[section], keys))
 
     return runtime
 
 
-def runtime_arguments(section, flags):
-    """A params function, not compared either (see runtime_json): the flags ({flag: key}) of a
+def get_runtime_arguments(section, flags):
+    """A params function, not compared either (see get_runtime): the flags ({flag: key}) of a
     command that takes flags, from run-time keys of config ``section``."""
     assert set(flags.values()) <= set(cfg.RUNTIME_KEYS[section]), "shaping keys belong in the compared params"
 
@@ -74,87 +195,74 @@ def runtime_arguments(section, flags):
     return runtime
 
 
-# ---- training jobs -------------------------------------------------------------------------
-
-
-def torch_launcher(wildcards, resources, threads):
-    """`python -m contamination` for one process; with several (one per GPU: resources
-    `processes_per_node` and `nodes` from the profile, or `gpu` on one node) the `launch` verb,
-    which starts torchrun on one node or srun + torchrun across nodes (src/contamination/launch.py).
-    A params function of resources is no rerun trigger: a new GPU count re-runs nothing."""
+def get_launcher(wildcards, resources, threads):
+    """`python -m contamination`, or its `launch` verb for one process per GPU (resources
+    `processes_per_node` and `nodes` from the profile, or `gpu` on one node). A params function of
+    resources is no rerun trigger: a new GPU count re-runs nothing."""
     nodes = int(getattr(resources, "nodes", 1) or 1)
     processes = int(getattr(resources, "processes_per_node", 0) or getattr(resources, "gpu", 0) or 1)
-    if nodes == 1 and processes == 1:
-        return "python -m contamination"
-    return shlex.join(["python", "-m", "contamination", "launch", f"--nodes={nodes}",
-                       f"--processes-per-node={processes}", f"--cpus-per-node={threads}", "--"])
+    return launcher_command(nodes, processes, threads)
 
 
-# ---- sources -------------------------------------------------------------------------------
+# ---- sources ---------------------------------------------------------------------------------
 
 
-def synthetic_roots():
-    return {source: cfg.source_location(config, source)["root"] for source in cfg.REAL_SOURCES}
+def get_synthetic_roots():
+    return [cfg.source_location(config, source)["root"] for source in cfg.REAL_SOURCES]
 
 
-def synthetic_spec():
-    spec = dict(cfg.job_settings("synthetic", config["synthetic"]), seed=config["seed"])
-    spec["roots"] = synthetic_roots()
-    spec["karpathy_json"] = {s: cfg.source_location(config, s)["karpathy_json"] for s in CAPTION_SOURCES}
-    return as_json(spec)
+def get_synthetic_spec():
+    return cfg.as_json(cfg.synthetic_spec(config))
 
 
-def source_root(source):
-    """The root of a real source: made by the synthetic rule under RESULTS, or the configured
-    root, checked to exist on disk (an input only, never an output)."""
-    key = f"sources.{source}.root"
-    if config["synthetic"]["enabled"]:
-        return cfg.source_location(config, source)["root"]
-    cfg.require_existing(config, key)
-    if source in CAPTION_SOURCES:
-        cfg.require_existing(config, f"sources.{source}.karpathy_json")
-    return cfg.source_location(config, source)["root"]
+def get_classes_input(wildcards):
+    return {"root": cfg.source_root(config, "imagenet")}
 
 
-def classes_input(wildcards):
-    return {"root": source_root("imagenet")}
-
-
-def index_input(wildcards):
-    inputs = {"root": source_root(wildcards.source)}
-    if wildcards.source in CLASS_SOURCES:
-        inputs["classes"] = RESULTS / "index" / "imagenet_classes.parquet"
-    return inputs
-
-
-def index_class_arguments(wildcards, input):
-    return shlex.join(["--classes", str(input.classes)]) if "classes" in input.keys() else ""
-
-
-def index_arguments(wildcards):
-    location = cfg.source_location(config, wildcards.source)
-    arguments = ["--on-unreadable", config["on_unreadable_image"]]
-    if wildcards.source in CAPTION_SOURCES:
-        arguments += ["--karpathy-json", location["karpathy_json"]]
-    return shlex.join(arguments)
-
-
-def classes_arguments():
+def get_classes_arguments():
     return shlex.join(["--num-classes", str(config["sources"]["imagenet"]["num_classes"])])
 
 
-# ---- prompts and generation ----------------------------------------------------------------
+def get_index_input(wildcards):
+    inputs = {"root": cfg.source_root(config, wildcards.source)}
+    if wildcards.source in cfg.CLASS_SOURCES:
+        inputs["classes"] = CLASS_TABLE
+    return inputs
 
 
-def prompts_input(wildcards):
-    spec = cfg.generated_spec(config, wildcards.name)
-    if spec["source"] == "imagenet":
-        return {"index": RESULTS / "index" / "imagenet_classes.parquet"}
-    return {"index": RESULTS / "index" / f"{spec['source']}.parquet"}
+def get_index_class_arguments(wildcards, input):
+    return shlex.join(["--classes", str(input.classes)]) if "classes" in input.keys() else ""
 
 
-def prompts_spec(wildcards):
-    return settings_json(
+def get_index_arguments(wildcards):
+    arguments = ["--on-unreadable", config["on_unreadable_image"]]
+    if wildcards.source in cfg.CAPTION_SOURCES:
+        arguments += ["--karpathy-json", cfg.source_location(config, wildcards.source)["karpathy_json"]]
+    return shlex.join(arguments)
+
+
+def get_model(key):
+    """Model ``key`` of config ``models``: the smoke run's tiny stand-in (smoke.smk builds it) or
+    the configured path, which must exist (an input only, never an output)."""
+    return cfg.model_path(config, key)
+
+
+def dataset_index(name):
+    """The index a mixture or experiment reads dataset ``name`` from: a real source's or a
+    generated dataset's."""
+    return index_path(name) if name in cfg.TRAINING_SOURCES else generated_index_path(name)
+
+
+# ---- prompts and generation ------------------------------------------------------------------
+
+
+def get_prompts_input(wildcards):
+    source = cfg.generated_spec(config, wildcards.name)["source"]
+    return {"index": CLASS_TABLE if source == "imagenet" else index_path(source)}
+
+
+def get_prompts_spec(wildcards):
+    return cfg.settings_json(
         "generated[]",
         cfg.generated_spec(config, wildcards.name),
         seed=config["seed"],
@@ -163,174 +271,40 @@ def prompts_spec(wildcards):
     )
 
 
-def stable_diffusion_dir():
-    if config["models"]["build_tiny"]:
-        return cfg.model_location(config, "stable_diffusion")
-    return cfg.require_existing(config, "models.stable_diffusion")
+def get_generated_shards(wildcards):
+    return [shard_path(wildcards.name, f"{shard:05d}") for shard in range(cfg.shard_count(config, wildcards.name))]
 
 
-def generation_settings():
-    return settings_json("generation", config["generation"])
+# ---- mixtures --------------------------------------------------------------------------------
 
 
-def shard_names(name):
-    return [f"{shard:05d}" for shard in range(cfg.shard_count(config, name))]
-
-
-def generated_shards(wildcards):
-    return expand(
-        RESULTS / "generated" / wildcards.name / "shard-{shard}.zip",
-        shard=shard_names(wildcards.name),
-    )
-
-
-def all_generated_indexes():
-    return [RESULTS / "generated" / name / "index.parquet" for name in GENERATED]
-
-
-# ---- mixtures ------------------------------------------------------------------------------
-
-
-def dataset_index(name):
-    if name in cfg.TRAINING_SOURCES:
-        return RESULTS / "index" / f"{name}.parquet"
-    return RESULTS / "generated" / name / "index.parquet"
-
-
-def mixture_spec_of(name):
-    for mixture in config["mixtures"]:
-        if mixture["name"] == name:
-            return mixture
-
-
-def mixture_input(wildcards):
-    mixture = mixture_spec_of(wildcards.mixture)
+def get_mixture_input(wildcards):
+    mixture = MIXTURES[wildcards.mixture]
     inputs = {"base": dataset_index(mixture["base"])}
     if mixture["kind"] != "subset":
         inputs["by"] = dataset_index(mixture["by"])
     return inputs
 
 
-def mixture_spec(wildcards):
-    return settings_json("mixtures[]", cfg.mixture_job_spec(config, wildcards.mixture))
+def get_mixture_spec(wildcards):
+    return cfg.settings_json("mixtures[]", cfg.mixture_job_spec(config, wildcards.mixture))
 
 
-def all_mixture_manifests():
-    return [RESULTS / "mixtures" / f"{name}.parquet" for name in MIXTURES]
-
-
-def mixture_arguments(wildcards, input):
+def get_mixture_arguments(wildcards, input):
     arguments = ["--base", str(input.base)]
     if "by" in input.keys():
         arguments += ["--by", str(input.by)]
     return shlex.join(arguments)
 
 
-# ---- tables --------------------------------------------------------------------------------
-# Each experiment's .smk adds its name to EXPERIMENTS when it defines the rule that writes
-# RESULTS/<experiment>/<model>/<mixture>/metrics.json; tables of other experiments are not built.
-EXPERIMENTS = set()
-TABLES = {table["name"]: table for table in config["tables"]}
+# ---- classification --------------------------------------------------------------------------
 
 
-wildcard_constraints:
-    table="|".join(TABLES),
-
-
-def metrics_path(experiment, model, mixture):
-    return RESULTS / experiment / model / mixture / "metrics.json"
-
-
-def table_cells(wildcards):
-    table = TABLES[wildcards.table]
-    return {
-        f"{row['dataset']}|{model}": metrics_path(table["experiment"], model, row["mixture"])
-        for row in table["rows"]
-        for model in table["models"]
-    }
-
-
-def table_cells_argument(wildcards, input):
-    return as_json({key: str(path) for key, path in input.items()})
-
-
-def table_spec(wildcards):
-    return settings_json("tables[]", TABLES[wildcards.table])
-
-
-def all_tables():
-    return [
-        RESULTS / "tables" / f"{name}.csv"
-        for name, table in TABLES.items()
-        if table["experiment"] in EXPERIMENTS
-    ]
-
-
-# ---- captioning ----------------------------------------------------------------------------
-# RESULTS/caption/blip/<run>/: <run> is a caption mixture, or "pretrained" for the starting model.
-
-
-def blip_dir():
-    if config["models"]["build_tiny"]:
-        return cfg.model_location(config, "blip")
-    return cfg.require_existing(config, "models.blip")
-
-
-def captioning_settings():
-    return settings_json("captioning", config["captioning"])
-
-
-def caption_checkpoint_dir(wildcards):
-    return RESULTS / "checkpoints" / "caption" / "blip" / wildcards.mixture
-
-
-# ---- self-supervised and detection -------------------------------------------------------
-from contamination.experiments.mae import MODEL_NAME as MAE_MODEL  # noqa: E402
-from contamination.experiments.mae import PRETRAIN_SPEC_KEYS as MAE_PRETRAIN_KEYS  # noqa: E402
-from contamination.experiments.mae import PROBE_SPEC_KEYS as MAE_PROBE_KEYS  # noqa: E402
-from contamination.metrics.spectra import SPEC_KEYS as SPECTRA_KEYS  # noqa: E402
-
-
-def mae_pretrain_spec():
-    return settings_json("mae", config["mae"], MAE_PRETRAIN_KEYS, seed=config["seed"])
-
-
-def mae_probe_spec():
-    return settings_json("mae", config["mae"], MAE_PROBE_KEYS, seed=config["seed"],
-                         num_classes=config["sources"]["imagenet"]["num_classes"])
-
-
-def resnet50_detector_weights():
-    if config["models"]["build_tiny"]:
-        return cfg.model_location(config, "resnet50_detector")
-    return cfg.require_existing(config, "models.resnet50_detector")
-
-
-def detection_spec(wildcards):
-    return settings_json("detection", config["detection"], seed=config["seed"], generated=wildcards.name)
-
-
-def spectra_spec(wildcards):
-    return settings_json("spectra", config["spectra"], SPECTRA_KEYS, generated=wildcards.name,
-                         seed=config["seed"])
-
-
-def all_spectra():
-    return [RESULTS / "spectra" / f"{name}.{kind}" for name in config["spectra"]["generated"] for kind in ("csv", "png")]
-
-
-# ---- classification ------------------------------------------------------------------------
-from contamination.experiments.classify import SPEC_KEYS as CLASSIFIER_KEYS  # noqa: E402
-
-CLASSIFIERS = list(config["classification"]["models"])
-
-
-def classifier_spec(wildcards):
+def get_classifier_spec(wildcards):
     settings = config["classification"]
-    return settings_json(
+    return get_settings(
         "classification",
-        settings,
-        CLASSIFIER_KEYS,
+        keys=CLASSIFIER_KEYS,
         model=wildcards.model,
         recipe=cfg.job_settings("classification.models.*", settings["models"][wildcards.model]),
         num_classes=config["sources"]["imagenet"]["num_classes"],
@@ -338,30 +312,25 @@ def classifier_spec(wildcards):
     )
 
 
-def classifier_checkpoint_dir(wildcards):
-    return RESULTS / "checkpoints" / "classify" / wildcards.model / wildcards.mixture
+def get_classifier_checkpoints(wildcards):
+    return checkpoint_dir("classify", wildcards.model, wildcards.mixture)
 
 
-def confusion_path(model, mixture):
-    return RESULTS / "classify" / model / mixture / "confusion.npy"
-
-
-def figure3_input(wildcards):
+def get_figure3_input(wildcards):
     figure = config["classification"]["figure3"]
     inputs = {
-        "matrices": [confusion_path(figure["model"], mixture) for mixture in figure["mixtures"]],
-        "classes": RESULTS / "index" / "imagenet_classes.parquet",
+        "matrices": [run_dir("classify", figure["model"], mixture) / "confusion.npy" for mixture in figure["mixtures"]],
+        "classes": CLASS_TABLE,
     }
-    if figure["wordnet_is_a"]:
-        inputs["wordnet_is_a"] = cfg.require_existing(config, "classification.figure3.wordnet_is_a")
-    if figure["superclasses"]:
-        inputs["superclasses"] = cfg.require_existing(config, "classification.figure3.superclasses")
+    for key in ("wordnet_is_a", "superclasses"):
+        if figure[key]:
+            inputs[key] = cfg.require_existing(config, f"classification.figure3.{key}")
     return inputs
 
 
-def figure3_arguments(wildcards, input):
+def get_figure3_arguments(wildcards, input):
     figure = config["classification"]["figure3"]
-    titles = [mixture_spec_of(mixture).get("label", mixture) for mixture in figure["mixtures"]]
+    titles = [MIXTURES[mixture].get("label", mixture) for mixture in figure["mixtures"]]
     arguments = ["--titles", *titles, "--blocks", str(figure["blocks"])]
     if "wordnet_is_a" in input.keys():
         arguments += ["--wordnet-is-a", str(input.wordnet_is_a)]
@@ -372,54 +341,62 @@ def figure3_arguments(wildcards, input):
     return shlex.join(arguments)
 
 
-# ---- image generation and fidelity ---------------------------------------------------------
-# Features: RESULTS/features/inception/{index,mixtures,iddpm}/<set>.npy, one per image set.
-# Table 4 runs: RESULTS/fidelity/inception_v3_features/<mixture>/; IDDPM runs (Tables 3, 10):
-# RESULTS/iddpm/iddpm/<mixture>/ (model, training.json, samples/, metrics.json).
-from contamination.experiments import iddpm as iddpm_recipe  # noqa: E402
-
-EXTRACTOR = "inception"
-FIDELITY_MODEL = "inception_v3_features"
-IDDPM_MODEL = "iddpm"
+# ---- captioning ------------------------------------------------------------------------------
 
 
-wildcard_constraints:
-    split="train|val|test",
-    size=r"\d+",
+def get_caption_checkpoints(wildcards):
+    return checkpoint_dir("caption", "blip", wildcards.mixture)
 
 
-def inception_weights():
-    if config["models"]["build_tiny"]:
-        return cfg.model_location(config, "inception")
-    return cfg.require_existing(config, "models.inception")
+# ---- self-supervised learning, detection and spectra -----------------------------------------
 
 
-def features_path(kind, name):
-    return RESULTS / "features" / EXTRACTOR / kind / f"{name}.npy"
+def get_mae_pretrain_spec():
+    return get_settings("mae", keys=MAE_PRETRAIN_KEYS, seed=config["seed"])
 
 
-def feature_arguments(wildcards):
+def get_mae_probe_spec():
+    return get_settings("mae", keys=MAE_PROBE_KEYS, seed=config["seed"],
+                        num_classes=config["sources"]["imagenet"]["num_classes"])
+
+
+def get_detection_spec(wildcards):
+    return get_settings("detection", seed=config["seed"], generated=wildcards.name)
+
+
+def get_spectra_spec(wildcards):
+    return get_settings("spectra", keys=SPECTRA_KEYS, generated=wildcards.name, seed=config["seed"])
+
+
+def get_spectra_csvs():
+    return [path for path in get_spectra() if path.suffix == ".csv"]
+
+
+# ---- image sets, fidelity and IDDPM ----------------------------------------------------------
+
+
+def get_feature_arguments(wildcards):
     return shlex.join(["--resolution", str(config["fidelity"]["inception_resolution"])])
 
 
-feature_runtime_arguments = runtime_arguments("fidelity", {"--batch-size": "feature_batch_size", "--workers": "num_workers",
-                                             "--device": "device"})
-image_array_runtime_arguments = runtime_arguments("iddpm", {"--workers": "num_workers"})
-fidelity_runtime_arguments = runtime_arguments("fidelity", {"--block-size": "block_size", "--device": "device"})
+get_feature_runtime_arguments = get_runtime_arguments(
+    "fidelity", {"--batch-size": "feature_batch_size", "--workers": "num_workers", "--device": "device"})
+get_image_array_runtime_arguments = get_runtime_arguments("iddpm", {"--workers": "num_workers"})
+get_fidelity_runtime_arguments = get_runtime_arguments("fidelity", {"--block-size": "block_size", "--device": "device"})
 
 
-def image_set_arguments(wildcards):
+def get_image_set_arguments(wildcards):
     return "--reduced-jpeg-decode" if config["image_sets"]["reduced_jpeg_decode"] else ""
 
 
-def fidelity_arguments():
+def get_fidelity_arguments():
     return shlex.join(["--k", str(config["fidelity"]["k"])])
 
 
-def dataset_fidelity_arguments():
+def get_dataset_fidelity_arguments():
     size = config["fidelity"]["dataset_sample_size"]
     sample = [] if size is None else ["--sample-size", str(size), "--seed", str(config["seed"])]
-    return " ".join([fidelity_arguments(), shlex.join(sample)]).strip()
+    return " ".join([get_fidelity_arguments(), shlex.join(sample)]).strip()
 
 
 def reference_features(references, size):
@@ -429,13 +406,13 @@ def reference_features(references, size):
     }
 
 
-def reference_arguments(wildcards, input):
+def get_reference_arguments(wildcards, input):
     prefix = "reference_"
     return shlex.join(argument for key, path in input.items() if key.startswith(prefix)
                       for argument in ("--reference", f"{key[len(prefix):]}={path}"))
 
 
-def dataset_fidelity_input(wildcards):
+def get_dataset_fidelity_input(wildcards):
     size = config["fidelity"]["image_size"]
     return {
         "generated": features_path("mixtures", f"{wildcards.mixture}-{size}px"),
@@ -443,76 +420,60 @@ def dataset_fidelity_input(wildcards):
     }
 
 
-def iddpm_run_dir(mixture):
-    return RESULTS / "iddpm" / IDDPM_MODEL / mixture
+def get_iddpm_images(wildcards):
+    return image_array_path(wildcards.mixture, config["iddpm"]["image_size"])
 
 
-def iddpm_images(wildcards):
-    return RESULTS / "images" / f"{wildcards.mixture}-{config['iddpm']['image_size']}px.npy"
+def get_iddpm_spec(keys):
+    return cfg.settings_json("iddpm", dict(config["iddpm"], seed=config["seed"]), keys)
 
 
-def iddpm_spec(keys):
-    return settings_json("iddpm", dict(config["iddpm"], seed=config["seed"]), keys)
+def get_iddpm_checkpoints(wildcards):
+    return checkpoint_dir("iddpm", IDDPM_MODEL, wildcards.mixture)
 
 
-def iddpm_checkpoint_dir(wildcards):
-    return RESULTS / "checkpoints" / "iddpm" / IDDPM_MODEL / wildcards.mixture
+def get_iddpm_sample_shards(wildcards):
+    return [run_dir("iddpm", IDDPM_MODEL, wildcards.mixture) / "samples" / f"shard-{shard:05d}.npy"
+            for shard in range(cfg.iddpm_sample_shard_count(config))]
 
 
-def iddpm_sample_shards(wildcards):
-    settings = config["iddpm"]
-    shards = -(-settings["sample_count"] // settings["sample_shard_size"])
-    return [iddpm_run_dir(wildcards.mixture) / "samples" / f"shard-{shard:05d}.npy" for shard in range(shards)]
-
-
-def iddpm_fidelity_input(wildcards):
+def get_iddpm_fidelity_input(wildcards):
     settings = config["iddpm"]
     return {
         "generated": features_path("iddpm", wildcards.mixture),
-        "status": iddpm_run_dir(wildcards.mixture) / "training.json",
+        "status": run_dir("iddpm", IDDPM_MODEL, wildcards.mixture) / "training.json",
         **reference_features(settings["references"], settings["image_size"]),
     }
 
 
-# ---- report and planning -------------------------------------------------------------------
-# report.smk: a page and a plot per table, all tables in one CSV, Figure 6, generated examples,
-# the run's effective config and the compute plan; `rule all` builds them (report_files()).
-PROFILE = Path(workflow.basedir) / "profiles" / "slurm"
+# ---- tables and report -----------------------------------------------------------------------
 
 
-def built_tables():
-    return [name for name, table in TABLES.items() if table["experiment"] in EXPERIMENTS]
+def get_table_cells(wildcards):
+    table = TABLES[wildcards.table]
+    return {
+        f"{row['dataset']}|{model}": metrics_path(table["experiment"], model, row["mixture"])
+        for row in table["rows"]
+        for model in table["models"]
+    }
 
 
-def table_provenance_files():
-    return [RESULTS / "tables" / f"{name}.provenance.json" for name in built_tables()]
+def get_table_cells_argument(wildcards, input):
+    return cfg.as_json({key: str(path) for key, path in input.items()})
+
+
+def get_table_spec(wildcards):
+    return cfg.settings_json("tables[]", TABLES[wildcards.table])
+
+
+def get_table_provenance_files():
+    return [table_path(name, "provenance.json") for name in TABLES]
 
 
 # Functions, not strings: Snakemake would expand the braces of templates in the JSON as wildcards.
-def mixtures_spec(wildcards):
-    return as_json([cfg.job_settings("mixtures[]", mixture) for mixture in config["mixtures"]])
+def get_mixtures_spec(wildcards):
+    return cfg.as_json([cfg.job_settings("mixtures[]", mixture) for mixture in config["mixtures"]])
 
 
-def run_config_json(wildcards):
-    return settings_json("", config)
-
-
-def spectra_csvs():
-    return [path for path in all_spectra() if path.suffix == ".csv"]
-
-
-def spectra_outputs():
-    """The combined spectra table and Figure 6, when some generated dataset has spectra."""
-    if not config["spectra"]["generated"]:
-        return []
-    return [RESULTS / "tables" / "spectra.csv", RESULTS / "figures" / "figure6.png"]
-
-
-def report_files():
-    return (
-        [RESULTS / "report" / "tables" / f"{name}.html" for name in built_tables()]
-        + [RESULTS / "tables" / "all_tables.csv"]
-        + spectra_outputs()
-        + [RESULTS / "report" / "examples" / f"{name}.html" for name in GENERATED]
-        + [RESULTS / "report" / "config.html"]
-    )
+def get_run_config(wildcards):
+    return cfg.settings_json("", config)

@@ -1,21 +1,20 @@
 # Inception features, one .npy per (image set, extractor) under results/<run>/features/inception/,
 # and Table 4: the precision and recall of datasets themselves against ImageNet val. IDDPM's
 # metrics (Tables 3, 10) read the same feature files (iddpm.smk).
-EXPERIMENTS.add("fidelity")
 
 
 rule index_features:
     input:
-        index=RESULTS / "index" / "{source}.parquet",
-        extractor=inception_weights(),
+        index=index_path("{source}"),
+        extractor=get_model("inception"),
     output:
         features_path("index", "{source}-{split}-{size}px"),
     log:
         LOGS / "features" / "index" / "{source}-{split}-{size}px.log",
     params:
-        setting_arguments=feature_arguments,
-        runtime_arguments=feature_runtime_arguments,
-        option_arguments=image_set_arguments,
+        setting_arguments=get_feature_arguments,
+        runtime_arguments=get_feature_runtime_arguments,
+        option_arguments=get_image_set_arguments,
     conda:
         ENV
     shell:
@@ -25,16 +24,16 @@ rule index_features:
 
 rule mixture_features:
     input:
-        manifest=RESULTS / "mixtures" / "{mixture}.parquet",
-        extractor=inception_weights(),
+        manifest=manifest_path("{mixture}"),
+        extractor=get_model("inception"),
     output:
         features_path("mixtures", "{mixture}-{size}px"),
     log:
         LOGS / "features" / "mixtures" / "{mixture}-{size}px.log",
     params:
-        setting_arguments=feature_arguments,
-        runtime_arguments=feature_runtime_arguments,
-        option_arguments=image_set_arguments,
+        setting_arguments=get_feature_arguments,
+        runtime_arguments=get_feature_runtime_arguments,
+        option_arguments=get_image_set_arguments,
     conda:
         ENV
     shell:
@@ -44,15 +43,15 @@ rule mixture_features:
 
 rule dataset_fidelity:
     input:
-        unpack(dataset_fidelity_input),
+        unpack(get_dataset_fidelity_input),
     output:
         metrics_path("fidelity", FIDELITY_MODEL, "{mixture}"),
     log:
         LOGS / "fidelity" / "{mixture}.log",
     params:
-        reference_arguments=reference_arguments,
-        setting_arguments=dataset_fidelity_arguments(),
-        runtime_arguments=fidelity_runtime_arguments,
+        reference_arguments=get_reference_arguments,
+        setting_arguments=get_dataset_fidelity_arguments(),
+        runtime_arguments=get_fidelity_runtime_arguments,
     conda:
         ENV
     shell:

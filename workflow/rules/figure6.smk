@@ -6,14 +6,14 @@
 rule power_spectra:
     input:
         real=dataset_index(config["spectra"]["real_source"]),
-        generated=RESULTS / "generated" / "{name}" / "index.parquet",
+        generated=generated_index_path("{name}"),
     output:
-        csv=RESULTS / "spectra" / "{name}.csv",
-        png=RESULTS / "spectra" / "{name}.png",
+        csv=spectra_path("{name}", "csv"),
+        png=spectra_path("{name}", "png"),
     log:
         LOGS / "spectra" / "{name}.log",
     params:
-        spec=spectra_spec,
+        spec=get_spectra_spec,
     conda:
         ENV
     shell:
@@ -23,16 +23,16 @@ rule power_spectra:
 
 rule spectra:
     input:
-        all_spectra(),
+        get_spectra(),
     localrule: True
 
 
 rule spectra_table:
     input:
-        spectra_csvs(),
+        get_spectra_csvs(),
     output:
-        csv=RESULTS / "tables" / "spectra.csv",
-        png=report(RESULTS / "figures" / "figure6.png", caption="../report/figure6.rst", category="Figures"),
+        csv=SPECTRA_TABLE,
+        png=report(FIGURE6, caption="../report/figure6.rst", category="Figures"),
     log:
         LOGS / "report" / "spectra.log",
     conda:

@@ -4,15 +4,15 @@
 
 rule generate_shard:
     input:
-        prompts=RESULTS / "prompts" / "{name}.parquet",
-        pipeline=stable_diffusion_dir(),
+        prompts=prompts_path("{name}"),
+        pipeline=get_model("stable_diffusion"),
     output:
-        RESULTS / "generated" / "{name}" / "shard-{shard}.zip",
+        shard_path("{name}", "{shard}"),
     log:
         LOGS / "generate" / "{name}" / "shard-{shard}.log",
     params:
-        settings=generation_settings(),
-        runtime=runtime_json("generation"),
+        settings=get_settings("generation"),
+        runtime=get_runtime("generation"),
     conda:
         ENV
     shell:
@@ -22,9 +22,9 @@ rule generate_shard:
 
 rule merge_generated:
     input:
-        generated_shards,
+        get_generated_shards,
     output:
-        RESULTS / "generated" / "{name}" / "index.parquet",
+        generated_index_path("{name}"),
     log:
         LOGS / "generate" / "{name}" / "merge.log",
     conda:

@@ -2,19 +2,18 @@
 # sampled in shards, scored by FID and precision/recall against the 64x64 reference sets. The
 # training job runs one process per GPU (torchrun) when the profile gives it GPUs; stopped by a
 # signal it checkpoints and exits 75, and its retry resumes from results/<run>/checkpoints/.
-EXPERIMENTS.add("iddpm")
 
 
 rule image_array:
     input:
-        RESULTS / "mixtures" / "{mixture}.parquet",
+        manifest_path("{mixture}"),
     output:
-        RESULTS / "images" / "{mixture}-{size}px.npy",
+        image_array_path("{mixture}", "{size}"),
     log:
         LOGS / "images" / "{mixture}-{size}px.log",
     params:
-        runtime_arguments=image_array_runtime_arguments,
-        option_arguments=image_set_arguments,
+        runtime_arguments=get_image_array_runtime_arguments,
+        option_arguments=get_image_set_arguments,
     conda:
         ENV
     shell:
@@ -24,18 +23,18 @@ rule image_array:
 
 rule iddpm_train:
     input:
-        images=iddpm_images,
-        manifest=RESULTS / "mixtures" / "{mixture}.parquet",
+        images=get_iddpm_images,
+        manifest=manifest_path("{mixture}"),
     output:
-        model=directory(iddpm_run_dir("{mixture}") / "model"),
-        status=iddpm_run_dir("{mixture}") / "training.json",
+        model=directory(run_dir("iddpm", IDDPM_MODEL, "{mixture}") / "model"),
+        status=run_dir("iddpm", IDDPM_MODEL, "{mixture}") / "training.json",
     log:
         LOGS / "iddpm" / "{mixture}" / "train.log",
     params:
-        spec=iddpm_spec(iddpm_recipe.TRAIN_SPEC_KEYS),
-        runtime=runtime_json("iddpm", iddpm_recipe.TRAIN_SPEC_KEYS),
-        checkpoints=iddpm_checkpoint_dir,
-        launcher=torch_launcher,
+        spec=get_iddpm_spec(iddpm_recipe.TRAIN_SPEC_KEYS),
+        runtime=get_runtime("iddpm", iddpm_recipe.TRAIN_SPEC_KEYS),
+        checkpoints=get_iddpm_checkpoints,
+        launcher=get_launcher,
     conda:
         ENV
     shell:
@@ -46,15 +45,15 @@ rule iddpm_train:
 
 rule iddpm_sample:
     input:
-        model=iddpm_run_dir("{mixture}") / "model",
-        status=iddpm_run_dir("{mixture}") / "training.json",
+        model=run_dir("iddpm", IDDPM_MODEL, "{mixture}") / "model",
+        status=run_dir("iddpm", IDDPM_MODEL, "{mixture}") / "training.json",
     output:
-        iddpm_run_dir("{mixture}") / "samples" / "shard-{shard}.npy",
+        run_dir("iddpm", IDDPM_MODEL, "{mixture}") / "samples" / "shard-{shard}.npy",
     log:
         LOGS / "iddpm" / "{mixture}" / "sample-{shard}.log",
     params:
-        spec=iddpm_spec(iddpm_recipe.SAMPLE_SPEC_KEYS),
-        runtime=runtime_json("iddpm", iddpm_recipe.SAMPLE_SPEC_KEYS),
+        spec=get_iddpm_spec(iddpm_recipe.SAMPLE_SPEC_KEYS),
+        runtime=get_runtime("iddpm", iddpm_recipe.SAMPLE_SPEC_KEYS),
     conda:
         ENV
     shell:
@@ -64,15 +63,15 @@ rule iddpm_sample:
 
 rule iddpm_sample_features:
     input:
-        samples=iddpm_sample_shards,
-        extractor=inception_weights(),
+        samples=get_iddpm_sample_shards,
+        extractor=get_model("inception"),
     output:
         features_path("iddpm", "{mixture}"),
     log:
         LOGS / "features" / "iddpm" / "{mixture}.log",
     params:
-        setting_arguments=feature_arguments,
-        runtime_arguments=feature_runtime_arguments,
+        setting_arguments=get_feature_arguments,
+        runtime_arguments=get_feature_runtime_arguments,
     conda:
         ENV
     shell:
@@ -82,15 +81,15 @@ rule iddpm_sample_features:
 
 rule iddpm_fidelity:
     input:
-        unpack(iddpm_fidelity_input),
+        unpack(get_iddpm_fidelity_input),
     output:
         metrics_path("iddpm", IDDPM_MODEL, "{mixture}"),
     log:
         LOGS / "iddpm" / "{mixture}" / "fidelity.log",
     params:
-        reference_arguments=reference_arguments,
-        setting_arguments=fidelity_arguments(),
-        runtime_arguments=fidelity_runtime_arguments,
+        reference_arguments=get_reference_arguments,
+        setting_arguments=get_fidelity_arguments(),
+        runtime_arguments=get_fidelity_runtime_arguments,
     conda:
         ENV
     shell:

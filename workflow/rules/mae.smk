@@ -1,22 +1,21 @@
 # Table 11: MAE pre-training of a ViT on each mixture, then linear probing of its frozen encoder
 # on ImageNet. Both jobs run one process per GPU (torchrun) when the profile gives them GPUs; a
 # job stopped by a signal exits 75 and its retry resumes from results/<run>/checkpoints/.
-EXPERIMENTS.add("mae")
 
 
 rule mae_pretrain:
     input:
-        manifest=RESULTS / "mixtures" / "{mixture}.parquet",
+        manifest=manifest_path("{mixture}"),
     output:
-        model=directory(RESULTS / "mae" / MAE_MODEL / "{mixture}" / "pretrained"),
-        summary=RESULTS / "mae" / MAE_MODEL / "{mixture}" / "pretrain.json",
+        model=directory(run_dir("mae", MAE_MODEL, "{mixture}") / "pretrained"),
+        summary=run_dir("mae", MAE_MODEL, "{mixture}") / "pretrain.json",
     log:
         LOGS / "mae" / "{mixture}" / "pretrain.log",
     params:
-        spec=mae_pretrain_spec(),
-        runtime=runtime_json("mae", MAE_PRETRAIN_KEYS),
-        checkpoints=str(RESULTS / "checkpoints" / "mae_pretrain" / MAE_MODEL / "{mixture}"),
-        launcher=torch_launcher,
+        spec=get_mae_pretrain_spec(),
+        runtime=get_runtime("mae", MAE_PRETRAIN_KEYS),
+        checkpoints=str(checkpoint_dir("mae_pretrain", MAE_MODEL, "{mixture}")),
+        launcher=get_launcher,
     conda:
         ENV
     shell:
@@ -26,18 +25,18 @@ rule mae_pretrain:
 
 rule mae_linear_probe:
     input:
-        model=RESULTS / "mae" / MAE_MODEL / "{mixture}" / "pretrained",
-        summary=RESULTS / "mae" / MAE_MODEL / "{mixture}" / "pretrain.json",
-        imagenet=RESULTS / "index" / "imagenet.parquet",
+        model=run_dir("mae", MAE_MODEL, "{mixture}") / "pretrained",
+        summary=run_dir("mae", MAE_MODEL, "{mixture}") / "pretrain.json",
+        imagenet=index_path("imagenet"),
     output:
         metrics_path("mae", MAE_MODEL, "{mixture}"),
     log:
         LOGS / "mae" / "{mixture}" / "linear_probe.log",
     params:
-        spec=mae_probe_spec(),
-        runtime=runtime_json("mae", MAE_PROBE_KEYS),
-        checkpoints=str(RESULTS / "checkpoints" / "mae_linear_probe" / MAE_MODEL / "{mixture}"),
-        launcher=torch_launcher,
+        spec=get_mae_probe_spec(),
+        runtime=get_runtime("mae", MAE_PROBE_KEYS),
+        checkpoints=str(checkpoint_dir("mae_linear_probe", MAE_MODEL, "{mixture}")),
+        launcher=get_launcher,
     conda:
         ENV
     shell:

@@ -3,15 +3,15 @@
 
 rule mixture:
     input:
-        unpack(mixture_input),
+        unpack(get_mixture_input),
     output:
-        manifest=RESULTS / "mixtures" / "{mixture}.parquet",
-        summary=RESULTS / "mixtures" / "{mixture}.json",
+        manifest=manifest_path("{mixture}"),
+        summary=manifest_path("{mixture}").with_suffix(".json"),
     log:
         LOGS / "mixtures" / "{mixture}.log",
     params:
-        spec=mixture_spec,
-        input_arguments=mixture_arguments,
+        spec=get_mixture_spec,
+        input_arguments=get_mixture_arguments,
     conda:
         ENV
     shell:

@@ -3,13 +3,13 @@
 
 rule prompts:
     input:
-        unpack(prompts_input),
+        unpack(get_prompts_input),
     output:
-        RESULTS / "prompts" / "{name}.parquet",
+        prompts_path("{name}"),
     log:
         LOGS / "prompts" / "{name}.log",
     params:
-        spec=prompts_spec,
+        spec=get_prompts_spec,
     conda:
         ENV
     shell:

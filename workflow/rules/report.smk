@@ -6,11 +6,11 @@
 
 rule table_report:
     input:
-        table=RESULTS / "tables" / "{table}.csv",
-        provenance=RESULTS / "tables" / "{table}.provenance.json",
+        table=table_path("{table}"),
+        provenance=table_path("{table}", "provenance.json"),
     output:
         html=report(
-            RESULTS / "report" / "tables" / "{table}.html",
+            table_page_path("{table}"),
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}", "content": "table, plot and provenance"},
@@ -24,8 +24,8 @@ rule table_report:
     log:
         LOGS / "report" / "{table}.log",
     params:
-        spec=table_spec,
-        mixtures=mixtures_spec,
+        spec=get_table_spec,
+        mixtures=get_mixtures_spec,
     conda:
         ENV
     shell:
@@ -36,16 +36,16 @@ rule table_report:
 
 rule concatenate_tables:
     input:
-        tables=all_tables(),
-        provenance=table_provenance_files(),
+        tables=get_tables(),
+        provenance=get_table_provenance_files(),
     output:
         csv=report(
-            RESULTS / "tables" / "all_tables.csv",
+            ALL_TABLES,
             caption="../report/all_tables.rst",
             category="Tables",
             labels={"table": "all tables", "content": "tidy CSV"},
         ),
-        provenance=RESULTS / "tables" / "all_tables.provenance.json",
+        provenance=table_path("all_tables", "provenance.json"),
     log:
         LOGS / "report" / "all_tables.log",
     conda:
@@ -57,10 +57,10 @@ rule concatenate_tables:
 
 rule generated_examples:
     input:
-        RESULTS / "generated" / "{name}" / "index.parquet",
+        generated_index_path("{name}"),
     output:
         report(
-            RESULTS / "report" / "examples" / "{name}.html",
+            examples_page_path("{name}"),
             caption="../report/examples.rst",
             category="Generated images",
             labels={"dataset": "{name}"},
@@ -79,12 +79,12 @@ rule generated_examples:
 
 rule run_config:
     output:
-        yaml=RESULTS / "config.yaml",
-        html=report(RESULTS / "report" / "config.html", caption="../report/config.rst", category="Configuration"),
+        yaml=RUN_CONFIG,
+        html=report(CONFIG_PAGE, caption="../report/config.rst", category="Configuration"),
     log:
         LOGS / "report" / "config.log",
     params:
-        config=run_config_json,
+        config=get_run_config,
     conda:
         ENV
     shell:
@@ -94,10 +94,10 @@ rule run_config:
 
 rule plan:
     input:
-        config=RESULTS / "config.yaml",
+        config=RUN_CONFIG,
         profile=PROFILE / "config.yaml",
     output:
-        report(RESULTS / "plan.csv", caption="../report/plan.rst", category="Planning"),
+        report(PLAN, caption="../report/plan.rst", category="Planning"),
     log:
         LOGS / "report" / "plan.log",
     params:
@@ -111,6 +111,6 @@ rule plan:
 
 rule report_pieces:
     input:
-        report_files(),
-        RESULTS / "plan.csv",
+        get_report_files(),
+        PLAN,
     localrule: True

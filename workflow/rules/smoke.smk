@@ -8,11 +8,11 @@ if config["synthetic"]["enabled"]:
 
     rule synthetic_sources:
         output:
-            [directory(root) for root in synthetic_roots().values()],
+            [directory(root) for root in get_synthetic_roots()],
         log:
             LOGS / "synthetic_sources.log",
         params:
-            spec=synthetic_spec(),
+            spec=get_synthetic_spec(),
         conda:
             ENV
         shell:
@@ -23,7 +23,7 @@ if config["models"]["build_tiny"]:
 
     rule tiny_sd:
         output:
-            directory(stable_diffusion_dir()),
+            directory(get_model("stable_diffusion")),
         log:
             LOGS / "models" / "tiny_sd.log",
         params:
@@ -36,9 +36,9 @@ if config["models"]["build_tiny"]:
 
     rule tiny_blip:
         input:
-            RESULTS / "index" / "coco.parquet",
+            index_path("coco"),
         output:
-            directory(blip_dir()),
+            directory(get_model("blip")),
         log:
             LOGS / "models" / "tiny_blip.log",
         params:
@@ -54,7 +54,7 @@ if config["models"]["build_tiny"]:
 
     rule tiny_resnet50:
         output:
-            resnet50_detector_weights(),
+            get_model("resnet50_detector"),
         log:
             LOGS / "models" / "tiny_resnet50.log",
         params:
@@ -67,7 +67,7 @@ if config["models"]["build_tiny"]:
 
     rule tiny_inception:
         output:
-            inception_weights(),
+            get_model("inception"),
         log:
             LOGS / "models" / "tiny_inception.log",
         params:

@@ -5,13 +5,13 @@
 
 rule imagenet_classes:
     input:
-        unpack(classes_input),
+        unpack(get_classes_input),
     output:
-        RESULTS / "index" / "imagenet_classes.parquet",
+        CLASS_TABLE,
     log:
         LOGS / "index" / "imagenet_classes.log",
     params:
-        arguments=classes_arguments(),
+        arguments=get_classes_arguments(),
     conda:
         ENV
     shell:
@@ -20,15 +20,15 @@ rule imagenet_classes:
 
 rule index_source:
     input:
-        unpack(index_input),
+        unpack(get_index_input),
     output:
-        index=RESULTS / "index" / "{source}.parquet",
-        report=RESULTS / "index" / "{source}.report.json",
+        index=index_path("{source}"),
+        report=index_path("{source}").with_suffix(".report.json"),
     log:
         LOGS / "index" / "{source}.log",
     params:
-        arguments=index_arguments,
-        class_arguments=index_class_arguments,
+        arguments=get_index_arguments,
+        class_arguments=get_index_class_arguments,
     threads: 2
     conda:
         ENV

@@ -5,15 +5,15 @@
 
 rule table:
     input:
-        unpack(table_cells),
+        unpack(get_table_cells),
     output:
-        csv=RESULTS / "tables" / "{table}.csv",
-        provenance=RESULTS / "tables" / "{table}.provenance.json",
+        csv=table_path("{table}"),
+        provenance=table_path("{table}", "provenance.json"),
     log:
         LOGS / "tables" / "{table}.log",
     params:
-        spec=table_spec,
-        cells=table_cells_argument,
+        spec=get_table_spec,
+        cells=get_table_cells_argument,
     conda:
         ENV
     shell:
@@ -27,14 +27,14 @@ for _table in config["tables"]:
         name:
             _table["name"]
         input:
-            RESULTS / "tables" / f"{_table['name']}.csv",
+            table_path(_table["name"]),
         localrule: True
         default_target: False
 
 
 rule tables:
     input:
-        all_tables(),
-        RESULTS / "tables" / "all_tables.csv",
-        spectra_outputs(),
+        get_tables(),
+        ALL_TABLES,
+        get_spectra_outputs(),
     localrule: True

@@ -60,6 +60,11 @@ CAPTION_PUNCTUATION = re.compile(r"([.!\"()*#:;~])")
 NOT_FINGERPRINTED = ("spice_corenlp_dir",)
 
 
+def table_metrics(config: dict) -> list:
+    """What every run's metrics.json holds (experiments.EXPERIMENTS): the COCO caption metrics."""
+    return list(METRICS)
+
+
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser(
         "caption",

@@ -32,6 +32,11 @@ METRIC_NAMES = [f"top{k}_{name}" for name in EVAL_SETS for k in TOP_K]
 SPEC_KEYS = ("device", "num_workers", "print_freq", "keep_checkpoint", "checkpoint_every_minutes")
 
 
+def table_metrics(config: dict) -> list:
+    """What every run's metrics.json holds (experiments.EXPERIMENTS)."""
+    return list(METRIC_NAMES)
+
+
 def add_commands(subparsers) -> None:
     parser = training.add_resumable_command(
         subparsers, "train-classifier",

@@ -28,6 +28,11 @@ REAL, GENERATED = 0, 1
 PACKAGES = ("torch", "torchvision", "numpy")
 
 
+def table_metrics(config: dict) -> list:
+    """What every run's metrics.json holds (experiments.EXPERIMENTS)."""
+    return list(METRIC_NAMES)
+
+
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("detect", help="real-vs-generated detectors on ResNet-50 features (metrics.json each)")
     add_settings_arguments(parser, "--spec", "detection",

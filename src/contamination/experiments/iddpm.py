@@ -44,6 +44,15 @@ SAMPLE_SPEC_KEYS = ("image_size", "diffusion_steps", "rescale_timesteps", "sampl
 OUT_CHANNELS = 6  # eps (3) and v (3)
 
 
+def table_metrics(config: dict) -> list:
+    """What every run's metrics.json holds (experiments.EXPERIMENTS): FID, precision and recall
+    against each reference set of config ``iddpm.references``."""
+    from contamination.metrics.fidelity import metric_names
+
+    return [name for reference in config["iddpm"]["references"]
+            for name in metric_names("samples", reference["name"], config["fidelity"]["k"]).values()]
+
+
 def add_commands(subparsers) -> None:
     parser = training.add_resumable_command(
         subparsers, "iddpm-train",

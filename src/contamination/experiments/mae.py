@@ -44,6 +44,11 @@ PROBE_SPEC_KEYS = ("linear_probe", "device", "num_workers", "print_freq", "keep_
 CROP_ASPECT_RATIOS = (3 / 4, 4 / 3)  # the default of torchvision's and MAE's random resized crops
 
 
+def table_metrics(config: dict) -> list:
+    """What every run's metrics.json holds (experiments.EXPERIMENTS)."""
+    return list(METRIC_NAMES)
+
+
 def add_commands(subparsers) -> None:
     parser = training.add_resumable_command(
         subparsers, "mae-pretrain",

@@ -207,6 +207,13 @@ def evaluate(generated, references: dict, kind: str, k: int, block_size: int, de
     return metrics, reasons
 
 
+def table_metrics(config: dict) -> list:
+    """What every Table 4 run's metrics.json holds (experiments.EXPERIMENTS): precision and recall
+    against each reference set of config ``fidelity.references``."""
+    return [name for reference in config["fidelity"]["references"]
+            for name in metric_names("dataset", reference["name"], config["fidelity"]["k"]).values()]
+
+
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser(
         "fidelity", help="FID and improved precision/recall of a feature set against reference sets (metrics.json)"

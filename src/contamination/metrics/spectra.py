@@ -11,7 +11,8 @@ corners beyond it are left out). Radius r is the spatial frequency r / crop_size
 
 Per dataset and frequency the CSV holds the mean and standard deviation over images of
 log10(power) (the spectra span many orders of magnitude, and Figure 6 is read on a log scale);
-the PNG plots each dataset's mean with a band of one standard deviation.
+the PNG plots each dataset's mean with a band of one standard deviation. ``spectra-table`` puts
+every generated dataset's spectra (and the real source's once) in one CSV and draws Figure 6.
 """
 
 from contamination.config import settings_argument
@@ -33,6 +34,12 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--out-csv", required=True)
     parser.add_argument("--out-png", required=True)
     parser.set_defaults(run=run_spectra)
+
+    parser = subparsers.add_parser("spectra-table", help="all power spectra in one CSV, and Figure 6")
+    parser.add_argument("--spectra", required=True, nargs="+", help="spectra CSVs (the spectra command), one per generated dataset")
+    parser.add_argument("--out-csv", required=True)
+    parser.add_argument("--out-png", required=True)
+    parser.set_defaults(run=run_spectra_table)
 
 
 def run_spectra(args) -> None:
@@ -131,3 +138,15 @@ def plot_spectra(table, path) -> None:
         # no "Software" entry: the PNG then depends on the plotted numbers, not the matplotlib version
         figure.savefig(temporary, format="png", dpi=150, metadata={"Software": None})
     plt.close(figure)
+
+
+def run_spectra_table(args) -> None:
+    import pandas as pd
+
+    from contamination.reporting.tables import write_table
+
+    # The real source is in every spectra CSV, measured on the same seeded sample: keep it once.
+    table = pd.concat([pd.read_csv(path) for path in args.spectra], ignore_index=True)
+    table = table.drop_duplicates(subset=["dataset", "radius"], keep="first").reset_index(drop=True)
+    write_table(table, args.out_csv)
+    plot_spectra(table, args.out_png)

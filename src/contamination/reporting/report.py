@@ -4,8 +4,6 @@
   metrics against the contamination ratio, notes, and each cell's provenance) and the plot as PNG.
 - ``all-tables``: every table CSV in one tidy CSV (same columns, one row per cell and metric),
   with one provenance file holding each table's sidecar and the SHA-256 of each table CSV.
-- ``spectra-table``: the power spectra of every generated dataset (and the real source once) in
-  one CSV, and Figure 6 drawn from it.
 - ``generated-examples``: an HTML grid of generated images with their prompts, read from the
   shards (shards.read_item).
 - ``run-config``: the run's effective configuration (overlays merged, schema defaults filled) as
@@ -60,12 +58,6 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--out-provenance", required=True)
     parser.set_defaults(run=run_all_tables)
-
-    parser = subparsers.add_parser("spectra-table", help="all power spectra in one CSV, and Figure 6")
-    parser.add_argument("--spectra", required=True, nargs="+", help="spectra CSVs (spectra.py), one per generated dataset")
-    parser.add_argument("--out-csv", required=True)
-    parser.add_argument("--out-png", required=True)
-    parser.set_defaults(run=run_spectra_table)
 
     parser = subparsers.add_parser("generated-examples", help="an HTML grid of generated images and their prompts")
     parser.add_argument("--index", required=True, help="generated index (Parquet, with prompt and uri)")
@@ -220,19 +212,6 @@ def run_all_tables(args) -> None:
         record = read_json(sidecar)
         sidecars[record["table"]] = dict(record, table_csv=str(path), table_csv_sha256=sha256_of_file(path))
     write_json({"tables": sidecars}, args.out_provenance)
-
-
-def run_spectra_table(args) -> None:
-    import pandas as pd
-
-    from contamination.metrics.spectra import plot_spectra
-    from contamination.reporting.tables import write_table
-
-    # The real source is in every spectra CSV, measured on the same seeded sample: keep it once.
-    table = pd.concat([pd.read_csv(path) for path in args.spectra], ignore_index=True)
-    table = table.drop_duplicates(subset=["dataset", "radius"], keep="first").reset_index(drop=True)
-    write_table(table, args.out_csv)
-    plot_spectra(table, args.out_png)
 
 
 # ---- generated examples, config -------------------------------------------------------------
