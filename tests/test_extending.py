@@ -86,8 +86,8 @@ def extended(tmp_path_factory):
     return checkout, ["--configfile", SMOKE_CONFIG, overlay]
 
 
-def run(checkout, *arguments):
-    return snakemake(*arguments, cwd=checkout, snakefile=checkout / "Snakefile")
+def run(checkout, *arguments, check=True):
+    return snakemake(*arguments, cwd=checkout, snakefile=checkout / "Snakefile", check=check)
 
 
 def test_an_unknown_experiment_is_refused_naming_the_closest(extended, tmp_path):
