@@ -47,10 +47,9 @@ OUT_CHANNELS = 6  # eps (3) and v (3)
 def table_metrics(config: dict) -> list:
     """What every run's metrics.json holds (experiments.EXPERIMENTS): FID, precision and recall
     against each reference set of config ``iddpm.references``."""
-    from contamination.metrics.fidelity import metric_names
+    from contamination.metrics.fidelity import reference_metric_names
 
-    return [name for reference in config["iddpm"]["references"]
-            for name in metric_names("samples", reference["name"], config["fidelity"]["k"]).values()]
+    return reference_metric_names("samples", config["iddpm"]["references"], config["fidelity"]["k"])
 
 
 def add_commands(subparsers) -> None:

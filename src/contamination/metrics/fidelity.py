@@ -210,8 +210,12 @@ def evaluate(generated, references: dict, kind: str, k: int, block_size: int, de
 def table_metrics(config: dict) -> list:
     """What every Table 4 run's metrics.json holds (experiments.EXPERIMENTS): precision and recall
     against each reference set of config ``fidelity.references``."""
-    return [name for reference in config["fidelity"]["references"]
-            for name in metric_names("dataset", reference["name"], config["fidelity"]["k"]).values()]
+    return reference_metric_names("dataset", config["fidelity"]["references"], config["fidelity"]["k"])
+
+
+def reference_metric_names(kind: str, references: list, k: int) -> list:
+    """metric_names for every reference set (config ``fidelity.references`` or ``iddpm.references``)."""
+    return [name for reference in references for name in metric_names(kind, reference["name"], k).values()]
 
 
 def add_commands(subparsers) -> None:
