@@ -279,7 +279,8 @@ def plan_in(checkout, *arguments, cwd):
 def test_a_new_rule_is_planned_without_a_planner_edit(checkout_with_a_new_rule, tmp_path):
     checkout = checkout_with_a_new_rule
     smoke = checkout / "config" / "smoke.yaml"
-    plan_in(checkout, "--configfile", smoke, "--out", tmp_path / "plan.csv", cwd=tmp_path)
+    result = plan_in(checkout, "--configfile", smoke, "--out", tmp_path / "plan.csv", cwd=tmp_path)
+    assert "warning: run 'smoke' uses synthetic datasets" in result.stdout  # Snakemake's log of it is silenced
     frame = pd.read_csv(tmp_path / "plan.csv", keep_default_na=False, na_values=[""])
     everything = frame[(frame["scope"] == "all") & (frame["rule"] != "*")]
     dry_run = dry_run_counts("--configfile", smoke, cwd=tmp_path, snakefile=checkout / "Snakefile")
