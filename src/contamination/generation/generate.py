@@ -108,16 +108,25 @@ def check_pipeline_dir(pipeline_dir, settings: dict) -> None:
         )
 
 
-def shard_rows(table, shard: int, shard_size: int, prompts_path):
-    """Rows [shard * shard_size, (shard + 1) * shard_size) of the prompt table."""
+def shard_span(rows: int, shard: int, shard_size: int) -> range:
+    """The rows of shard ``shard`` of a prompt table of ``rows`` rows: [shard * shard_size,
+    (shard + 1) * shard_size), cut at the end; empty for a shard that does not exist."""
     start = shard * shard_size
-    if shard < 0 or start >= len(table):
+    if shard < 0 or start >= rows:
+        return range(0)
+    return range(start, min(rows, start + shard_size))
+
+
+def shard_rows(table, shard: int, shard_size: int, prompts_path):
+    """The rows shard_span gives of the prompt table."""
+    span = shard_span(len(table), shard, shard_size)
+    if not span:
         shards = -(-len(table) // shard_size)
         raise DataError(
             f"{prompts_path}: has {len(table)} rows, {shards} shards of generation.shard_size {shard_size}; "
             f"there is no shard {shard}"
         )
-    return table.iloc[start:start + shard_size].reset_index(drop=True)
+    return table.iloc[span.start:span.stop].reset_index(drop=True)
 
 
 def load_pipeline(pipeline_dir, settings: dict):

@@ -170,14 +170,13 @@ def build_mixture(spec: dict, base, by=None):
     base = subsampled(as_items(base), spec["base"], spec)
     if by is not None:
         by = subsampled(as_items(by), spec["by"], spec)
-    fraction = exact_fraction(spec["fraction"])
     units = Units(base, spec["unit"])
     base_key = named_rng(spec["seed"], spec["base"]).permutation(units.count)
     base_strata = strata_of(units.labels, spec["match"])
     every_row = np.arange(len(base))
 
     if spec["kind"] == "subset":
-        dropped = ranked_selection(base_strata, base_key, 1 - fraction, np.ones(units.count, bool), spec)
+        dropped = ranked_selection(base_strata, base_key, np.ones(units.count, bool), spec)
         take = np.flatnonzero(~units.rows_of(dropped.rows))
         return assembled(spec, base, None, take, take, replaced=0,
                          units={"base": units.count, "base_kept": units.count - len(dropped.rows), "added": 0})
@@ -187,7 +186,7 @@ def build_mixture(spec: dict, base, by=None):
     if spec["match"] == "source":
         counterpart = generated_counterparts(base, by, spec)
         candidates = np.bincount(units.codes, weights=counterpart >= 0, minlength=units.count) > 0
-    selected = ranked_selection(base_strata, base_key, fraction, candidates, spec)
+    selected = ranked_selection(base_strata, base_key, candidates, spec)
     paired_rows = np.flatnonzero(units.rows_of(selected.rows))
     if counterpart is not None:
         # Each row of a replaced unit gives way to the image generated from its caption, in its place.
@@ -264,11 +263,37 @@ def subsampled(items, name: str, spec):
     the smallest keys of (seed, "<name>:subsample"), in their index order."""
     import numpy as np
 
-    size = spec["subsample"].get(name)
-    if size is None or size >= items.num_rows:
+    size = subsample_size(spec, name, items.num_rows)
+    if size == items.num_rows:
         return items
     key = named_rng(spec["seed"], f"{name}:subsample").permutation(items.num_rows)
     return items.take(np.flatnonzero(key < size))
+
+
+def subsample_size(spec, name: str, rows: int) -> int:
+    """How many of the ``rows`` of dataset ``name`` a mixture keeps after ``spec["subsample"]``."""
+    size = spec["subsample"].get(name)
+    return rows if size is None else min(size, rows)
+
+
+def drawn_counts(spec, stratum_sizes) -> list:
+    """Units drawn from each stratum of n units: round-half-up(fraction * n), those replaced or
+    matched for ``replace``/``append``; round-half-up((1 - fraction) * n), those left out, for
+    ``subset`` (so subset p keeps what replace 1 - p keeps)."""
+    fraction = exact_fraction(spec["fraction"])
+    share = 1 - fraction if spec["kind"] == "subset" else fraction
+    return [round_half_up(share, int(size)) for size in stratum_sizes]
+
+
+def mixture_size(spec: dict, base_size: int) -> int:
+    """Rows of mixture ``spec`` over a base of ``base_size`` rows (before its subsample), drawn as
+    one stratum of one-row units, each drawn unit bringing one row: what build_mixture makes of
+    such a base. The planner knows a dataset's size, not its classes nor its captions per image:
+    a ``match: label`` mixture, rounded per class, may be up to half a unit per class away."""
+    spec = checked_spec(spec)
+    base = subsample_size(spec, spec["base"], base_size)
+    drawn = sum(drawn_counts(spec, [base]))
+    return {"subset": base - drawn, "replace": base, "append": base + drawn}[spec["kind"]]
 
 
 def exact_fraction(value):
@@ -325,8 +350,8 @@ def ranked(strata, key):
     return order, sorted_strata, ranks
 
 
-def ranked_selection(strata, key, fraction, candidates, spec) -> Selection:
-    """The first round-half-up(fraction * n_s) candidates by key in each stratum of n_s units."""
+def ranked_selection(strata, key, candidates, spec) -> Selection:
+    """The first drawn_counts(spec, ...) candidates by key in each stratum."""
     import numpy as np
 
     from contamination.errors import DataError
@@ -334,7 +359,7 @@ def ranked_selection(strata, key, fraction, candidates, spec) -> Selection:
     candidate_rows = np.flatnonzero(candidates)
     order, sorted_strata, ranks = ranked(strata[candidate_rows], key[candidate_rows])
     values, sizes = np.unique(strata, return_counts=True)
-    wanted = np.array([round_half_up(fraction, int(size)) for size in sizes], dtype=np.int64)
+    wanted = np.array(drawn_counts(spec, sizes), dtype=np.int64)
     available = np.bincount(np.searchsorted(values, sorted_strata), minlength=len(values))
     short = np.flatnonzero(available < wanted)
     if len(short):
