@@ -83,6 +83,15 @@ def cli(*arguments, check=True, cwd=None) -> subprocess.CompletedProcess:
     return result
 
 
+def cli_in(checkout, *arguments, cwd) -> subprocess.CompletedProcess:
+    """`python -m contamination` of a copied checkout's own src/ (and so of its Snakefile)."""
+    env = dict(environment(), PYTHONPATH=str(Path(checkout) / "src"))
+    result = subprocess.run([sys.executable, "-m", "contamination", *map(str, arguments)], cwd=cwd,
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 def job_counts(dry_run_output: str) -> dict:
     """The 'Job stats' table of a Snakemake dry run as {rule: count}."""
     lines = dry_run_output.splitlines()

@@ -216,7 +216,11 @@ def test_safety_checker_with_tiny_models_is_refused_at_config_time():
 
 
 def check_config_error(*overlays):
-    result = cli("check-config", *overlays, check=False)
+    return check_config_error_in(None, *overlays)
+
+
+def check_config_error_in(directory, *overlays):
+    result = cli("check-config", *overlays, check=False, cwd=directory)
     assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -489,3 +493,13 @@ def test_check_config_and_snakemake_warn_when_stand_ins_replace_the_configured_p
     stand_ins = write_yaml(tmp_path / "stand_ins.yaml", {"synthetic": {"enabled": True}, "models": {"build_tiny": True}})
     dry_run = snakemake("-n", "results/paper/config.yaml", "--configfile", site, stand_ins, cwd=tmp_path)
     assert "and tiny random models (the models.* paths are not read)" in dry_run.stdout + dry_run.stderr
+
+
+def test_check_config_finds_a_missing_path_as_the_dry_run_does(tmp_path):
+    site = paper_config_with_empty_roots(tmp_path)
+    assert cli("check-config", site, cwd=tmp_path).stdout.startswith("config ok: run 'paper', ")
+    missing = write_yaml(tmp_path / "missing.yaml", {"sources": {"webvision": {"root": str(tmp_path / "no-webvision")}}})
+    message = check_config_error_in(tmp_path, site, missing)
+    assert message == f"error: sources.webvision.root: '{tmp_path / 'no-webvision'}' does not exist"
+    dry_run = snakemake("-n", "--configfile", site, missing, cwd=tmp_path, check=False)
+    assert dry_run.returncode != 0 and message.removeprefix("error: ") in dry_run.stdout + dry_run.stderr

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from contamination import config as cfg
-from helpers import SMOKE_CONFIG, copy_checkout, job_counts, snakemake, write_yaml
+from helpers import SMOKE_CONFIG, cli_in, copy_checkout, job_counts, snakemake, write_yaml
 
 pytestmark = pytest.mark.workflow
 
@@ -99,10 +99,14 @@ def test_an_unknown_experiment_is_refused_naming_the_closest(extended, tmp_path)
     assert "unknown experiment 'countin' (did you mean 'counting'?)" in result.stdout + result.stderr
 
 
-def test_the_new_experiment_is_in_the_dag_and_its_table_is_built(extended):
+def test_the_new_experiment_is_in_the_dag_the_plan_and_its_table(extended, tmp_path):
     checkout, configs = extended
     counts = job_counts(run(checkout, "-n", "--forceall", *configs).stdout)
     assert counts["count_items"] == 2 and counts["table"] == len(cfg.load(SMOKE_CONFIG)["tables"]) + 1
+    cli_in(checkout, "plan", "--configfile", *configs[1:], "--out", tmp_path / "plan.csv", cwd=checkout)
+    plan = pd.read_csv(tmp_path / "plan.csv")
+    counted = plan[(plan["scope"] == "counts") & (plan["rule"] == "count_items")].iloc[0]
+    assert counted["jobs"] == 2 and counted["gpu_hours"] == 0
     run(checkout, "--cores", "2", "counts", *configs)
     table = pd.read_csv(checkout / "results" / "smoke" / "tables" / "counts.csv")
     manifests = {row["dataset"]: pd.read_parquet(checkout / "results" / "smoke" / "mixtures" / f"{row['mixture']}.parquet")

@@ -5,7 +5,6 @@ from the config's planning assumptions, the profile and the sizes the pipeline's
 import contextlib
 import copy
 import math
-import shutil
 import subprocess
 import sys
 
@@ -17,8 +16,8 @@ from contamination.dag import Job, closure
 from contamination.errors import ConfigError
 from contamination.mixtures import manifests
 from contamination.reporting import plan
-from helpers import (PROJECT, SMOKE_CONFIG, cli, environment, job_counts, paper_config_with_empty_roots, snakemake,
-                     write_yaml)
+from helpers import (PROJECT, SMOKE_CONFIG, cli, cli_in, copy_checkout, environment, job_counts,
+                     paper_config_with_empty_roots, snakemake, write_yaml)
 from test_mixtures import arrow_table, generated_index, items, real_index
 
 PAPER = cfg.load()
@@ -236,28 +235,24 @@ def test_planned_mixture_sizes_are_those_of_the_built_manifests(tmp_path):
 NEW_RULE = """
 rule manifest_rows:
     input:
-        RESULTS / "mixtures" / "{mixture}.parquet",
+        manifest_path("{mixture}"),
     output:
         RESULTS / "manifest_rows" / "{mixture}.txt",
+    log:
+        LOGS / "manifest_rows" / "{mixture}.log",
     shell:
-        "python -m contamination manifest-rows {input:q} > {output:q}"
+        "python -m contamination manifest-rows {input:q} > {output:q} 2> {log:q}"
 """
 
 
 @pytest.fixture(scope="module")
 def checkout_with_a_new_rule(tmp_path_factory):
     """A copy of the checkout whose workflow has one more rule, included and wanted by `rule all`."""
-    directory = tmp_path_factory.mktemp("extended") / "checkout"
-    directory.mkdir()
-    for part in ("Snakefile", "workflow", "src", "config", "profiles", "envs"):
-        if (PROJECT / part).is_dir():
-            shutil.copytree(PROJECT / part, directory / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(PROJECT / part, directory / part)
+    directory = copy_checkout(tmp_path_factory.mktemp("extended") / "checkout")
     (directory / "workflow" / "rules" / "manifest_rows.smk").write_text(NEW_RULE)
     snakefile = directory / "Snakefile"
     text = snakefile.read_text()
-    last_include, plan_input = 'include: "workflow/rules/report.smk"\n', '        RESULTS / "plan.csv",\n'
+    last_include, plan_input = 'include: "workflow/rules/report.smk"\n', '        PLAN,\n'
     assert text.count(last_include) == text.count(plan_input) == 1
     text = text.replace(last_include, last_include + 'include: "workflow/rules/manifest_rows.smk"\n')
     wanted = '        [RESULTS / "manifest_rows" / f"{name}.txt" for name in MIXTURES],\n'
@@ -266,20 +261,11 @@ def checkout_with_a_new_rule(tmp_path_factory):
     return directory
 
 
-def plan_in(checkout, *arguments, cwd):
-    """`python -m contamination plan` of the checkout's own src/ (and so of its Snakefile)."""
-    env = dict(environment(), PYTHONPATH=str(checkout / "src"))
-    result = subprocess.run([sys.executable, "-m", "contamination", "plan", *map(str, arguments)], cwd=cwd,
-                            capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
 @pytest.mark.workflow
 def test_a_new_rule_is_planned_without_a_planner_edit(checkout_with_a_new_rule, tmp_path):
     checkout = checkout_with_a_new_rule
     smoke = checkout / "config" / "smoke.yaml"
-    result = plan_in(checkout, "--configfile", smoke, "--out", tmp_path / "plan.csv", cwd=tmp_path)
+    result = cli_in(checkout, "plan", "--configfile", smoke, "--out", tmp_path / "plan.csv", cwd=tmp_path)
     assert "warning: run 'smoke' uses synthetic datasets" in result.stdout  # Snakemake's log of it is silenced
     frame = pd.read_csv(tmp_path / "plan.csv", keep_default_na=False, na_values=[""])
     everything = frame[(frame["scope"] == "all") & (frame["rule"] != "*")]
@@ -292,7 +278,7 @@ def test_a_new_rule_is_planned_without_a_planner_edit(checkout_with_a_new_rule, 
     site = tmp_path / "site"
     site.mkdir()
     write_yaml(site / "config.yaml", {"set-resources": {"manifest_rows": {"gpu": 1, "runtime": 60}}})
-    plan_in(checkout, "--configfile", smoke, "--profile", site, "--out", tmp_path / "site.csv", cwd=tmp_path)
+    cli_in(checkout, "plan", "--configfile", smoke, "--profile", site, "--out", tmp_path / "site.csv", cwd=tmp_path)
     row = scope_row(pd.read_csv(tmp_path / "site.csv", keep_default_na=False, na_values=[""]), "all", "manifest_rows")
     assert math.isnan(row["gpu_hours"])
     assert row["note"] == ("no planning assumption for rule manifest_rows "

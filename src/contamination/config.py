@@ -677,8 +677,14 @@ def add_commands(subparsers) -> None:
 
 
 def run_check_config(args) -> None:
+    """The config's checks, then the DAG as a dry run builds it (contamination.dag): the input
+    functions check that every dataset and model path a job would read exists."""
+    from contamination.dag import workflow_dag
+
     config = load(*args.configfiles)
+    jobs = workflow_dag(["all"] + [table["name"] for table in config["tables"]], config)
     print(f"config ok: run '{config['run']}', {len(config['mixtures'])} mixtures, "
-          f"{sum(shard_count(config, spec['name']) for spec in config['generated'])} generation shards")
+          f"{sum(shard_count(config, spec['name']) for spec in config['generated'])} generation shards, "
+          f"{len(jobs)} jobs")
     if stand_in_warning(config):
         print(stand_in_warning(config))
