@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from contamination import config as cfg
+from contamination import records
 from contamination.experiments import training
 from contamination.experiments.caption import (
     CaptionCollator,
@@ -210,6 +211,7 @@ def test_autocontrast_is_pils_or_lavis_as_run_wrap_around(settings, choice):
 
 def test_autocontrast_defaults_to_the_correct_one():
     from contamination import config as cfg
+from contamination import records
 
     assert cfg.load()["captioning"]["autocontrast"] == "correct"
 
@@ -308,7 +310,7 @@ def test_new_weights_in_the_same_model_directory_start_training_over(caption_dat
     shutil.copytree(tiny_blip_dir, model_dir)
 
     def fingerprint(directory):
-        return training.fingerprint(run_identity(settings, index, directory, 0, manifest))
+        return records.sha256_of_json(run_identity(settings, index, directory, 0, manifest))
 
     before = fingerprint(model_dir)
     shutil.copytree(model_dir, tmp_path / "moved")

@@ -42,11 +42,11 @@ import math
 import re
 from pathlib import Path
 
+from contamination import records
 from contamination.experiments import training
 from contamination.metrics.caption_metrics import METRICS
 from contamination.config import add_settings_arguments, without_runtime
 from contamination.errors import ConfigError, DataError
-from contamination.reporting.provenance import path_fingerprint, sha256_of_file
 
 # BLIP's RandomAugment operations for captioning (LAVIS BlipImageTrainProcessor).
 AUGMENTATIONS = ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize",
@@ -116,16 +116,16 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
         status, metrics, reasons, history, steps = "ok", {}, {}, None, None
         if manifest is not None:
             val = KarpathySplit(index, "val") if settings["select_by"] else None
-            checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec),
+            checkpointer = training.Checkpointer(checkpoint_dir, env, records.sha256_of_json(spec),
                                                  every_minutes=settings["checkpoint_every_minutes"])
-            best = training.Checkpointer(Path(checkpoint_dir) / "best", env, training.fingerprint(spec))
+            best = training.Checkpointer(Path(checkpoint_dir) / "best", env, records.sha256_of_json(spec))
             try:
                 history, steps = fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer, best,
                                            stop if stop is not None else training.StopRequest())
             except training.Diverged as error:
                 status, steps = "diverged", error.record
                 training.log(env, f"diverged: {error}")
-                metrics, reasons = training.unavailable(METRICS, f"training diverged: {error}")
+                metrics, reasons = records.unavailable(METRICS, f"training diverged: {error}")
         captions = {}
         if status == "ok":
             test = KarpathySplit(index, "test")
@@ -138,11 +138,12 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
             from contamination.io import write_json
 
             write_json(captions, captions_out)
-            record = training.provenance(spec, seed, env, packages=("torch", "torchvision", "transformers", "pycocoevalcap"))
+            record = records.provenance(spec, seed, env.world_size, env.device.type,
+                                        packages=("torch", "torchvision", "transformers", "pycocoevalcap"))
             record["fine_tuned"] = manifest is not None
             if history is not None:
                 record["selection"] = history
-            training.write_metrics(out, metrics, reasons, status, record, steps)
+            records.write_metrics(out, metrics, reasons, status, record, steps)
         if manifest is not None and status == "ok" and not settings["keep_checkpoint"]:
             checkpointer.remove()
             best.remove()
@@ -158,9 +159,9 @@ def run_identity(settings, index, model_dir, seed, manifest=None) -> dict:
     and the model's files, so new weights saved over the old directory start training over."""
     fingerprinted = without_runtime("captioning", settings)
     spec = {"settings": {k: v for k, v in fingerprinted.items() if k not in NOT_FINGERPRINTED},
-            "model": path_fingerprint(model_dir), "index": sha256_of_file(index), "seed": seed}
+            "model": records.path_fingerprint(model_dir), "index": records.sha256_of_file(index), "seed": seed}
     if manifest is not None:
-        spec["manifest"] = sha256_of_file(manifest)
+        spec["manifest"] = records.sha256_of_file(manifest)
     return spec
 
 

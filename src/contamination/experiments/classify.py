@@ -19,10 +19,10 @@ Besides metrics.json the job saves the ImageNet-val confusion matrix (rows: true
 columns: top-1 prediction) as .npy; a diverged run saves a 0x0 matrix.
 """
 
-from pathlib import Path
-
+from contamination import records
 from contamination.experiments import training
 from contamination.config import with_defaults
+from contamination.data import index_rows
 from contamination.errors import DataError
 
 EVAL_SETS = ("imagenet_val", "imagenet_a", "imagenet_r")
@@ -69,9 +69,9 @@ def run_train_classifier(args) -> None:
         with atomic_path(args.confusion) as temporary:
             with open(temporary, "wb") as handle:
                 np.save(handle, confusion)
-        provenance = training.provenance(run_identity(spec, args.manifest), spec["seed"], env)
+        provenance = records.provenance(run_identity(spec, args.manifest), spec["seed"], env.world_size, env.device.type)
         provenance["reported_weights"] = spec["recipe"]["report_weights"]
-        training.write_metrics(args.out, metrics, reasons, status, provenance, steps)
+        records.write_metrics(args.out, metrics, reasons, status, provenance, steps)
         print(f"{status}: " + ", ".join(f"{name} {value}" for name, value in metrics.items()), flush=True)
         if not spec["keep_checkpoint"]:
             # Only now: a job killed before its outputs were written still finds its weights.
@@ -80,14 +80,11 @@ def run_train_classifier(args) -> None:
 
 def run_identity(spec: dict, manifest) -> dict:
     """What determines the trained weights: a checkpoint is resumed only if this matches."""
-    import hashlib
-
-    digest = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
-    return {key: spec[key] for key in ("model", "recipe", "num_classes", "seed")} | {"manifest_sha256": digest}
+    return {key: spec[key] for key in ("model", "recipe", "num_classes", "seed")} | {"manifest_sha256": records.sha256_of_file(manifest)}
 
 
 def run_checkpointer(spec: dict, manifest, checkpoint_dir, env) -> training.Checkpointer:
-    return training.Checkpointer(checkpoint_dir, env, training.fingerprint(run_identity(spec, manifest)),
+    return training.Checkpointer(checkpoint_dir, env, records.sha256_of_json(run_identity(spec, manifest)),
                                  every_minutes=spec["checkpoint_every_minutes"])
 
 
@@ -103,7 +100,7 @@ def train_and_evaluate(spec: dict, manifest, eval_indexes: dict, checkpoint_dir,
         models, watch = train(spec, manifest, run_checkpointer(spec, manifest, checkpoint_dir, env), env)
     except training.Diverged as error:
         training.log(env, f"diverged: {error}")
-        metrics, reasons = training.unavailable(names, f"training diverged: {error}")
+        metrics, reasons = records.unavailable(names, f"training diverged: {error}")
         return "diverged", metrics, reasons, np.zeros((0, 0), dtype=np.int64), error.record
     scored = {weights: evaluate_all(model, spec, eval_indexes, env) for weights, model in models.items()}
     metrics, confusion = scored[recipe["report_weights"]]
@@ -248,17 +245,6 @@ def batch_split(spec: dict, world_size: int) -> training.BatchSplit:
 # ---- evaluation -----------------------------------------------------------------------------
 
 
-def evaluation_rows(index_path):
-    """The rows of an index to score (split "val") as a manifest frame."""
-    from contamination.io import read_parquet
-
-    index = read_parquet(index_path)
-    rows = index[index["split"] == "val"]
-    if rows.empty:
-        raise DataError(f"index {index_path} has no 'val' rows to evaluate on")
-    return rows.assign(uri=rows["path"], origin=Path(index_path).stem)[["id", "uri", "label", "caption", "origin"]]
-
-
 def evaluate_all(model, spec: dict, eval_indexes: dict, env):
     """({metric: percent}, ImageNet-val confusion matrix); the numbers are valid on rank 0."""
     import numpy as np
@@ -266,7 +252,7 @@ def evaluate_all(model, spec: dict, eval_indexes: dict, env):
     num_classes = spec["num_classes"]
     metrics, confusion = {}, None
     for name in EVAL_SETS:
-        rows = evaluation_rows(eval_indexes[name])
+        rows = index_rows(eval_indexes[name], "val")
         if name == "imagenet_val":
             classes = np.arange(num_classes)
         else:

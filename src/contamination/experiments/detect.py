@@ -19,7 +19,9 @@ on frozen features; without it the shared offset of every feature makes optimisa
 ill-conditioned, and the MLP can stall at chance on the random network of the smoke run).
 """
 
+from contamination import records
 from contamination.config import add_settings_arguments
+from contamination.mixtures.manifests import named_rng, read_items
 
 CLASSIFIERS = {"linear_on_resnet50_features": "linear", "mlp_on_resnet50_features": "mlp"}
 TEST_ACCURACY, TRAIN_ACCURACY = "detection_accuracy", "detection_train_accuracy"
@@ -43,19 +45,16 @@ def add_commands(subparsers) -> None:
 def run_detect(args) -> None:
     import torch
 
-    from contamination.experiments import training
-
     spec = args.spec
     device = torch.device("cuda" if spec["device"] in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     items = sample_detection_set(args.real, args.generated, spec)
     features = extract_features(load_feature_extractor(args.weights), items, spec, device)
     results = train_and_score(features, items["target"].to_numpy(), items["split"].to_numpy() == "test", spec, device)
     identity = {"detection": spec, "real": str(args.real), "generated": str(args.generated), "weights": str(args.weights)}
-    env = training.DistEnv(rank=0, world_size=1, local_rank=0, device=device)
     for model, kind in CLASSIFIERS.items():
         metrics = {TEST_ACCURACY: results[kind]["test"], TRAIN_ACCURACY: results[kind]["train"]}
-        training.write_metrics(getattr(args, f"out_{kind}"), metrics, {}, "ok",
-                               training.provenance(identity | {"classifier": model}, spec["seed"], env, PACKAGES))
+        provenance = records.provenance(identity | {"classifier": model}, spec["seed"], 1, device.type, PACKAGES)
+        records.write_metrics(getattr(args, f"out_{kind}"), metrics, {}, "ok", provenance)
         print(f"{model}: test accuracy {metrics[TEST_ACCURACY]:.4f}, train accuracy {metrics[TRAIN_ACCURACY]:.4f}",
               flush=True)
 
@@ -65,20 +64,14 @@ def run_detect(args) -> None:
 
 def sample_items(index_path, name: str, count: int, seed: int, key: str):
     """``count`` manifest rows (formats.MANIFEST_COLUMNS, origin = name) drawn without replacement,
-    seeded by seed and name, from the training rows of a source index or all rows of a generated
-    index (mixtures.read_items), in drawn order."""
-    import hashlib
-
-    import numpy as np
-
+    seeded by seed and name (mixtures.named_rng), from the training rows of a source index or all
+    rows of a generated index (mixtures.read_items), in drawn order."""
     from contamination.errors import ConfigError
-    from contamination.mixtures.manifests import read_items
 
     items = read_items(index_path, name).to_pandas().assign(origin=name)
     if count > len(items):
         raise ConfigError(f"{key}: {count} images wanted, but '{name}' ({index_path}) has only {len(items)}")
-    name_entropy = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-    chosen = np.random.default_rng([seed, name_entropy]).choice(len(items), size=count, replace=False)
+    chosen = named_rng(seed, name).choice(len(items), size=count, replace=False)
     return items.iloc[chosen].reset_index(drop=True)
 
 

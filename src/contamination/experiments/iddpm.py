@@ -29,6 +29,7 @@ shards of ``sample_shard_size`` (one job each); every image has its own noise se
 
 import json
 
+from contamination import records
 from contamination.experiments import training
 from contamination.config import add_settings_arguments
 
@@ -102,11 +103,7 @@ def model_timesteps(t, spec: dict):
 
 
 def run_identity(spec: dict, manifest) -> dict:
-    import hashlib
-    from pathlib import Path
-
-    digest = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
-    return {key: spec[key] for key in TRAINING_KEYS} | {"manifest_sha256": digest}
+    return {key: spec[key] for key in TRAINING_KEYS} | {"manifest_sha256": records.sha256_of_file(manifest)}
 
 
 # ---- training -------------------------------------------------------------------------------
@@ -203,7 +200,7 @@ def run_train(args) -> None:
     spec = args.spec
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = run_identity(spec, args.manifest)
-        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity),
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, records.sha256_of_json(identity),
                                              every_minutes=spec["checkpoint_every_minutes"])
         status, reason, ema_unet = "ok", "", None
         try:
@@ -213,7 +210,8 @@ def run_train(args) -> None:
             training.log(env, reason)
         if env.is_main:
             write_model(ema_unet, args.out, args.status, status, reason, spec,
-                        training.provenance(identity, spec["seed"], env, packages=("torch", "diffusers")), steps)
+                        records.provenance(identity, spec["seed"], env.world_size, env.device.type,
+                                           packages=("torch", "diffusers")), steps)
         if status == "ok" and not spec["keep_checkpoint"]:
             checkpointer.remove()  # collective, after the outputs exist
 

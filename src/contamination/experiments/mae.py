@@ -27,8 +27,9 @@ step the AMP loss scaler skips is not divergence, ``max_skipped_steps`` of them 
 
 from pathlib import Path
 
+from contamination import records
+from contamination.data import index_rows
 from contamination.experiments import training
-from contamination.reporting.provenance import sha256_of_file
 
 MODEL_NAME = "mae_vit_b"
 PROBE_METRICS = ["linear_probe_top1_imagenet_val", "linear_probe_top5_imagenet_val"]
@@ -79,14 +80,14 @@ def run_pretrain(args) -> None:
     spec = args.spec
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = pretrain_identity(spec, args.manifest)
-        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity),
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, records.sha256_of_json(identity),
                                              every_minutes=spec["checkpoint_every_minutes"])
         model, history, status, reason, steps = pretrain(spec, args.manifest, checkpointer, env)
         if env.is_main:
             save_pretrained(model, args.out)
+            provenance = records.provenance(identity, spec["seed"], env.world_size, env.device.type, PACKAGES)
             write_json({"status": status, "reason": reason, "loss_per_epoch": history.losses, "training": steps,
-                        "provenance": training.provenance(identity, spec["seed"], env, packages=PACKAGES)},
-                       args.summary)
+                        "provenance": provenance}, args.summary)
             print(f"pre-training {status}: loss per epoch {history.losses}", flush=True)
         if status == "ok" and not spec["keep_checkpoint"]:
             checkpointer.remove()
@@ -99,21 +100,21 @@ def run_linear_probe(args) -> None:
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = probe_identity(spec, args.pretrained, args.imagenet)
         pretraining = read_json(args.pretrain_summary)
-        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity),
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, records.sha256_of_json(identity),
                                              every_minutes=spec["checkpoint_every_minutes"])
         steps = None
         if pretraining["status"] == "ok":
             status, metrics, reasons, steps = linear_probe(spec, args.pretrained, args.imagenet, checkpointer, env)
         else:
             status = pretraining["status"]
-            metrics, reasons = training.unavailable(PROBE_METRICS, f"MAE pre-training {status}: {pretraining['reason']}")
+            metrics, reasons = records.unavailable(PROBE_METRICS, f"MAE pre-training {status}: {pretraining['reason']}")
         losses = pretraining["loss_per_epoch"]
         metrics[PRETRAIN_LOSS_METRIC] = losses[-1] if losses else None
         if not losses:
             reasons[PRETRAIN_LOSS_METRIC] = f"MAE pre-training {pretraining['status']} before its first epoch ended"
         if env.is_main:
-            training.write_metrics(args.out, metrics, reasons, status,
-                                   training.provenance(identity, spec["seed"], env, packages=PACKAGES), steps)
+            provenance = records.provenance(identity, spec["seed"], env.world_size, env.device.type, PACKAGES)
+            records.write_metrics(args.out, metrics, reasons, status, provenance, steps)
             print(f"{status}: " + ", ".join(f"{name} {value}" for name, value in metrics.items()), flush=True)
         if status == "ok" and not spec["keep_checkpoint"]:
             checkpointer.remove()
@@ -123,14 +124,14 @@ def run_linear_probe(args) -> None:
 
 def pretrain_identity(spec: dict, manifest) -> dict:
     """What determines the pre-trained weights: a checkpoint is resumed only if this matches."""
-    return {key: spec[key] for key in ("model", "pretrain", "seed")} | {"manifest_sha256": sha256_of_file(manifest)}
+    return {key: spec[key] for key in ("model", "pretrain", "seed")} | {"manifest_sha256": records.sha256_of_file(manifest)}
 
 
 def probe_identity(spec: dict, pretrained, imagenet_index) -> dict:
     files = sorted(path for path in Path(pretrained).iterdir() if path.is_file())
     return {key: spec[key] for key in ("linear_probe", "num_classes", "seed")} | {
-        "pretrained_sha256": {path.name: sha256_of_file(path) for path in files},
-        "imagenet_index_sha256": sha256_of_file(imagenet_index),
+        "pretrained_sha256": {path.name: records.sha256_of_file(path) for path in files},
+        "imagenet_index_sha256": records.sha256_of_file(imagenet_index),
     }
 
 
@@ -305,19 +306,6 @@ def eval_transform(image_size: int, resize_size: int):
 
     resize = v2.Resize(resize_size, interpolation=InterpolationMode.BICUBIC, antialias=True)
     return v2.Compose([resize, v2.CenterCrop(image_size), *to_normalized_tensor()])
-
-
-def index_rows(index_path, split: str):
-    """The rows of a source index in ``split`` as a manifest frame (uri = the image path)."""
-    from contamination.errors import DataError
-    from contamination.formats import MANIFEST_COLUMNS
-    from contamination.io import read_parquet
-
-    index = read_parquet(index_path)
-    rows = index[index["split"] == split]
-    if rows.empty:
-        raise DataError(f"index {index_path} has no '{split}' rows")
-    return rows.assign(uri=rows["path"], origin=Path(index_path).stem)[MANIFEST_COLUMNS].reset_index(drop=True)
 
 
 def batch_split(recipe: dict, env, key: str) -> "training.BatchSplit":
@@ -531,7 +519,7 @@ def linear_probe(spec: dict, pretrained, imagenet_index, checkpointer, env, stop
                     state, LossHistory(), env, stop)
     except training.Diverged as error:
         training.log(env, f"diverged: {error}")
-        metrics, reasons = training.unavailable(PROBE_METRICS, f"linear probing diverged: {error}")
+        metrics, reasons = records.unavailable(PROBE_METRICS, f"linear probing diverged: {error}")
         return "diverged", metrics, reasons, error.record
     val = ManifestDataset(index_rows(imagenet_index, "val"), eval_transform(image_size, recipe["val_resize_size"]))
     accuracy = topk_accuracy(encoder, head, val, spec, env)

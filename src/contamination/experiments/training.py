@@ -1,12 +1,13 @@
 """Shared training skeleton: distributed setup, seeding, checkpoint/resume, stop signals,
-divergence, EMA, samplers and metrics.json. Every training experiment (classification,
+divergence, EMA and samplers (metrics.json: records.py). Every training experiment (classification,
 captioning, IDDPM, MAE) uses it the same way::
 
+    from contamination import records
     from contamination.experiments import training
 
     env = training.setup_distributed()              # torchrun env vars, or one process
     training.seed_everything(seed, env)             # + deterministic algorithms on CPU
-    checkpointer = training.Checkpointer(checkpoint_dir, env, fingerprint=training.fingerprint(spec),
+    checkpointer = training.Checkpointer(checkpoint_dir, env, fingerprint=records.sha256_of_json(spec),
                                          every_minutes=checkpoint_every_minutes)  # config, not in spec
     stop = training.StopRequest()                   # SIGTERM / SIGUSR1 -> stop.requested
     sampler = training.ResumableSampler(training.distributed_sampler(dataset, env, seed), batch_size)
@@ -25,10 +26,11 @@ captioning, IDDPM, MAE) uses it the same way::
             checkpointer.save(training.Position(epoch + 1, 0), model=model, ...)
         watch.check_weights(env)
     except training.Diverged as error:
-        metrics, reasons = training.unavailable(METRIC_NAMES, str(error))   # -> status "diverged"
+        metrics, reasons = records.unavailable(METRIC_NAMES, str(error))    # -> status "diverged"
         steps = error.record                                                # step and reason
     ...
-    training.write_metrics(out, metrics, reasons, status, training.provenance(spec, seed, env), steps)
+    records.write_metrics(out, metrics, reasons, status,
+                          records.provenance(spec, seed, env.world_size, env.device.type), steps)
 
 The CLI command turns ``Interrupted`` into exit code ``EXIT_RESUME`` (75): the job failed, so
 Snakemake (or SLURM) retries it, and the retry resumes from the checkpoint. (Under torchrun, the
@@ -76,8 +78,6 @@ Pieces:
 - ``distributed_sampler`` (torch DistributedSampler, also at world size 1),
   ``RepeatedAugmentSampler`` (the reference's RASampler) and ``ResumableSampler`` (skips the
   batches done before a mid-epoch checkpoint without loading them).
-- ``write_metrics``, ``unavailable``, ``provenance``, ``fingerprint``: the metrics.json contract
-  ({"status", "metrics": {name: float | null}, "reasons": {name: why null}, "provenance"}).
 
 This module imports torch only inside functions, like every module of the package.
 """
@@ -86,7 +86,6 @@ import contextlib
 import dataclasses
 import enum
 import hashlib
-import json
 import math
 import os
 import random
@@ -97,7 +96,7 @@ import time
 from pathlib import Path
 
 from contamination.errors import ConfigError, DataError, Locked
-from contamination.io import atomic_path, exclusive_lock, remove_stale_temporaries, write_json
+from contamination.io import atomic_path, exclusive_lock, remove_stale_temporaries
 
 EXIT_RESUME = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; run again to resume
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -705,60 +704,3 @@ class ResumableSampler:
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skipped_batches * self.batch_size)
-
-
-# ---- metrics.json ---------------------------------------------------------------------------
-
-
-def fingerprint(spec) -> str:
-    """SHA-256 of the canonical JSON of a run's spec (config section + inputs that define it)."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def provenance(spec, seed: int, env: DistEnv, packages=("torch", "torchvision", "numpy"), models=None) -> dict:
-    """What produced the numbers: config hash, seed, world size, device type, package versions,
-    and with ``models`` ({role: weights file or model directory}) the fingerprint of each model
-    the run read (provenance.model_fingerprints); pass ``models={}`` for a run that read none."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": sys.version.split()[0]}
-    for name in ("contamination",) + tuple(packages):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    record = {
-        "config_sha256": fingerprint(spec),
-        "seed": seed,
-        "world_size": env.world_size,
-        "device": env.device.type,
-        "packages": versions,
-    }
-    if models is not None:
-        from contamination.reporting.provenance import model_fingerprints
-
-        record["models"] = model_fingerprints(models)
-    return record
-
-
-def unavailable(names, reason: str):
-    """(metrics, reasons) with every metric null for the same reason."""
-    return {name: None for name in names}, {name: reason for name in names}
-
-
-def write_metrics(path, metrics: dict, reasons: dict, status: str, provenance: dict, steps=None) -> None:
-    """Write metrics.json atomically. Non-finite numbers become null; every null needs a reason.
-    ``steps``: a StepWatch.record (optimizer and skipped steps, divergence), written as "training"."""
-    clean, why = {}, dict(reasons)
-    for name, value in metrics.items():
-        if value is not None and math.isfinite(float(value)):
-            clean[name] = float(value)
-            why.pop(name, None)
-        else:
-            clean[name] = None
-            if name not in why:
-                raise ValueError(f"metric {name} is {value} without a reason")
-    record = {"status": status, "metrics": clean, "reasons": why, "provenance": provenance}
-    if steps is not None:
-        record["training"] = steps
-    write_json(record, path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from contamination.config import add_settings_arguments
 from contamination.errors import ConfigError, DataError
-from contamination.reporting.provenance import model_fingerprint
+from contamination.records import model_fingerprint
 
 SETTINGS = [
     "scheduler", "steps", "guidance_scale", "negative_prompt", "height", "width", "dtype",

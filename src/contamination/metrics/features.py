@@ -23,6 +23,8 @@ Commands: ``image-array`` and ``features``.
 
 import json
 
+from contamination.data import index_rows
+
 FEATURE_BATCH = 200
 
 
@@ -100,21 +102,6 @@ def draft_halvings(image, size: int):
     image.draft("RGB", (width // scale, height // scale))
     halvings = next(k for k in (3, 2, 1, 0) if image.size == (-(-width // 2**k), -(-height // 2**k)))
     return image.convert("RGB").resize(sizes[halvings], resample=Image.BOX) if halvings else image
-
-
-def index_rows(index_path, split: str):
-    """The rows of one split of a source index, as a manifest frame (formats.MANIFEST_COLUMNS)."""
-    from pathlib import Path
-
-    from contamination.errors import DataError
-    from contamination.formats import MANIFEST_COLUMNS
-    from contamination.io import read_parquet
-
-    index = read_parquet(index_path)
-    rows = index[index["split"] == split]
-    if rows.empty:
-        raise DataError(f"index {index_path} has no '{split}' rows")
-    return rows.assign(uri=rows["path"], origin=Path(index_path).stem)[MANIFEST_COLUMNS]
 
 
 class ImagesOnly:

@@ -21,12 +21,14 @@ computed once and serves both), so memory is a few blocks however large the sets
 ImageNet training images against 50k, Table 4). Same numbers for any block size. Runs on the
 GPU when there is one.
 
-Command: ``fidelity`` writes a run's metrics.json (training.write_metrics contract). With
+Command: ``fidelity`` writes a run's metrics.json (records.write_metrics contract). With
 ``--sample-size`` each set larger than it is cut to a seeded random subsample first (Table 4:
 k-NN radii, and so precision and recall, depend on how many points a set has).
 """
 
 import json
+
+from contamination import records
 
 DEFAULT_BLOCK = 2500  # rows per distance block: 25 MB of float32 distances, well cached
 STATISTICS_BLOCK = 8192
@@ -257,7 +259,6 @@ def run_fidelity(args) -> None:
     import numpy as np
     import torch
 
-    from contamination.experiments import training
     from contamination.metrics.features import feature_device
     from contamination.io import read_json
 
@@ -269,7 +270,7 @@ def run_fidelity(args) -> None:
     model_status = read_json(args.training) if args.training else {"status": "ok"}
     if model_status["status"] != "ok":
         names = [name for reference in references for name in metric_names(args.kind, reference, args.k).values()]
-        metrics, reasons = training.unavailable(names, f"the model did not train: {model_status.get('reason', '')}")
+        metrics, reasons = records.unavailable(names, f"the model did not train: {model_status.get('reason', '')}")
         status = model_status["status"]
     else:
         generated = sampled(np.load(args.generated, mmap_mode="r"), args.sample_size, args.seed, "generated")
@@ -277,7 +278,6 @@ def run_fidelity(args) -> None:
                   for name, path in references.items()}
         set_sizes = {"generated": len(generated), **{name: len(real) for name, real in loaded.items()}}
         metrics, reasons = evaluate(generated, loaded, args.kind, args.k, args.block_size, device, torch.float32)
-    environment = training.DistEnv(rank=0, world_size=1, local_rank=0, device=device)
-    record = dict(training.provenance(spec, args.seed, environment), set_sizes=set_sizes)
-    training.write_metrics(args.out, metrics, reasons, status, record)
+    record = dict(records.provenance(spec, args.seed, 1, device.type), set_sizes=set_sizes)
+    records.write_metrics(args.out, metrics, reasons, status, record)
     print(json.dumps({"status": status, "metrics": metrics}))

@@ -208,7 +208,7 @@ def run_all_tables(args) -> None:
 
     from contamination.errors import DataError
     from contamination.io import read_json, write_json
-    from contamination.reporting.provenance import sha256_of_file
+    from contamination.records import sha256_of_file
     from contamination.reporting.tables import TABLE_COLUMNS, write_table
 
     if len(args.tables) != len(args.provenance):
@@ -287,7 +287,7 @@ def run_config_page(args) -> None:
     import yaml
 
     from contamination.io import atomic_path
-    from contamination.reporting.provenance import sha256_of_json
+    from contamination.records import sha256_of_json
 
     text = yaml.safe_dump(args.config, sort_keys=False, allow_unicode=True)
     with atomic_path(args.out_yaml) as temporary:
