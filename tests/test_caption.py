@@ -211,7 +211,6 @@ def test_autocontrast_is_pils_or_lavis_as_run_wrap_around(settings, choice):
 
 def test_autocontrast_defaults_to_the_correct_one():
     from contamination import config as cfg
-from contamination import records
 
     assert cfg.load()["captioning"]["autocontrast"] == "correct"
 

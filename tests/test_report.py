@@ -19,7 +19,6 @@ from contamination import config as cfg
 from contamination import records
 from contamination.reporting import report
 from contamination.reporting import tables
-from contamination.errors import DataError
 from helpers import SMOKE_CONFIG, cli, snakemake, write_yaml
 
 PAPER = cfg.load()

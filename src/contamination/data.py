@@ -11,6 +11,7 @@ from pathlib import Path
 from contamination.errors import DataError
 from contamination.formats import MANIFEST_COLUMNS
 from contamination.io import read_parquet
+from contamination.generation.shards import read_item
 
 TARGETS = ("label", "caption")
 # Pillow's modes of 16-bit grey (PNG bit depth 16, TIFF); "I" (32-bit) is how older Pillow
@@ -45,8 +46,6 @@ def load_image(uri: str, jpeg_draft=None):
     import zipfile
 
     from PIL import Image
-
-    from contamination.generation.shards import read_item
 
     try:
         data = read_item(uri)

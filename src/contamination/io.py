@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from contamination.errors import Locked
+from contamination.errors import DataError, Locked
 
 
 @contextlib.contextmanager
@@ -130,8 +130,6 @@ OWNER_MARKER = ".written-by-contamination"
 def require_replaceable(path) -> None:
     """A DataError naming ``path`` unless it is absent, an empty directory, or a directory this
     package wrote (it holds OWNER_MARKER): anything else may be the user's data or weights."""
-    from contamination.errors import DataError
-
     path = Path(path)
     if not os.path.lexists(path):
         return

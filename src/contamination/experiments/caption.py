@@ -37,16 +37,17 @@ on the CPU. Checkpointing, signals and metrics.json follow contamination.experim
 """
 
 import hashlib
-import json
 import math
 import re
 from pathlib import Path
 
 from contamination import records
 from contamination.experiments import training
-from contamination.metrics.caption_metrics import METRICS
+from contamination.metrics.caption_metrics import METRICS, require_java, score_captions
 from contamination.config import add_settings_arguments, without_runtime
 from contamination.errors import ConfigError, DataError
+from contamination.data import ManifestDataset, load_image
+from contamination.io import write_json
 
 # BLIP's RandomAugment operations for captioning (LAVIS BlipImageTrainProcessor).
 AUGMENTATIONS = ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize",
@@ -81,8 +82,6 @@ def add_commands(subparsers) -> None:
 
 def run_caption(args) -> None:
     import torch
-
-    from contamination.metrics.caption_metrics import require_java
 
     if args.manifest and not args.checkpoint_dir:
         raise ConfigError("caption: --checkpoint-dir is required with --manifest")
@@ -131,12 +130,8 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
             test = KarpathySplit(index, "test")
             captions = generate_captions(model, processor, test, settings, env)
             if env.is_main:
-                from contamination.metrics.caption_metrics import score_captions
-
                 metrics, reasons = score_captions(test.references, captions, settings["spice_corenlp_dir"])
         if env.is_main:
-            from contamination.io import write_json
-
             write_json(captions, captions_out)
             record = records.provenance(spec, seed, env.world_size, env.device.type,
                                         packages=("torch", "torchvision", "transformers", "pycocoevalcap"))
@@ -324,8 +319,6 @@ class CaptionTrainingSet:
     of item i in epoch e comes from its own seed, so it is the same however items are loaded."""
 
     def __init__(self, manifest, transform, prompt: str, max_words: int, seed: int):
-        from contamination.data import ManifestDataset
-
         self.items = ManifestDataset(manifest, transform=None, target="caption")
         self.transform = transform
         self.prompt = prompt
@@ -400,8 +393,6 @@ class EvaluationImages:
         return len(self.image_ids)
 
     def __getitem__(self, position: int):
-        from contamination.data import load_image
-
         return self.transform(load_image(self.split.paths[self.image_ids[position]])), position
 
 
@@ -520,8 +511,6 @@ def validation_score(model, processor, val, settings, env) -> float:
     captions = generate_captions(model, processor, val, settings, env)
     score = -math.inf
     if env.is_main:
-        from contamination.metrics.caption_metrics import score_captions
-
         values, _ = score_captions(val.references, captions, metrics=settings["select_by"])
         score = sum(values.values())
     return training.all_reduce_max([score], env)[0]

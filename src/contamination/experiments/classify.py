@@ -21,9 +21,12 @@ columns: top-1 prediction) as .npy; a diverged run saves a 0x0 matrix.
 
 from contamination import records
 from contamination.experiments import training
+from contamination.experiments import classify_recipe as recipes
 from contamination.config import with_defaults
-from contamination.data import index_rows
+from contamination.data import ManifestDataset, index_rows
 from contamination.errors import DataError
+from contamination.io import atomic_path
+from contamination.sources.imagenet import official_wnids
 
 EVAL_SETS = ("imagenet_val", "imagenet_a", "imagenet_r")
 TOP_K = (1, 5)
@@ -56,8 +59,6 @@ def restore_spec(values: dict) -> dict:
 
 def run_train_classifier(args) -> None:
     import numpy as np
-
-    from contamination.io import atomic_path
 
     spec = args.spec
     eval_indexes = {"imagenet_val": args.imagenet, "imagenet_a": args.imagenet_a, "imagenet_r": args.imagenet_r}
@@ -118,9 +119,6 @@ def train(spec: dict, manifest, checkpointer, env):
     ({"raw": model, "ema": EMA model if the recipe keeps one}, the run's StepWatch)."""
     import torch
     import torchvision
-
-    from contamination.experiments import classify_recipe as recipes
-    from contamination.data import ManifestDataset
 
     recipe = spec["recipe"]
     training.seed_everything(spec["seed"], env)
@@ -272,8 +270,6 @@ def official_labels(source: str, imagenet_index, rows, source_index):
     import numpy as np
     import pandas as pd
 
-    from contamination.sources.imagenet import official_wnids
-
     in_use = pd.read_parquet(imagenet_index, columns=["wnid", "label"]).drop_duplicates()
     labels = np.sort(in_use.loc[in_use["wnid"].isin(official_wnids(source)), "label"].to_numpy())
     if not len(labels):
@@ -298,9 +294,6 @@ def predict(model, rows, classes, spec: dict, env):
     """(labels, top-k predictions) of every row, gathered on all ranks in row order."""
     import numpy as np
     import torch
-
-    from contamination.experiments import classify_recipe as recipes
-    from contamination.data import ManifestDataset
 
     recipe = spec["recipe"]
     dataset = ManifestDataset(rows, recipes.eval_transform(recipe), target="label")

@@ -22,6 +22,10 @@ ill-conditioned, and the MLP can stall at chance on the random network of the sm
 from contamination import records
 from contamination.config import add_settings_arguments
 from contamination.mixtures.manifests import named_rng, read_items
+from contamination.data import ManifestDataset
+from contamination.errors import ConfigError, DataError
+from contamination.experiments import training
+from contamination.experiments.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
 
 CLASSIFIERS = {"linear_on_resnet50_features": "linear", "mlp_on_resnet50_features": "mlp"}
 TEST_ACCURACY, TRAIN_ACCURACY = "detection_accuracy", "detection_train_accuracy"
@@ -66,8 +70,6 @@ def sample_items(index_path, name: str, count: int, seed: int, key: str):
     """``count`` manifest rows (formats.MANIFEST_COLUMNS, origin = name) drawn without replacement,
     seeded by seed and name (mixtures.named_rng), from the training rows of a source index or all
     rows of a generated index (mixtures.read_items), in drawn order."""
-    from contamination.errors import ConfigError
-
     items = read_items(index_path, name).to_pandas().assign(origin=name)
     if count > len(items):
         raise ConfigError(f"{key}: {count} images wanted, but '{name}' ({index_path}) has only {len(items)}")
@@ -79,8 +81,6 @@ def sample_detection_set(real_index, generated_index, spec: dict):
     """The manifest of the detection set: ``target`` 0 real / 1 generated, ``split`` train/test
     (the first test_images_per_source drawn of each source are the test images)."""
     import pandas as pd
-
-    from contamination.errors import ConfigError
 
     count, test = spec["images_per_source"], spec["test_images_per_source"]
     if not 0 < test < count:
@@ -96,8 +96,6 @@ def feature_transform(spec: dict):
     """What torchvision's ResNet-50 ImageNet weights expect: resize (bilinear), centre crop, normalise."""
     import torch
     from torchvision.transforms import InterpolationMode, v2
-
-    from contamination.experiments.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
 
     return v2.Compose([
         v2.Resize(spec["resize_size"], interpolation=InterpolationMode.BILINEAR, antialias=True),
@@ -119,8 +117,6 @@ def load_feature_extractor(weights_path):
     import torch
     import torchvision
 
-    from contamination.errors import DataError
-
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
@@ -139,9 +135,6 @@ def extract_features(model, items, spec: dict, device):
     """float32 array (len(items), 2048): the features of every item, in order."""
     import numpy as np
     import torch
-
-    from contamination.experiments import training
-    from contamination.data import ManifestDataset
 
     dataset = ManifestDataset(items, feature_transform(spec), target="label")
     loader = torch.utils.data.DataLoader(dataset, batch_size=spec["feature_batch_size"],

@@ -30,8 +30,11 @@ shards of ``sample_shard_size`` (one job each); every image has its own noise se
 import json
 
 from contamination import records
-from contamination.experiments import training
+from contamination.experiments import diffusion, training
 from contamination.config import add_settings_arguments
+from contamination.errors import ConfigError, DataError
+from contamination.io import atomic_directory, read_json, write_json
+from contamination.metrics.features import ArrayImages, write_rows
 
 # The config keys that determine the trained weights (a checkpoint is resumed only if they match).
 TRAINING_KEYS = ("image_size", "unet", "diffusion_steps", "rescale_timesteps", "vlb_weight", "iterations",
@@ -114,10 +117,6 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
     (the EMA UNet, the StepWatch record). Raises training.Interrupted after checkpointing when a
     stop is requested and training.Diverged on a non-finite loss or weights."""
     import torch
-
-    from contamination.experiments import diffusion
-    from contamination.errors import DataError
-    from contamination.metrics.features import ArrayImages
 
     training.seed_everything(spec["seed"], env)
     dataset = ArrayImages([images_path])
@@ -220,8 +219,6 @@ def write_model(ema_unet, out, status_path, status: str, reason: str, spec: dict
                 steps=None) -> None:
     """The EMA UNet (save_pretrained; an empty directory when training did not finish) and
     training.json (with ``steps``, the StepWatch record)."""
-    from contamination.io import atomic_directory, write_json
-
     with atomic_directory(out) as directory:
         if ema_unet is not None:
             ema_unet.save_pretrained(directory, safe_serialization=True)
@@ -241,8 +238,6 @@ def sample_seed(seed: int, number: int) -> int:
 
 
 def shard_numbers(spec: dict, shard: int) -> range:
-    from contamination.errors import ConfigError
-
     first = shard * spec["sample_shard_size"]
     if not 0 <= first < spec["sample_count"]:
         raise ConfigError(f"shard {shard} is outside iddpm.sample_count {spec['sample_count']} "
@@ -254,8 +249,6 @@ def sample(unet, spec: dict, numbers, device):
     """uint8 (B, S, S, 3) batches of the samples with the given numbers, in order."""
     import torch
     from diffusers.utils.torch_utils import randn_tensor
-
-    from contamination.experiments import diffusion
 
     ddpm = diffusion.scheduler(spec["diffusion_steps"])
     ddpm.set_timesteps(spec["sample_steps"])  # CPU timesteps, as diffusers' pipelines keep them
@@ -276,9 +269,6 @@ def sample(unet, spec: dict, numbers, device):
 
 def run_sample(args) -> None:
     from diffusers import UNet2DModel
-
-    from contamination.metrics.features import write_rows
-    from contamination.io import read_json
 
     spec = args.spec
     numbers = shard_numbers(spec, args.shard)

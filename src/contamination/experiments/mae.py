@@ -28,8 +28,11 @@ step the AMP loss scaler skips is not divergence, ``max_skipped_steps`` of them 
 from pathlib import Path
 
 from contamination import records
-from contamination.data import index_rows
+from contamination.data import ManifestDataset, index_rows
 from contamination.experiments import training
+from contamination.errors import ConfigError
+from contamination.experiments.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
+from contamination.io import read_json, save_pretrained, write_json
 
 MODEL_NAME = "mae_vit_b"
 PROBE_METRICS = ["linear_probe_top1_imagenet_val", "linear_probe_top5_imagenet_val"]
@@ -74,9 +77,6 @@ def add_commands(subparsers) -> None:
 
 
 def run_pretrain(args) -> None:
-    from contamination.io import write_json
-    from contamination.io import save_pretrained
-
     spec = args.spec
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = pretrain_identity(spec, args.manifest)
@@ -94,8 +94,6 @@ def run_pretrain(args) -> None:
 
 
 def run_linear_probe(args) -> None:
-    from contamination.io import read_json
-
     spec = args.spec
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = probe_identity(spec, args.pretrained, args.imagenet)
@@ -247,8 +245,6 @@ def weight_decay_groups(model, weight_decay: float) -> list:
 def to_normalized_tensor():
     import torch
     from torchvision.transforms import v2
-
-    from contamination.experiments.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
 
     return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
@@ -433,8 +429,6 @@ def mean_over_processes(total: float, count: int, env) -> float:
 
 
 def training_data_error(key: str, recipe: dict, size: int):
-    from contamination.errors import ConfigError
-
     return ConfigError(f"{key}.global_batch_size: {recipe['global_batch_size']} images per optimizer step are more "
                        f"than the {size} training images allow")
 
@@ -462,8 +456,6 @@ def pretrain(spec: dict, manifest, checkpointer, env, stop=None):
     """(model, loss history, status, reason, StepWatch record): MAE pre-training to the end of
     the recipe."""
     import torch
-
-    from contamination.data import ManifestDataset
 
     recipe = spec["pretrain"]
     training.seed_everything(spec["seed"], env)
@@ -494,8 +486,6 @@ def linear_probe(spec: dict, pretrained, imagenet_index, checkpointer, env, stop
     """(status, metrics, reasons, StepWatch record): train the probe head on ImageNet train,
     score ImageNet val."""
     import torch
-
-    from contamination.data import ManifestDataset
 
     recipe = spec["linear_probe"]
     training.seed_everything(spec["seed"], env)

@@ -97,6 +97,7 @@ from pathlib import Path
 
 from contamination.errors import ConfigError, DataError, Locked
 from contamination.io import atomic_path, exclusive_lock, remove_stale_temporaries
+from contamination.config import add_settings_arguments
 
 EXIT_RESUME = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; run again to resume
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -107,8 +108,6 @@ def add_resumable_command(subparsers, name: str, help: str, spec_help: str, sect
     """A CLI training command with the arguments every one has: ``--spec`` and ``--runtime``
     (config.add_settings_arguments of config ``section``, ``keys`` and ``restore``; described by
     ``spec_help``) and ``--checkpoint-dir``; its help says how it runs under torchrun and resumes."""
-    from contamination.config import add_settings_arguments
-
     parser = subparsers.add_parser(
         name,
         help=help,

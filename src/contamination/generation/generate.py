@@ -14,6 +14,9 @@ from pathlib import Path
 from contamination.config import add_settings_arguments
 from contamination.errors import ConfigError, DataError
 from contamination.records import model_fingerprint
+from contamination.formats import GENERATED_COLUMNS, NO_LABEL, PROMPT_COLUMNS, shard_uri
+from contamination.generation.shards import read_metadata, write_shard
+from contamination.io import exclusive_lock, read_parquet, remove_stale_temporaries, write_parquet
 
 SETTINGS = [
     "scheduler", "steps", "guidance_scale", "negative_prompt", "height", "width", "dtype",
@@ -53,8 +56,6 @@ def add_commands(subparsers) -> None:
 
 
 def run_generate(args) -> None:
-    from contamination.io import exclusive_lock, read_parquet, remove_stale_temporaries
-
     settings = check_settings(args.settings)
     check_pipeline_dir(args.pipeline, settings)
     rows = shard_rows(read_parquet(args.prompts), args.shard, settings["shard_size"], args.prompts)
@@ -202,8 +203,6 @@ def encode_image(image, settings: dict) -> bytes:
 
 def write_generated_shard(pipeline, rows, settings: dict, provenance: dict, out) -> None:
     """Generate ``rows`` batch by batch straight into the shard file (complete or absent)."""
-    from contamination.generation.shards import write_shard
-
     _, extension = IMAGE_FORMATS[settings["image_format"]]
     members = [f"{item_id}.{extension}" for item_id in rows["id"]]
     batch_size = settings["batch_size"]
@@ -247,8 +246,6 @@ def generation_provenance(pipeline_dir, settings: dict, device) -> dict:
 
 
 def run_merge(args) -> None:
-    from contamination.io import write_parquet
-
     index = merge_shards(args.shards)
     write_parquet(index, args.out)
     print(f"{len(index)} generated images from {len(args.shards)} shards indexed in {args.out}")
@@ -259,9 +256,6 @@ def merge_shards(shard_paths):
     import zipfile
 
     import pandas as pd
-
-    from contamination.formats import GENERATED_COLUMNS, NO_LABEL, PROMPT_COLUMNS, shard_uri
-    from contamination.generation.shards import read_metadata
 
     frames = []
     for shard_path in shard_paths:

@@ -23,7 +23,10 @@ Commands: ``image-array`` and ``features``.
 
 import json
 
-from contamination.data import index_rows
+from contamination.data import ManifestDataset, index_rows, to_rgb8
+from contamination.errors import ConfigError, DataError
+from contamination.experiments.training import loader_workers
+from contamination.io import atomic_path
 
 FEATURE_BATCH = 200
 
@@ -64,8 +67,6 @@ def downsample(image, size: int):
     to ``size``, centre crop (openai/improved-diffusion's ImageNet-64 preparation)."""
     import numpy as np
     from PIL import Image
-
-    from contamination.data import to_rgb8
 
     image = to_rgb8(image)
     for halved in halving_sizes(image.size, size)[1:]:
@@ -111,8 +112,6 @@ class ImagesOnly:
     def __init__(self, manifest, size: int, reduced_jpeg_decode: bool = False):
         import functools
 
-        from contamination.data import ManifestDataset
-
         self.items = ManifestDataset(manifest, functools.partial(downsample, size=size), target="label",
                                      jpeg_draft=functools.partial(draft_halvings, size=size) if reduced_jpeg_decode
                                      else None)
@@ -132,8 +131,6 @@ class ArrayImages:
 
     def __init__(self, paths):
         import numpy as np
-
-        from contamination.errors import DataError
 
         self.paths = [str(path) for path in paths]
         self.arrays = [np.load(path, mmap_mode="r") for path in self.paths]
@@ -161,8 +158,6 @@ class ArrayImages:
 
 def image_set(args):
     """The image set named by the command's --manifest / --index --split / --images arguments."""
-    from contamination.errors import ConfigError
-
     sources = [name for name in ("manifest", "index", "images") if getattr(args, name, None)]
     if len(sources) != 1:
         raise ConfigError("give exactly one of --manifest, --index (with --split) or --images")
@@ -181,8 +176,6 @@ def image_batches(dataset, batch_size: int, workers: int):
     """uint8 tensors (B, H, W, 3) in set order."""
     import torch
 
-    from contamination.experiments.training import loader_workers
-
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(workers))
 
 
@@ -190,9 +183,6 @@ def write_rows(path, shape, dtype, batches) -> int:
     """Write ``batches`` (arrays whose rows fill ``shape`` in order) into the .npy ``path`` through
     a memory map, atomically. Returns the number of rows written."""
     import numpy as np
-
-    from contamination.errors import DataError
-    from contamination.io import atomic_path
 
     with atomic_path(path) as temporary:
         output = np.lib.format.open_memmap(temporary, mode="w+", dtype=dtype, shape=shape)

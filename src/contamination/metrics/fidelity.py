@@ -29,6 +29,10 @@ k-NN radii, and so precision and recall, depend on how many points a set has).
 import json
 
 from contamination import records
+from contamination.errors import ConfigError
+from contamination.io import read_json
+from contamination.metrics.features import feature_device
+from contamination.mixtures.manifests import named_rng
 
 DEFAULT_BLOCK = 2500  # rows per distance block: 25 MB of float32 distances, well cached
 STATISTICS_BLOCK = 8192
@@ -231,8 +235,6 @@ def add_commands(subparsers) -> None:
 
 
 def parse_references(pairs) -> dict:
-    from contamination.errors import ConfigError
-
     references = {}
     for pair in pairs:
         name, separator, path = pair.partition("=")
@@ -247,8 +249,6 @@ def sampled(features, size, seed: int, name: str):
     generator seeded by (seed, name), in their order in the file."""
     import numpy as np
 
-    from contamination.mixtures.manifests import named_rng
-
     if size is None or len(features) <= size:
         return features
     key = named_rng(seed, f"{name}:sample").permutation(len(features))
@@ -258,9 +258,6 @@ def sampled(features, size, seed: int, name: str):
 def run_fidelity(args) -> None:
     import numpy as np
     import torch
-
-    from contamination.metrics.features import feature_device
-    from contamination.io import read_json
 
     device = feature_device(args.device)
     references = parse_references(args.reference)

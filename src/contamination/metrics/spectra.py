@@ -15,6 +15,9 @@ the PNG plots each dataset's mean with a band of one standard deviation.
 """
 
 from contamination.config import settings_argument
+from contamination.data import load_image
+from contamination.experiments.detect import sample_items
+from contamination.io import atomic_path
 
 # The keys of config `spectra` a spectra job uses (`generated` lists the datasets of all jobs).
 SPEC_KEYS = ("real_source", "images_per_source", "crop_size")
@@ -38,9 +41,6 @@ def add_commands(subparsers) -> None:
 def run_spectra(args) -> None:
     import pandas as pd
 
-    from contamination.experiments.detect import sample_items
-    from contamination.io import atomic_path
-
     spec = args.spec
     tables = []
     for index, name in ((args.real, spec["real_source"]), (args.generated, spec["generated"])):
@@ -59,8 +59,6 @@ def grey_crop(uri: str, crop_size: int):
     """The centre crop_size x crop_size grey levels (float64 in [0, 1]) of the image at ``uri``."""
     import numpy as np
     from PIL import Image
-
-    from contamination.data import load_image
 
     image = load_image(uri).convert("L")
     shorter = min(image.size)
@@ -115,8 +113,6 @@ def plot_spectra(table, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from contamination.io import atomic_path
 
     figure, axes = plt.subplots(figsize=(5, 3.5))
     for name, rows in table.groupby("dataset", sort=False):

@@ -7,6 +7,8 @@ scaling), which still reads every byte of the stream but skips most of the pixel
 
 import sys
 
+from contamination.data import to_rgb8
+
 PROGRESS_EVERY = 100_000
 # JPEG draft target: libjpeg scales by 1/8 at most, so this asks for the smallest decode.
 DRAFT_SIZE = (1, 1)
@@ -15,8 +17,6 @@ DRAFT_SIZE = (1, 1)
 def image_error(path: str):
     """Why the image at ``path`` cannot be decoded to 8-bit RGB, or None if it can."""
     from PIL import Image
-
-    from contamination.data import to_rgb8
 
     try:
         with Image.open(path) as image:
