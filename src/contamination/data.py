@@ -6,6 +6,8 @@ safe in DataLoader workers. The manifest's columns are held as Arrow arrays, not
 workers touching millions of Python strings would copy the pages their reference counts sit on.
 """
 
+import io
+import zipfile
 from pathlib import Path
 
 from contamination.errors import DataError
@@ -42,9 +44,6 @@ def load_image(uri: str, jpeg_draft=None):
     """The 8-bit RGB PIL image (``to_rgb8``) at an item URI (a file path or ``zip://shard#member``).
     ``jpeg_draft``, if given, is called with a JPEG before it is decoded and may return it drafted
     to a reduced size (features.draft_halvings); other formats are decoded whole."""
-    import io
-    import zipfile
-
     from PIL import Image
 
     try:

@@ -10,6 +10,7 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -99,8 +100,6 @@ def exclusive_lock(final_path, what: str):
 def atomic_directory(final_path):
     """Yield a temporary directory next to ``final_path``; it replaces ``final_path`` (and
     whatever was there) only if the block succeeds."""
-    import shutil
-
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent))

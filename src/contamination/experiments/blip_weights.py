@@ -19,6 +19,7 @@ Sizes are read from the checkpoint (widths, depths); attention heads are width /
 BERT base and large). Every weight of the transformers model must come from the checkpoint.
 """
 
+import pickle
 import re
 from pathlib import Path
 
@@ -104,8 +105,6 @@ def interpolate_position_embedding(embedding, grid: int):
 
 
 def read_checkpoint(path) -> dict:
-    import pickle
-
     import torch
 
     try:

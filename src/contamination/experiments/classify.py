@@ -19,6 +19,8 @@ Besides metrics.json the job saves the ImageNet-val confusion matrix (rows: true
 columns: top-1 prediction) as .npy; a diverged run saves a 0x0 matrix.
 """
 
+import time
+
 from contamination import records
 from contamination.experiments import training
 from contamination.experiments import classify_recipe as recipes
@@ -186,8 +188,6 @@ def train(spec: dict, manifest, checkpointer, env):
 
 def train_one_epoch(model, criterion, optimizer, loader, first_step, epoch, recipe, env, ema, watch, stop,
                     checkpointer, state, print_freq) -> None:
-    import time
-
     import torch
 
     model.train()

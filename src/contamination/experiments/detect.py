@@ -19,6 +19,8 @@ on frozen features; without it the shared offset of every feature makes optimisa
 ill-conditioned, and the MLP can stall at chance on the random network of the smoke run).
 """
 
+import pickle
+
 from contamination import records
 from contamination.config import add_settings_arguments
 from contamination.mixtures.manifests import named_rng, read_items
@@ -112,8 +114,6 @@ def feature_transform(spec: dict):
 def load_feature_extractor(weights_path):
     """torchvision ResNet-50 with the state dict at ``weights_path``; its classifier replaced by
     the identity, so it returns the 2,048-d average-pooled features. Evaluation mode."""
-    import pickle
-
     import torch
     import torchvision
 

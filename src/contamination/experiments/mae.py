@@ -25,6 +25,7 @@ signals (exit 75, run again to resume) and divergence (status "diverged", NaN in
 step the AMP loss scaler skips is not divergence, ``max_skipped_steps`` of them in a row are).
 """
 
+import math
 from pathlib import Path
 
 from contamination import records
@@ -255,8 +256,6 @@ def one_draw_crop_box(height: int, width: int, scale, ratio=CROP_ASPECT_RATIOS):
     the image is cut to the image. torchvision instead redraws (up to ten times) until the crop
     fits, which favours small areas: with scale (0.08, 1) its mean crop is 43-48% of the image,
     this one's 52-53%. Draws from torch's global RNG, as torchvision's transforms do."""
-    import math
-
     import torch
 
     area = height * width * float(torch.empty(()).uniform_(scale[0], scale[1]))
@@ -314,8 +313,6 @@ def batch_split(recipe: dict, env, key: str) -> "training.BatchSplit":
 def half_cycle_cosine(epoch: float, peak_lr: float, min_lr: float, warmup_epochs: int, epochs: int) -> float:
     """MAE's ``lr_sched.adjust_learning_rate`` at a fractional epoch: linear warmup from 0, then
     half a cosine from peak_lr down to min_lr at the last epoch."""
-    import math
-
     if epoch < warmup_epochs:
         return peak_lr * epoch / warmup_epochs
     progress = (epoch - warmup_epochs) / (epochs - warmup_epochs)

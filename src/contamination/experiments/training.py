@@ -86,8 +86,10 @@ import contextlib
 import dataclasses
 import enum
 import hashlib
+import itertools
 import math
 import os
+import pickle
 import random
 import re
 import signal
@@ -420,8 +422,6 @@ class Checkpointer:
         starts over instead of continuing someone else's run. Loading never unpickles code
         (weights_only): a file that needs more than tensors and plain data is refused.
         """
-        import pickle
-
         import torch
 
         self._hold_lock()
@@ -697,8 +697,6 @@ class ResumableSampler:
         self.skipped_batches = skip_batches
 
     def __iter__(self):
-        import itertools
-
         return itertools.islice(iter(self.sampler), self.skipped_batches * self.batch_size, None)
 
     def __len__(self) -> int:

@@ -7,8 +7,12 @@ the batch it was made in, the shard size or the number of GPUs; regenerated alon
 shard's pixels up to float rounding (~1e-6 across batch compositions).
 """
 
+import io
 import json
 import os
+import platform
+import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
 from contamination.config import add_settings_arguments
@@ -192,8 +196,6 @@ def generate_images(pipeline, prompts, seeds, settings: dict):
 
 
 def encode_image(image, settings: dict) -> bytes:
-    import io
-
     pillow_format, _ = IMAGE_FORMATS[settings["image_format"]]
     options = {} if pillow_format == "PNG" else {"quality": settings["image_quality"]}
     buffer = io.BytesIO()
@@ -229,9 +231,6 @@ def write_generated_shard(pipeline, rows, settings: dict, provenance: dict, out)
 
 def generation_provenance(pipeline_dir, settings: dict, device) -> dict:
     """What made the images, stored with every row: sampler, model, device and package versions."""
-    import platform
-    from importlib.metadata import version
-
     import torch
 
     provenance = {column: settings[column] for column in SAMPLER_COLUMNS}
@@ -253,8 +252,6 @@ def run_merge(args) -> None:
 
 def merge_shards(shard_paths):
     """The generated index (formats.GENERATED_COLUMNS) of the shards, in the order given."""
-    import zipfile
-
     import pandas as pd
 
     frames = []

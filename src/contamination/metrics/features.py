@@ -21,6 +21,7 @@ neither 1.28M training images nor their features have to fit in memory.
 Commands: ``image-array`` and ``features``.
 """
 
+import functools
 import json
 
 from contamination.data import ManifestDataset, index_rows, to_rgb8
@@ -110,8 +111,6 @@ class ImagesOnly:
     decoded at reduced size if ``reduced_jpeg_decode`` (see the module's docstring)."""
 
     def __init__(self, manifest, size: int, reduced_jpeg_decode: bool = False):
-        import functools
-
         self.items = ManifestDataset(manifest, functools.partial(downsample, size=size), target="label",
                                      jpeg_draft=functools.partial(draft_halvings, size=size) if reduced_jpeg_decode
                                      else None)

@@ -21,6 +21,8 @@ Unlike most modules of the package this one imports torch at the top: it defines
 only commands that already run torch import it.
 """
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -223,8 +225,6 @@ def load(path, resolution: int = RESOLUTION, key: str = "models.inception") -> F
     """The network with the weights at ``path``, in eval mode. Every tensor of the architecture
     must be in the file with its shape (BatchNorm's ``num_batches_tracked`` counters may be
     absent, as in pytorch-fid's file); a ConfigError naming ``key`` says what does not match."""
-    from pathlib import Path
-
     if not Path(path).is_file():
         raise ConfigError(f"{key}: Inception weights file '{path}' does not exist")
     try:

@@ -37,6 +37,9 @@ Everything runs on Arrow tables and NumPy arrays, without pandas: at paper scale
 rows, 27 jobs) converting strings to Python objects and back cost more than the mixture itself.
 """
 
+import hashlib
+from fractions import Fraction
+
 from contamination.config import settings_argument, with_defaults
 from contamination.errors import ConfigError, DataError
 from contamination.formats import GENERATED_COLUMNS, INDEX_COLUMNS, NO_LABEL
@@ -268,8 +271,6 @@ def subsampled(items, name: str, spec):
 
 def exact_fraction(value):
     """A config fraction as the decimal it is written as: 0.95 -> 19/20 (so 1 - 0.05 == 0.95)."""
-    from fractions import Fraction
-
     return Fraction(repr(float(value)))
 
 
@@ -280,8 +281,6 @@ def round_half_up(fraction, count: int) -> int:
 
 def named_rng(seed: int, name: str):
     """A generator for (seed, dataset name): the same name draws the same numbers in every mixture."""
-    import hashlib
-
     import numpy as np
 
     name_entropy = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")

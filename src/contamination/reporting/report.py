@@ -21,6 +21,7 @@ are in the table but not in the plot.
 
 import base64
 import html
+import io
 import json
 import math
 
@@ -245,8 +246,6 @@ def example_rows(index, count: int):
 
 def thumbnail(data: bytes, size: int) -> bytes:
     """The image shrunk to ``size`` px on its longest side (never enlarged), as JPEG."""
-    import io
-
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:

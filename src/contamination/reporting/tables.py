@@ -15,6 +15,7 @@ A cell's status is "ok" only if it holds a number: a NaN cell of a run that fini
 has no such metric); a NaN cell of a run that did not finish has the run's status ("diverged").
 """
 
+import csv
 import json
 import math
 from importlib import resources
@@ -28,8 +29,6 @@ TABLE_COLUMNS = ["table", "dataset", "model", "metric", "measured", "reported", 
 
 def reported_values():
     """{(table, dataset, model, metric): (value, note)} from the paper."""
-    import csv
-
     text = resources.files("contamination.reporting").joinpath("paper/reported.csv").read_text()
     values = {}
     for row in csv.DictReader(text.splitlines()):

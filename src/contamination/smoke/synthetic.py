@@ -20,7 +20,11 @@ Everything follows from the seed: each image draws from its own generator keyed 
 (seed, stream, index), so the bytes do not depend on the order things are written in.
 """
 
+import io
+import os
 import re
+import zlib
+from pathlib import Path
 
 from contamination.config import settings_argument
 from contamination.errors import ConfigError
@@ -106,8 +110,6 @@ def write_all(spec: dict) -> None:
 
 
 def check_spec(spec: dict) -> None:
-    import os
-
     for key in SPEC_KEYS:
         if key not in spec:
             raise ConfigError(f"synthetic.{key}: missing from the synthetic spec")
@@ -167,13 +169,9 @@ class Stream:
     """Independent random generators per (seed, dataset, part, index)."""
 
     def __init__(self, seed: int, dataset: str):
-        import zlib
-
         self.seed, self.dataset = seed, zlib.crc32(dataset.encode())
 
     def rng(self, part: str, *indices: int):
-        import zlib
-
         import numpy as np
 
         return np.random.default_rng([self.seed, self.dataset, zlib.crc32(part.encode()), *indices])
@@ -294,8 +292,6 @@ def write_imagenet(root, classes: list, spec: dict, stream: Stream) -> int:
 def write_meta_mat(path, classes: list, ilsvrc_ids: list) -> None:
     """The devkit's meta.mat: a struct array ``synsets`` of the leaf classes and, as in the real
     file, inner WordNet nodes (here one root) that have children and are not classes."""
-    import io
-
     import numpy as np
     import scipy.io
 
@@ -450,8 +446,5 @@ def write_flickr30k(root, classes: list, spec: dict, stream: Stream) -> int:
 
 def write_karpathy_json(staging, spec: dict, source: str, data: dict) -> None:
     """Into the staged root, where the spec's JSON path lies inside the root (check_spec)."""
-    import os
-    from pathlib import Path
-
     root, json_path = os.path.abspath(spec["roots"][source]), os.path.abspath(spec["karpathy_json"][source])
     write_json(data, Path(staging) / os.path.relpath(json_path, root))

@@ -5,6 +5,8 @@ models.inception), so the smoke run loads them through the same code as a real r
 Commands: ``tiny-resnet50`` and ``tiny-inception`` (smoke.smk).
 """
 
+import io
+
 from contamination.io import atomic_path, require_replaceable
 
 
@@ -33,8 +35,6 @@ def run_tiny_resnet50(args) -> None:
 def save_random_resnet50(out, seed: int) -> None:
     """The smoke run's stand-in for ImageNet weights: torchvision's ResNet-50 initialisation under
     ``seed``, saved as a state dict like the real weights file (the same seed, the same bytes)."""
-    import io
-
     import torch
     import torchvision
 

@@ -5,6 +5,8 @@ each turns a root into index rows, then ``run_index`` checks that every image de
 the unreadable-image policy, and writes the index and a report.
 """
 
+import os
+
 from contamination.errors import DataError, UserError
 from contamination.io import write_json, write_parquet
 from contamination.sources import imagenet, karpathy, webvision
@@ -43,8 +45,6 @@ def run_classes(args) -> None:
 
 def read_source(source: str, root, classes_path=None, karpathy_json=None):
     """The index rows of ``source`` at ``root``, before the readability check."""
-    import os
-
     root = os.path.abspath(root)  # the index holds absolute paths; symlinks are kept as given
     if source in CAPTION_SOURCES:
         if karpathy_json is None:
@@ -82,8 +82,6 @@ def run_index(args) -> None:
 
 
 def index_report(args, frame, failures: dict) -> dict:
-    import os
-
     return {
         "source": args.source,
         "root": os.path.abspath(args.root),

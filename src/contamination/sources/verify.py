@@ -5,6 +5,7 @@ files) it runs in a process pool, and JPEGs are decoded in PIL's draft mode (lib
 scaling), which still reads every byte of the stream but skips most of the pixel work.
 """
 
+import multiprocessing
 import sys
 
 from contamination.data import to_rgb8
@@ -29,8 +30,6 @@ def image_error(path: str):
 
 def unreadable_images(paths: list, workers: int, stop_at_first: bool) -> dict:
     """``{path: reason}`` of the images in ``paths`` that do not decode."""
-    import multiprocessing
-
     failures = {}
     if workers > 1 and len(paths) > 1:
         # Big chunks keep the per-task overhead small; a few per worker keep the load balanced.
