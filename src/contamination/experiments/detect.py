@@ -59,7 +59,8 @@ def run_detect(args) -> None:
     identity = {"detection": spec, "real": str(args.real), "generated": str(args.generated), "weights": str(args.weights)}
     for model, kind in CLASSIFIERS.items():
         metrics = {TEST_ACCURACY: results[kind]["test"], TRAIN_ACCURACY: results[kind]["train"]}
-        provenance = records.provenance(identity | {"classifier": model}, spec["seed"], 1, device.type, PACKAGES)
+        provenance = records.provenance(identity | {"classifier": model}, spec["seed"], world_size=1,
+                                        device=device.type, packages=PACKAGES)
         records.write_metrics(getattr(args, f"out_{kind}"), metrics, {}, "ok", provenance)
         print(f"{model}: test accuracy {metrics[TEST_ACCURACY]:.4f}, train accuracy {metrics[TRAIN_ACCURACY]:.4f}",
               flush=True)

@@ -275,6 +275,6 @@ def run_fidelity(args) -> None:
                   for name, path in references.items()}
         set_sizes = {"generated": len(generated), **{name: len(real) for name, real in loaded.items()}}
         metrics, reasons = evaluate(generated, loaded, args.kind, args.k, args.block_size, device, torch.float32)
-    record = dict(records.provenance(spec, args.seed, 1, device.type), set_sizes=set_sizes)
+    record = dict(records.provenance(spec, args.seed, world_size=1, device=device.type), set_sizes=set_sizes)
     records.write_metrics(args.out, metrics, reasons, status, record)
     print(json.dumps({"status": status, "metrics": metrics}))
