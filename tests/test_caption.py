@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from contamination import config as cfg
+from contamination import records
 from contamination.experiments import training
 from contamination.experiments.caption import (
     CaptionCollator,
@@ -308,7 +309,7 @@ def test_new_weights_in_the_same_model_directory_start_training_over(caption_dat
     shutil.copytree(tiny_blip_dir, model_dir)
 
     def fingerprint(directory):
-        return training.fingerprint(run_identity(settings, index, directory, 0, manifest))
+        return records.sha256_of_json(run_identity(settings, index, directory, 0, manifest))
 
     before = fingerprint(model_dir)
     shutil.copytree(model_dir, tmp_path / "moved")

@@ -13,6 +13,8 @@ from contamination.experiments import classify
 from contamination.experiments import confusion
 from contamination.experiments import training
 from contamination import config as cfg
+from contamination import records
+from contamination.data import index_rows
 from contamination.__main__ import main as cli_main
 from contamination.errors import DataError
 from helpers import signal_during_step
@@ -194,7 +196,7 @@ def test_checkpoint_is_deleted_after_the_outputs_unless_kept(image_sets, tmp_pat
 def test_a_changed_recipe_does_not_resume_an_old_checkpoint(image_sets, tmp_path):
     run(tiny_spec(epochs=1), image_sets, tmp_path)
     spec = tiny_spec(epochs=2)
-    checkpointer = training.Checkpointer(tmp_path, CPU, training.fingerprint(classify.run_identity(spec, image_sets[0])))
+    checkpointer = training.Checkpointer(tmp_path, CPU, records.sha256_of_json(classify.run_identity(spec, image_sets[0])))
     assert checkpointer.load(model=torch.nn.Linear(1, 1)) == training.Position()
 
 
@@ -272,7 +274,7 @@ def test_topk_accuracy_and_confusion_matrix():
 
 
 def test_evaluation_rows_are_the_val_split(image_sets):
-    rows = classify.evaluation_rows(image_sets[1]["imagenet_val"])
+    rows = index_rows(image_sets[1]["imagenet_val"], "val")
     assert len(rows) == 16 and list(rows.columns) == ["id", "uri", "label", "caption", "origin"]
 
 
@@ -310,7 +312,7 @@ class FixedLogits(torch.nn.Module):
 
 def test_imagenet_a_and_r_are_scored_on_their_official_classes_not_on_those_their_index_holds(image_sets, tmp_path):
     _, indexes = image_sets
-    rows = classify.evaluation_rows(indexes["imagenet_val"])
+    rows = index_rows(indexes["imagenet_val"], "val")
     only_class_1 = rows[rows["label"] == 1]
     partial = imagesets.source_index(tmp_path / "partial.parquet", list(only_class_1["uri"]), only_class_1["label"],
                                      ["val"] * len(only_class_1), WNIDS)
@@ -327,7 +329,7 @@ def test_imagenet_a_and_r_are_scored_on_their_official_classes_not_on_those_thei
 
 def test_an_index_with_images_outside_the_official_classes_is_refused(image_sets):
     _, indexes = image_sets
-    rows = classify.evaluation_rows(indexes["imagenet_val"])
+    rows = index_rows(indexes["imagenet_val"], "val")
     with pytest.raises(DataError, match=r"outside the official imagenet_r classes in use \(labels \[3\]\)"):
         classify.official_labels("imagenet_r", indexes["imagenet_val"], rows, indexes["imagenet_val"])
 
@@ -344,7 +346,7 @@ def test_imagenet_a_and_r_scoring_keeps_imagenet_labels_when_the_official_classe
     # Tench and cock (labels 0, 2) are in neither list; goldfinch and house finch (1, 3) in both.
     gapped = ["n01440764", "n01498041", "n01514668", "n01531178"]
     _, indexes = image_sets
-    rows = classify.evaluation_rows(indexes["imagenet_val"])
+    rows = index_rows(indexes["imagenet_val"], "val")
     imagenet = imagesets.source_index(tmp_path / "imagenet.parquet", list(rows["uri"]), rows["label"],
                                       ["val"] * len(rows), gapped)
     class_3 = rows[rows["label"] == 3]

@@ -404,8 +404,8 @@ def test_checkpoint_fingerprints_leave_out_runtime_keys(tmp_path):
     from contamination.experiments import caption
     from contamination.experiments import classify
     from contamination.experiments import iddpm
+    from contamination import records
     from contamination.experiments import mae
-    from contamination.experiments import training
 
     paper = cfg.load()
     manifest = tmp_path / "manifest.parquet"
@@ -428,14 +428,14 @@ def test_checkpoint_fingerprints_leave_out_runtime_keys(tmp_path):
     shaping = {"classification": ("recipe", {"lr": 0.2}), "iddpm": ("lr", 0.5), "mae": ("pretrain", {"epochs": 1}),
                "captioning": ("lr", 0.5)}
     for section, identity in identities.items():
-        original = training.fingerprint(identity(settings[section]))
+        original = records.sha256_of_json(identity(settings[section]))
         for key in cfg.RUNTIME_KEYS[section]:
             value = settings[section][key]
             changed = {"auto": "cpu", True: False, False: True}.get(value, value + 1 if isinstance(value, int) else value)
             assert changed != value
-            assert training.fingerprint(identity(dict(settings[section], **{key: changed}))) == original, (section, key)
+            assert records.sha256_of_json(identity(dict(settings[section], **{key: changed}))) == original, (section, key)
         key, value = shaping[section]
-        assert training.fingerprint(identity(dict(settings[section], **{key: value}))) != original, section
+        assert records.sha256_of_json(identity(dict(settings[section], **{key: value}))) != original, section
 
 
 def test_job_settings_leave_out_every_default_value(paper):

@@ -785,9 +785,7 @@ def test_every_trainer_checkpoints_by_the_configured_wall_time(command, tmp_path
     elif command == "caption":
         refuse_to_train(monkeypatch, caption, "fine_tune", 7)
         monkeypatch.setattr(caption, "load_blip", lambda directory, settings: (torch.nn.Linear(1, 1), None))
-        from contamination.metrics import caption_metrics
-
-        monkeypatch.setattr(caption_metrics, "require_java", lambda: None)
+        monkeypatch.setattr(caption, "require_java", lambda: None)
         spec = dict(minutes, select_by=[])
         arguments = ["--index", data, "--model", tmp_path / "pretrained", "--manifest", data,
                      "--captions", tmp_path / "captions.json"]

@@ -1,6 +1,7 @@
 """ManifestDataset: loose files and shard members alike, in the main process and in workers."""
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from contamination.data import ManifestDataset, load_image
+from contamination.data import ManifestDataset, index_rows, load_image
 from contamination.errors import DataError
 from contamination.formats import shard_uri
 from contamination.generation.shards import write_shard
@@ -93,6 +94,19 @@ def to_tensor(image):
     import torch
 
     return torch.from_numpy(to_array(image).copy()).permute(2, 0, 1)
+
+
+def test_index_rows_are_one_split_of_an_index_as_a_manifest_numbered_from_0(tmp_path):
+    index = tmp_path / "imagenet.parquet"
+    pd.DataFrame({"id": ["a", "b", "c"], "path": ["/x/a.png", "/x/b.png", "/x/c.png"], "label": [0, 1, 2],
+                  "wnid": ["n0", "n1", "n2"], "caption": "", "image_id": ["a", "b", "c"],
+                  "split": ["train", "val", "val"]}).to_parquet(index)
+    rows = index_rows(index, "val")
+    assert rows.to_dict("list") == {"id": ["b", "c"], "uri": ["/x/b.png", "/x/c.png"], "label": [1, 2],
+                                    "caption": ["", ""], "origin": ["imagenet", "imagenet"]}
+    assert rows.index.tolist() == [0, 1]
+    with pytest.raises(DataError, match=re.escape(f"index {index} has no 'test' rows")):
+        index_rows(index, "test")
 
 
 def test_dataset_works_in_dataloader_workers(manifest):

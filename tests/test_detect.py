@@ -1,5 +1,6 @@
 """Real-vs-generated detectors on ResNet-50 features (section 6.1)."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from contamination.experiments import detect
+from contamination.mixtures.manifests import read_items
 from contamination.smoke import tiny_models
 from contamination.errors import ConfigError, DataError
 from helpers import cli
@@ -100,6 +102,16 @@ def test_sampling_draws_without_replacement_and_holds_out_test_images(image_sets
         detect.sample_detection_set(real, generated, dict(spec, images_per_source=65))
     with pytest.raises(ConfigError, match="detection.test_images_per_source"):
         detect.sample_detection_set(real, generated, dict(spec, test_images_per_source=20))
+
+
+def test_a_sources_sample_is_the_draw_seeded_by_the_seed_and_the_sources_name(image_sets):
+    """The same rows as before the draw shared mixtures.named_rng: the seed with the first 8 bytes
+    (little-endian) of the SHA-256 of the name seed numpy's generator."""
+    real, _ = image_sets
+    rows = read_items(real, "imagenet").to_pandas()
+    name_entropy = int.from_bytes(hashlib.sha256(b"imagenet").digest()[:8], "little")
+    drawn = np.random.default_rng([3, name_entropy]).choice(len(rows), size=10, replace=False)
+    assert detect.sample_items(real, "imagenet", 10, 3, "key")["id"].tolist() == rows["id"].iloc[drawn].tolist()
 
 
 def test_unreadable_weights_name_the_config_key(tmp_path):

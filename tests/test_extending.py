@@ -16,7 +16,7 @@ pytestmark = pytest.mark.workflow
 COUNTING_MODULE = '''
 """A toy experiment: how many items a mixture has, and from how many datasets."""
 
-from contamination.experiments import training
+from contamination import records
 
 METRIC_NAMES = ["items", "origins"]
 
@@ -37,7 +37,9 @@ def run_count_items(args) -> None:
 
     manifest = read_parquet(args.manifest)
     metrics = {"items": len(manifest), "origins": manifest["origin"].nunique()}
-    training.write_metrics(args.out, metrics, {}, "ok", {"config_sha256": "", "seed": 0, "packages": {}, "models": {}})
+    provenance = records.provenance({"manifest": records.sha256_of_file(args.manifest)}, seed=0, world_size=1,
+                                    device="cpu", packages=("pandas",), models={})
+    records.write_metrics(args.out, metrics, {}, "ok", provenance)
 '''
 
 COUNTING_RULES = '''

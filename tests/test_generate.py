@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from contamination.generation import generate
-from contamination.reporting import provenance
+from contamination import records
 from contamination.smoke import tiny_sd
 from contamination.io import save_pretrained
 from contamination.__main__ import main
@@ -93,7 +93,7 @@ def test_shard_holds_its_rows_images_and_provenance(shards, prompt_table, pipeli
         assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
     first = metadata.iloc[0]
     assert (first["scheduler"], first["steps"], first["guidance_scale"], first["height"]) == ("plms", 3, 7.5, SIZE)
-    assert first["model_fingerprint"] == provenance.model_fingerprint(pipeline_dir)
+    assert first["model_fingerprint"] == records.model_fingerprint(pipeline_dir)
     assert json.loads(first["versions"])["diffusers"] == "0.42.1"
     assert not metadata["nsfw_detected"].any()
     assert read_metadata(shards[1])["id"].tolist() == table["id"].iloc[SHARD_SIZE:].tolist()

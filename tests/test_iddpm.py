@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from contamination import records
 from contamination.experiments import diffusion
 from contamination.metrics import fidelity
 from contamination.experiments import iddpm
@@ -177,7 +178,7 @@ class StopAfter:
 
 def train(spec, images, checkpoint_dir, stop=None):
     env = training.setup_distributed("cpu")
-    checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec))
+    checkpointer = training.Checkpointer(checkpoint_dir, env, records.sha256_of_json(spec))
     unet, _ = iddpm.train(spec, images, checkpointer, env, stop=stop)
     return unet, checkpointer
 

@@ -249,12 +249,10 @@ class TransformSeen(Exception):
 def test_the_probe_trains_with_maes_crop_and_pretraining_with_torchvisions(images, tmp_path, monkeypatch):
     from torchvision.transforms import v2
 
-    from contamination import data
-
     def record_transform(rows, transform, **_):
         raise TransformSeen(transform.transforms[0])
 
-    monkeypatch.setattr(data, "ManifestDataset", record_transform)
+    monkeypatch.setattr(mae, "ManifestDataset", record_transform)
     with pytest.raises(TransformSeen) as pretraining:
         mae.pretrain(PRETRAIN_SPEC, images["manifest"], training.Checkpointer(tmp_path / "a", cpu(), "x"), cpu())
     crop = pretraining.value.args[0]

@@ -16,10 +16,9 @@ from PIL import Image
 
 import browser
 from contamination import config as cfg
-from contamination.reporting import provenance
+from contamination import records
 from contamination.reporting import report
 from contamination.reporting import tables
-from contamination.errors import DataError
 from helpers import SMOKE_CONFIG, cli, snakemake, write_yaml
 
 PAPER = cfg.load()
@@ -116,7 +115,7 @@ def test_table_sidecar_records_each_cells_run_and_what_it_lacks(tmp_path):
     cell = record["cells"]["IN/SD-40%|resnet50"]
     assert cell["metrics_sha256"] == hashlib.sha256(open(cells["IN/SD-40%|resnet50"], "rb").read()).hexdigest()
     assert cell["provenance"]["seed"] == 0 and cell["status"] == "ok"
-    assert record["spec_sha256"] == provenance.sha256_of_json(SPEC)
+    assert record["spec_sha256"] == records.sha256_of_json(SPEC)
     assert record["incomplete"] == {f"{row['dataset']}|swin_s": ["models"] for row in SPEC["rows"]}
 
 
@@ -162,7 +161,7 @@ def test_all_tables_concatenates_every_table_with_its_provenance(tmp_path):
     assert combined["table"].tolist() == ["table1"] * 6 + ["table5"] * 2
     pd.testing.assert_frame_equal(combined.iloc[6:].reset_index(drop=True), pd.read_csv(second))
     record = json.loads(out_provenance.read_text())["tables"]
-    assert record["table5"]["table_csv_sha256"] == provenance.sha256_of_file(second)
+    assert record["table5"]["table_csv_sha256"] == records.sha256_of_file(second)
     assert set(record["table1"]["cells"]) == {f"{r['dataset']}|{m}" for r in SPEC["rows"] for m in SPEC["models"]}
 
 
@@ -171,32 +170,6 @@ def test_all_tables_needs_one_sidecar_per_table(tmp_path):
     result = cli("all-tables", "--tables", first, first, "--provenance", sidecar, "--out", tmp_path / "x.csv",
                  "--out-provenance", tmp_path / "x.json", check=False)
     assert result.returncode == 2 and "2 table CSVs but 1 --provenance files" in result.stderr
-
-
-# ---- provenance of models -------------------------------------------------------------------
-
-
-def test_model_fingerprints_follow_the_bytes_of_files_and_directories(tmp_path):
-    from types import SimpleNamespace
-
-    from contamination.experiments import training
-
-    weights = tmp_path / "resnet50.pth"
-    weights.write_bytes(b"weights")
-    model_dir = tmp_path / "blip"
-    (model_dir / "sub").mkdir(parents=True)
-    (model_dir / "sub" / "model.safetensors").write_bytes(b"tensors")
-    env = training.DistEnv(rank=0, world_size=1, local_rank=0, device=SimpleNamespace(type="cpu"))
-    record = training.provenance({"a": 1}, 0, env, packages=(), models={"detector": weights, "blip": model_dir})
-    assert record["models"]["detector"]["path"] == str(weights)
-    before = {role: model["fingerprint"] for role, model in record["models"].items()}
-    weights.write_bytes(b"other weights")
-    (model_dir / "sub" / "model.safetensors").write_bytes(b"other tensors")
-    after = provenance.model_fingerprints({"detector": weights, "blip": model_dir})
-    assert all(after[role]["fingerprint"] != before[role] for role in before)
-    assert "models" not in training.provenance({"a": 1}, 0, env, packages=())
-    with pytest.raises(DataError, match="missing.pth"):
-        provenance.path_fingerprint(tmp_path / "missing.pth")
 
 
 # ---- spectra, examples, config --------------------------------------------------------------
@@ -259,7 +232,7 @@ def test_run_config_writes_the_effective_config_and_its_hash(tmp_path):
     out_yaml, out_html = tmp_path / "config.yaml", tmp_path / "config.html"
     cli("run-config", "--config", json.dumps(smoke), "--out-yaml", out_yaml, "--out-html", out_html)
     assert yaml.safe_load(out_yaml.read_text()) == smoke
-    assert provenance.sha256_of_json(smoke) in out_html.read_text()
+    assert records.sha256_of_json(smoke) in out_html.read_text()
     # loaded as an overlay, the written config is the same config again
     assert cfg.load(out_yaml) == smoke
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from contamination import records
 from contamination.experiments import training
 from contamination.errors import ConfigError, DataError, Locked
 from helpers import FakeClock, environment, lock_holder
@@ -346,7 +347,7 @@ def test_the_step_record_holds_the_batch_split_and_the_learning_rate_schedule():
 
 def test_metrics_json_records_the_training_steps(tmp_path):
     _, _, watch = amp_run()
-    training.write_metrics(tmp_path / "m.json", {"a": 1.0}, {}, "ok", {}, watch.record())
+    records.write_metrics(tmp_path / "m.json", {"a": 1.0}, {}, "ok", {}, watch.record())
     assert json.loads((tmp_path / "m.json").read_text())["training"]["max_consecutive_skipped_steps"] == 3
 
 
@@ -375,25 +376,6 @@ def test_loader_generator_depends_on_seed_rank_and_epoch_only():
     draw = lambda seed, epoch: torch.randint(0, 2**30, (1,), generator=training.loader_generator(seed, CPU, epoch))
     assert torch.equal(draw(0, 1), draw(0, 1))
     assert not torch.equal(draw(0, 1), draw(0, 2)) and not torch.equal(draw(0, 1), draw(1, 1))
-
-
-def test_write_metrics_nulls_non_finite_values_and_requires_reasons(tmp_path):
-    path = tmp_path / "metrics.json"
-    provenance = training.provenance({"a": 1}, seed=0, env=CPU)
-    training.write_metrics(path, {"top1": 12.5, "fid": math.nan}, {"fid": "no Inception weights"}, "ok", provenance)
-    written = json.loads(path.read_text())
-    assert written["metrics"] == {"top1": 12.5, "fid": None}
-    assert written["reasons"] == {"fid": "no Inception weights"}
-    assert written["provenance"]["config_sha256"] == training.fingerprint({"a": 1})
-    assert written["provenance"]["packages"]["torch"].startswith(torch.__version__.split("+")[0])
-    assert written["provenance"]["seed"] == 0 and written["status"] == "ok"
-    with pytest.raises(ValueError, match="fid is nan without a reason"):
-        training.write_metrics(path, {"fid": math.nan}, {}, "ok", provenance)
-
-
-def test_unavailable_gives_every_metric_null_with_the_reason():
-    metrics, reasons = training.unavailable(["a", "b"], "training diverged")
-    assert metrics == {"a": None, "b": None} and reasons == {"a": "training diverged", "b": "training diverged"}
 
 
 def test_distributed_run_turns_a_stop_into_the_resume_exit_code(capsys):

@@ -8,6 +8,8 @@ import argparse
 import importlib
 import sys
 
+from contamination.errors import UserError
+
 COMMAND_MODULES = [
     "contamination.smoke.synthetic",
     "contamination.sources",
@@ -45,8 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from contamination.errors import UserError
-
     try:
         args.run(args)
     except UserError as error:

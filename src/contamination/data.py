@@ -6,7 +6,14 @@ safe in DataLoader workers. The manifest's columns are held as Arrow arrays, not
 workers touching millions of Python strings would copy the pages their reference counts sit on.
 """
 
+import io
+import zipfile
+from pathlib import Path
+
 from contamination.errors import DataError
+from contamination.formats import MANIFEST_COLUMNS
+from contamination.io import read_parquet
+from contamination.generation.shards import read_item
 
 TARGETS = ("label", "caption")
 # Pillow's modes of 16-bit grey (PNG bit depth 16, TIFF); "I" (32-bit) is how older Pillow
@@ -37,12 +44,7 @@ def load_image(uri: str, jpeg_draft=None):
     """The 8-bit RGB PIL image (``to_rgb8``) at an item URI (a file path or ``zip://shard#member``).
     ``jpeg_draft``, if given, is called with a JPEG before it is decoded and may return it drafted
     to a reduced size (features.draft_halvings); other formats are decoded whole."""
-    import io
-    import zipfile
-
     from PIL import Image
-
-    from contamination.generation.shards import read_item
 
     try:
         data = read_item(uri)
@@ -65,8 +67,6 @@ class ManifestDataset:
 
     def __init__(self, manifest, transform=None, target: str = "label", jpeg_draft=None):
         import pyarrow as pa
-
-        from contamination.formats import MANIFEST_COLUMNS
 
         frame, name = read_manifest(manifest)
         missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
@@ -109,3 +109,13 @@ def read_manifest(manifest):
         return pd.read_parquet(manifest), str(manifest)
     except (OSError, ValueError) as error:
         raise DataError(f"cannot read manifest {manifest}: {error}") from error
+
+
+def index_rows(index_path, split: str):
+    """The rows of one split of a source index as a manifest frame (formats.MANIFEST_COLUMNS,
+    uri = the image path, origin = the index's name), numbered from 0."""
+    index = read_parquet(index_path)
+    rows = index[index["split"] == split]
+    if rows.empty:
+        raise DataError(f"index {index_path} has no '{split}' rows")
+    return rows.assign(uri=rows["path"], origin=Path(index_path).stem)[MANIFEST_COLUMNS].reset_index(drop=True)

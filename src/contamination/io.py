@@ -10,11 +10,12 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from contamination.errors import Locked
+from contamination.errors import DataError, Locked
 
 
 @contextlib.contextmanager
@@ -99,8 +100,6 @@ def exclusive_lock(final_path, what: str):
 def atomic_directory(final_path):
     """Yield a temporary directory next to ``final_path``; it replaces ``final_path`` (and
     whatever was there) only if the block succeeds."""
-    import shutil
-
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent))
@@ -130,8 +129,6 @@ OWNER_MARKER = ".written-by-contamination"
 def require_replaceable(path) -> None:
     """A DataError naming ``path`` unless it is absent, an empty directory, or a directory this
     package wrote (it holds OWNER_MARKER): anything else may be the user's data or weights."""
-    from contamination.errors import DataError
-
     path = Path(path)
     if not os.path.lexists(path):
         return

@@ -19,10 +19,15 @@ Sizes are read from the checkpoint (widths, depths); attention heads are width /
 BERT base and large). Every weight of the transformers model must come from the checkpoint.
 """
 
+import pickle
 import re
 from pathlib import Path
 
 from contamination.errors import DataError
+from contamination.data import load_image
+from contamination.experiments.caption import eval_transform
+from contamination.io import save_pretrained
+from contamination.smoke.tiny_blip import TinyBlip
 
 HEAD_WIDTH = 64
 VISION_PREFIX = "visual_encoder."
@@ -57,9 +62,6 @@ def add_commands(subparsers) -> None:
 
 
 def run_convert_blip(args) -> None:
-    from contamination.smoke.tiny_blip import TinyBlip
-    from contamination.io import save_pretrained
-
     model, processor = convert_blip(args.checkpoint, args.vocab, args.image_size)
     save_pretrained(TinyBlip(model, processor), args.out)
     print(f"converted {args.checkpoint} ({sum(p.numel() for p in model.parameters()):,} parameters, "
@@ -71,9 +73,6 @@ def run_convert_blip(args) -> None:
 def greedy_caption(model, processor, image_path, image_size: int, prompt: str = "a picture of ") -> str:
     """The caption after ``prompt`` with greedy decoding (transformers' conversion check)."""
     import torch
-
-    from contamination.experiments.caption import eval_transform
-    from contamination.data import load_image
 
     image_processor, tokenizer = processor.image_processor, processor.tokenizer
     transform = eval_transform({"image_size": image_size}, image_processor.image_mean, image_processor.image_std)
@@ -106,8 +105,6 @@ def interpolate_position_embedding(embedding, grid: int):
 
 
 def read_checkpoint(path) -> dict:
-    import pickle
-
     import torch
 
     try:

@@ -37,16 +37,17 @@ on the CPU. Checkpointing, signals and metrics.json follow contamination.experim
 """
 
 import hashlib
-import json
 import math
 import re
 from pathlib import Path
 
+from contamination import records
 from contamination.experiments import training
-from contamination.metrics.caption_metrics import METRICS
+from contamination.metrics.caption_metrics import METRICS, require_java, score_captions
 from contamination.config import add_settings_arguments, without_runtime
 from contamination.errors import ConfigError, DataError
-from contamination.reporting.provenance import path_fingerprint, sha256_of_file
+from contamination.data import ManifestDataset, load_image
+from contamination.io import write_json
 
 # BLIP's RandomAugment operations for captioning (LAVIS BlipImageTrainProcessor).
 AUGMENTATIONS = ("Identity", "AutoContrast", "Brightness", "Sharpness", "Equalize",
@@ -87,8 +88,6 @@ def add_commands(subparsers) -> None:
 def run_caption(args) -> None:
     import torch
 
-    from contamination.metrics.caption_metrics import require_java
-
     if args.manifest and not args.checkpoint_dir:
         raise ConfigError("caption: --checkpoint-dir is required with --manifest")
     require_java()  # fail now, not after hours of training
@@ -121,33 +120,30 @@ def caption_experiment(settings, index, model_dir, out, captions_out, seed=0, ma
         status, metrics, reasons, history, steps = "ok", {}, {}, None, None
         if manifest is not None:
             val = KarpathySplit(index, "val") if settings["select_by"] else None
-            checkpointer = training.Checkpointer(checkpoint_dir, env, training.fingerprint(spec),
+            checkpointer = training.Checkpointer(checkpoint_dir, env, records.sha256_of_json(spec),
                                                  every_minutes=settings["checkpoint_every_minutes"])
-            best = training.Checkpointer(Path(checkpoint_dir) / "best", env, training.fingerprint(spec))
+            best = training.Checkpointer(Path(checkpoint_dir) / "best", env, records.sha256_of_json(spec))
             try:
                 history, steps = fine_tune(model, processor, manifest, val, settings, seed, env, checkpointer, best,
                                            stop if stop is not None else training.StopRequest())
             except training.Diverged as error:
                 status, steps = "diverged", error.record
                 training.log(env, f"diverged: {error}")
-                metrics, reasons = training.unavailable(METRICS, f"training diverged: {error}")
+                metrics, reasons = records.unavailable(METRICS, f"training diverged: {error}")
         captions = {}
         if status == "ok":
             test = KarpathySplit(index, "test")
             captions = generate_captions(model, processor, test, settings, env)
             if env.is_main:
-                from contamination.metrics.caption_metrics import score_captions
-
                 metrics, reasons = score_captions(test.references, captions, settings["spice_corenlp_dir"])
         if env.is_main:
-            from contamination.io import write_json
-
             write_json(captions, captions_out)
-            record = training.provenance(spec, seed, env, packages=("torch", "torchvision", "transformers", "pycocoevalcap"))
+            record = records.provenance(spec, seed, env.world_size, env.device.type,
+                                        packages=("torch", "torchvision", "transformers", "pycocoevalcap"))
             record["fine_tuned"] = manifest is not None
             if history is not None:
                 record["selection"] = history
-            training.write_metrics(out, metrics, reasons, status, record, steps)
+            records.write_metrics(out, metrics, reasons, status, record, steps)
         if manifest is not None and status == "ok" and not settings["keep_checkpoint"]:
             checkpointer.remove()
             best.remove()
@@ -163,9 +159,9 @@ def run_identity(settings, index, model_dir, seed, manifest=None) -> dict:
     and the model's files, so new weights saved over the old directory start training over."""
     fingerprinted = without_runtime("captioning", settings)
     spec = {"settings": {k: v for k, v in fingerprinted.items() if k not in NOT_FINGERPRINTED},
-            "model": path_fingerprint(model_dir), "index": sha256_of_file(index), "seed": seed}
+            "model": records.path_fingerprint(model_dir), "index": records.sha256_of_file(index), "seed": seed}
     if manifest is not None:
-        spec["manifest"] = sha256_of_file(manifest)
+        spec["manifest"] = records.sha256_of_file(manifest)
     return spec
 
 
@@ -328,8 +324,6 @@ class CaptionTrainingSet:
     of item i in epoch e comes from its own seed, so it is the same however items are loaded."""
 
     def __init__(self, manifest, transform, prompt: str, max_words: int, seed: int):
-        from contamination.data import ManifestDataset
-
         self.items = ManifestDataset(manifest, transform=None, target="caption")
         self.transform = transform
         self.prompt = prompt
@@ -404,8 +398,6 @@ class EvaluationImages:
         return len(self.image_ids)
 
     def __getitem__(self, position: int):
-        from contamination.data import load_image
-
         return self.transform(load_image(self.split.paths[self.image_ids[position]])), position
 
 
@@ -524,8 +516,6 @@ def validation_score(model, processor, val, settings, env) -> float:
     captions = generate_captions(model, processor, val, settings, env)
     score = -math.inf
     if env.is_main:
-        from contamination.metrics.caption_metrics import score_captions
-
         values, _ = score_captions(val.references, captions, metrics=settings["select_by"])
         score = sum(values.values())
     return training.all_reduce_max([score], env)[0]

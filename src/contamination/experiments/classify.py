@@ -19,11 +19,16 @@ Besides metrics.json the job saves the ImageNet-val confusion matrix (rows: true
 columns: top-1 prediction) as .npy; a diverged run saves a 0x0 matrix.
 """
 
-from pathlib import Path
+import time
 
+from contamination import records
 from contamination.experiments import training
+from contamination.experiments import classify_recipe as recipes
 from contamination.config import with_defaults
+from contamination.data import ManifestDataset, index_rows
 from contamination.errors import DataError
+from contamination.io import atomic_path
+from contamination.sources.imagenet import official_wnids
 
 EVAL_SETS = ("imagenet_val", "imagenet_a", "imagenet_r")
 TOP_K = (1, 5)
@@ -62,8 +67,6 @@ def restore_spec(values: dict) -> dict:
 def run_train_classifier(args) -> None:
     import numpy as np
 
-    from contamination.io import atomic_path
-
     spec = args.spec
     eval_indexes = {"imagenet_val": args.imagenet, "imagenet_a": args.imagenet_a, "imagenet_r": args.imagenet_r}
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
@@ -74,9 +77,9 @@ def run_train_classifier(args) -> None:
         with atomic_path(args.confusion) as temporary:
             with open(temporary, "wb") as handle:
                 np.save(handle, confusion)
-        provenance = training.provenance(run_identity(spec, args.manifest), spec["seed"], env)
+        provenance = records.provenance(run_identity(spec, args.manifest), spec["seed"], env.world_size, env.device.type)
         provenance["reported_weights"] = spec["recipe"]["report_weights"]
-        training.write_metrics(args.out, metrics, reasons, status, provenance, steps)
+        records.write_metrics(args.out, metrics, reasons, status, provenance, steps)
         print(f"{status}: " + ", ".join(f"{name} {value}" for name, value in metrics.items()), flush=True)
         if not spec["keep_checkpoint"]:
             # Only now: a job killed before its outputs were written still finds its weights.
@@ -85,14 +88,11 @@ def run_train_classifier(args) -> None:
 
 def run_identity(spec: dict, manifest) -> dict:
     """What determines the trained weights: a checkpoint is resumed only if this matches."""
-    import hashlib
-
-    digest = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
-    return {key: spec[key] for key in ("model", "recipe", "num_classes", "seed")} | {"manifest_sha256": digest}
+    return {key: spec[key] for key in ("model", "recipe", "num_classes", "seed")} | {"manifest_sha256": records.sha256_of_file(manifest)}
 
 
 def run_checkpointer(spec: dict, manifest, checkpoint_dir, env) -> training.Checkpointer:
-    return training.Checkpointer(checkpoint_dir, env, training.fingerprint(run_identity(spec, manifest)),
+    return training.Checkpointer(checkpoint_dir, env, records.sha256_of_json(run_identity(spec, manifest)),
                                  every_minutes=spec["checkpoint_every_minutes"])
 
 
@@ -108,7 +108,7 @@ def train_and_evaluate(spec: dict, manifest, eval_indexes: dict, checkpoint_dir,
         models, watch = train(spec, manifest, run_checkpointer(spec, manifest, checkpoint_dir, env), env)
     except training.Diverged as error:
         training.log(env, f"diverged: {error}")
-        metrics, reasons = training.unavailable(names, f"training diverged: {error}")
+        metrics, reasons = records.unavailable(names, f"training diverged: {error}")
         return "diverged", metrics, reasons, np.zeros((0, 0), dtype=np.int64), error.record
     scored = {weights: evaluate_all(model, spec, eval_indexes, env) for weights, model in models.items()}
     metrics, confusion = scored[recipe["report_weights"]]
@@ -126,9 +126,6 @@ def train(spec: dict, manifest, checkpointer, env):
     ({"raw": model, "ema": EMA model if the recipe keeps one}, the run's StepWatch)."""
     import torch
     import torchvision
-
-    from contamination.experiments import classify_recipe as recipes
-    from contamination.data import ManifestDataset
 
     recipe = spec["recipe"]
     training.seed_everything(spec["seed"], env)
@@ -196,8 +193,6 @@ def train(spec: dict, manifest, checkpointer, env):
 
 def train_one_epoch(model, criterion, optimizer, loader, first_step, epoch, recipe, env, ema, watch, stop,
                     checkpointer, state, print_freq) -> None:
-    import time
-
     import torch
 
     model.train()
@@ -253,17 +248,6 @@ def batch_split(spec: dict, world_size: int) -> training.BatchSplit:
 # ---- evaluation -----------------------------------------------------------------------------
 
 
-def evaluation_rows(index_path):
-    """The rows of an index to score (split "val") as a manifest frame."""
-    from contamination.io import read_parquet
-
-    index = read_parquet(index_path)
-    rows = index[index["split"] == "val"]
-    if rows.empty:
-        raise DataError(f"index {index_path} has no 'val' rows to evaluate on")
-    return rows.assign(uri=rows["path"], origin=Path(index_path).stem)[["id", "uri", "label", "caption", "origin"]]
-
-
 def evaluate_all(model, spec: dict, eval_indexes: dict, env):
     """({metric: percent}, ImageNet-val confusion matrix); the numbers are valid on rank 0."""
     import numpy as np
@@ -271,7 +255,7 @@ def evaluate_all(model, spec: dict, eval_indexes: dict, env):
     num_classes = spec["num_classes"]
     metrics, confusion = {}, None
     for name in EVAL_SETS:
-        rows = evaluation_rows(eval_indexes[name])
+        rows = index_rows(eval_indexes[name], "val")
         if name == "imagenet_val":
             classes = np.arange(num_classes)
         else:
@@ -290,8 +274,6 @@ def official_labels(source: str, imagenet_index, rows, source_index):
     classes of the ImageNet index, i.e. the classes in use (config/README.md)."""
     import numpy as np
     import pandas as pd
-
-    from contamination.sources.imagenet import official_wnids
 
     in_use = pd.read_parquet(imagenet_index, columns=["wnid", "label"]).drop_duplicates()
     labels = np.sort(in_use.loc[in_use["wnid"].isin(official_wnids(source)), "label"].to_numpy())
@@ -317,9 +299,6 @@ def predict(model, rows, classes, spec: dict, env):
     """(labels, top-k predictions) of every row, gathered on all ranks in row order."""
     import numpy as np
     import torch
-
-    from contamination.experiments import classify_recipe as recipes
-    from contamination.data import ManifestDataset
 
     recipe = spec["recipe"]
     dataset = ManifestDataset(rows, recipes.eval_transform(recipe), target="label")

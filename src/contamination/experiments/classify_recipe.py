@@ -6,6 +6,8 @@ Keys follow the reference script's command-line flags (references/classification
 torchvision v0.13.1, the version the paper cites), so a recipe reads like its README line.
 """
 
+from contamination.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Parameter names the reference's --transformer-embedding-decay applies to.
@@ -177,8 +179,6 @@ def ema_decay_per_update(recipe: dict) -> float:
 
 def check(recipe: dict, key: str) -> None:
     """Recipe checks the schema cannot express; messages name the config key."""
-    from contamination.errors import ConfigError
-
     if recipe["lr_scheduler"] == "cosineannealinglr" and recipe["lr_warmup_epochs"] >= recipe["epochs"]:
         raise ConfigError(
             f"{key}.lr_warmup_epochs: {recipe['lr_warmup_epochs']} leaves no epochs of the cosine schedule "

@@ -13,6 +13,7 @@ figure's title says so.
 """
 
 from contamination.errors import ConfigError, DataError
+from contamination.io import atomic_path, read_parquet
 
 GROUPING_NOTE = "classes grouped by index blocks (no WordNet is-a file or superclass map configured)"
 
@@ -49,8 +50,6 @@ def add_commands(subparsers) -> None:
 
 
 def run_plot_confusion(args) -> None:
-    from contamination.io import read_parquet
-
     if len(args.matrices) != len(args.titles):
         raise ConfigError(f"--titles: {len(args.titles)} titles for {len(args.matrices)} matrices")
     matrices = [load_matrix(path) for path in args.matrices]
@@ -188,8 +187,6 @@ def plot(matrices, titles, groups, note, out) -> None:
     import numpy as np
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Rectangle
-
-    from contamination.io import atomic_path
 
     figure, axes = plt.subplots(1, len(matrices), figsize=(5.5 * len(matrices), 5.5), squeeze=False)
     for axis, matrix, title in zip(axes[0], matrices, titles):

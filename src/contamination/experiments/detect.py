@@ -19,7 +19,15 @@ on frozen features; without it the shared offset of every feature makes optimisa
 ill-conditioned, and the MLP can stall at chance on the random network of the smoke run).
 """
 
+import pickle
+
+from contamination import records
 from contamination.config import add_settings_arguments
+from contamination.mixtures.manifests import named_rng, read_items
+from contamination.data import ManifestDataset
+from contamination.errors import ConfigError, DataError
+from contamination.experiments import training
+from contamination.experiments.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
 
 CLASSIFIERS = {"linear_on_resnet50_features": "linear", "mlp_on_resnet50_features": "mlp"}
 TEST_ACCURACY, TRAIN_ACCURACY = "detection_accuracy", "detection_train_accuracy"
@@ -48,19 +56,17 @@ def add_commands(subparsers) -> None:
 def run_detect(args) -> None:
     import torch
 
-    from contamination.experiments import training
-
     spec = args.spec
     device = torch.device("cuda" if spec["device"] in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     items = sample_detection_set(args.real, args.generated, spec)
     features = extract_features(load_feature_extractor(args.weights), items, spec, device)
     results = train_and_score(features, items["target"].to_numpy(), items["split"].to_numpy() == "test", spec, device)
     identity = {"detection": spec, "real": str(args.real), "generated": str(args.generated), "weights": str(args.weights)}
-    env = training.DistEnv(rank=0, world_size=1, local_rank=0, device=device)
     for model, kind in CLASSIFIERS.items():
         metrics = {TEST_ACCURACY: results[kind]["test"], TRAIN_ACCURACY: results[kind]["train"]}
-        training.write_metrics(getattr(args, f"out_{kind}"), metrics, {}, "ok",
-                               training.provenance(identity | {"classifier": model}, spec["seed"], env, PACKAGES))
+        provenance = records.provenance(identity | {"classifier": model}, spec["seed"], world_size=1,
+                                        device=device.type, packages=PACKAGES)
+        records.write_metrics(getattr(args, f"out_{kind}"), metrics, {}, "ok", provenance)
         print(f"{model}: test accuracy {metrics[TEST_ACCURACY]:.4f}, train accuracy {metrics[TRAIN_ACCURACY]:.4f}",
               flush=True)
 
@@ -70,20 +76,12 @@ def run_detect(args) -> None:
 
 def sample_items(index_path, name: str, count: int, seed: int, key: str):
     """``count`` manifest rows (formats.MANIFEST_COLUMNS, origin = name) drawn without replacement,
-    seeded by seed and name, from the training rows of a source index or all rows of a generated
-    index (mixtures.read_items), in drawn order."""
-    import hashlib
-
-    import numpy as np
-
-    from contamination.errors import ConfigError
-    from contamination.mixtures.manifests import read_items
-
+    seeded by seed and name (mixtures.named_rng), from the training rows of a source index or all
+    rows of a generated index (mixtures.read_items), in drawn order."""
     items = read_items(index_path, name).to_pandas().assign(origin=name)
     if count > len(items):
         raise ConfigError(f"{key}: {count} images wanted, but '{name}' ({index_path}) has only {len(items)}")
-    name_entropy = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-    chosen = np.random.default_rng([seed, name_entropy]).choice(len(items), size=count, replace=False)
+    chosen = named_rng(seed, name).choice(len(items), size=count, replace=False)
     return items.iloc[chosen].reset_index(drop=True)
 
 
@@ -91,8 +89,6 @@ def sample_detection_set(real_index, generated_index, spec: dict):
     """The manifest of the detection set: ``target`` 0 real / 1 generated, ``split`` train/test
     (the first test_images_per_source drawn of each source are the test images)."""
     import pandas as pd
-
-    from contamination.errors import ConfigError
 
     count, test = spec["images_per_source"], spec["test_images_per_source"]
     if not 0 < test < count:
@@ -109,8 +105,6 @@ def feature_transform(spec: dict):
     import torch
     from torchvision.transforms import InterpolationMode, v2
 
-    from contamination.experiments.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
-
     return v2.Compose([
         v2.Resize(spec["resize_size"], interpolation=InterpolationMode.BILINEAR, antialias=True),
         v2.CenterCrop(spec["crop_size"]),
@@ -126,12 +120,8 @@ def feature_transform(spec: dict):
 def load_feature_extractor(weights_path):
     """torchvision ResNet-50 with the state dict at ``weights_path``; its classifier replaced by
     the identity, so it returns the 2,048-d average-pooled features. Evaluation mode."""
-    import pickle
-
     import torch
     import torchvision
-
-    from contamination.errors import DataError
 
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
@@ -151,9 +141,6 @@ def extract_features(model, items, spec: dict, device):
     """float32 array (len(items), 2048): the features of every item, in order."""
     import numpy as np
     import torch
-
-    from contamination.experiments import training
-    from contamination.data import ManifestDataset
 
     dataset = ManifestDataset(items, feature_transform(spec), target="label")
     loader = torch.utils.data.DataLoader(dataset, batch_size=spec["feature_batch_size"],

@@ -29,8 +29,12 @@ shards of ``sample_shard_size`` (one job each); every image has its own noise se
 
 import json
 
-from contamination.experiments import training
+from contamination import records
+from contamination.experiments import diffusion, training
 from contamination.config import add_settings_arguments
+from contamination.errors import ConfigError, DataError
+from contamination.io import atomic_directory, read_json, write_json
+from contamination.metrics.features import ArrayImages, write_rows
 
 # The config keys that determine the trained weights (a checkpoint is resumed only if they match).
 TRAINING_KEYS = ("image_size", "unet", "diffusion_steps", "rescale_timesteps", "vlb_weight", "iterations",
@@ -110,11 +114,7 @@ def model_timesteps(t, spec: dict):
 
 
 def run_identity(spec: dict, manifest) -> dict:
-    import hashlib
-    from pathlib import Path
-
-    digest = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
-    return {key: spec[key] for key in TRAINING_KEYS} | {"manifest_sha256": digest}
+    return {key: spec[key] for key in TRAINING_KEYS} | {"manifest_sha256": records.sha256_of_file(manifest)}
 
 
 # ---- training -------------------------------------------------------------------------------
@@ -125,10 +125,6 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
     (the EMA UNet, the StepWatch record). Raises training.Interrupted after checkpointing when a
     stop is requested and training.Diverged on a non-finite loss or weights."""
     import torch
-
-    from contamination.experiments import diffusion
-    from contamination.errors import DataError
-    from contamination.metrics.features import ArrayImages
 
     training.seed_everything(spec["seed"], env)
     dataset = ArrayImages([images_path])
@@ -211,7 +207,7 @@ def run_train(args) -> None:
     spec = args.spec
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = run_identity(spec, args.manifest)
-        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity),
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, records.sha256_of_json(identity),
                                              every_minutes=spec["checkpoint_every_minutes"])
         status, reason, ema_unet = "ok", "", None
         try:
@@ -221,7 +217,8 @@ def run_train(args) -> None:
             training.log(env, reason)
         if env.is_main:
             write_model(ema_unet, args.out, args.status, status, reason, spec,
-                        training.provenance(identity, spec["seed"], env, packages=("torch", "diffusers")), steps)
+                        records.provenance(identity, spec["seed"], env.world_size, env.device.type,
+                                           packages=("torch", "diffusers")), steps)
         if status == "ok" and not spec["keep_checkpoint"]:
             checkpointer.remove()  # collective, after the outputs exist
 
@@ -230,8 +227,6 @@ def write_model(ema_unet, out, status_path, status: str, reason: str, spec: dict
                 steps=None) -> None:
     """The EMA UNet (save_pretrained; an empty directory when training did not finish) and
     training.json (with ``steps``, the StepWatch record)."""
-    from contamination.io import atomic_directory, write_json
-
     with atomic_directory(out) as directory:
         if ema_unet is not None:
             ema_unet.save_pretrained(directory, safe_serialization=True)
@@ -251,8 +246,6 @@ def sample_seed(seed: int, number: int) -> int:
 
 
 def shard_numbers(spec: dict, shard: int) -> range:
-    from contamination.errors import ConfigError
-
     first = shard * spec["sample_shard_size"]
     if not 0 <= first < spec["sample_count"]:
         raise ConfigError(f"shard {shard} is outside iddpm.sample_count {spec['sample_count']} "
@@ -264,8 +257,6 @@ def sample(unet, spec: dict, numbers, device):
     """uint8 (B, S, S, 3) batches of the samples with the given numbers, in order."""
     import torch
     from diffusers.utils.torch_utils import randn_tensor
-
-    from contamination.experiments import diffusion
 
     ddpm = diffusion.scheduler(spec["diffusion_steps"])
     ddpm.set_timesteps(spec["sample_steps"])  # CPU timesteps, as diffusers' pipelines keep them
@@ -286,9 +277,6 @@ def sample(unet, spec: dict, numbers, device):
 
 def run_sample(args) -> None:
     from diffusers import UNet2DModel
-
-    from contamination.metrics.features import write_rows
-    from contamination.io import read_json
 
     spec = args.spec
     numbers = shard_numbers(spec, args.shard)

@@ -25,10 +25,15 @@ signals (exit 75, run again to resume) and divergence (status "diverged", NaN in
 step the AMP loss scaler skips is not divergence, ``max_skipped_steps`` of them in a row are).
 """
 
+import math
 from pathlib import Path
 
+from contamination import records
+from contamination.data import ManifestDataset, index_rows
 from contamination.experiments import training
-from contamination.reporting.provenance import sha256_of_file
+from contamination.errors import ConfigError
+from contamination.experiments.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
+from contamination.io import read_json, save_pretrained, write_json
 
 MODEL_NAME = "mae_vit_b"
 PROBE_METRICS = ["linear_probe_top1_imagenet_val", "linear_probe_top5_imagenet_val"]
@@ -78,47 +83,42 @@ def add_commands(subparsers) -> None:
 
 
 def run_pretrain(args) -> None:
-    from contamination.io import write_json
-    from contamination.io import save_pretrained
-
     spec = args.spec
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = pretrain_identity(spec, args.manifest)
-        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity),
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, records.sha256_of_json(identity),
                                              every_minutes=spec["checkpoint_every_minutes"])
         model, history, status, reason, steps = pretrain(spec, args.manifest, checkpointer, env)
         if env.is_main:
             save_pretrained(model, args.out)
+            provenance = records.provenance(identity, spec["seed"], env.world_size, env.device.type, PACKAGES)
             write_json({"status": status, "reason": reason, "loss_per_epoch": history.losses, "training": steps,
-                        "provenance": training.provenance(identity, spec["seed"], env, packages=PACKAGES)},
-                       args.summary)
+                        "provenance": provenance}, args.summary)
             print(f"pre-training {status}: loss per epoch {history.losses}", flush=True)
         if status == "ok" and not spec["keep_checkpoint"]:
             checkpointer.remove()
 
 
 def run_linear_probe(args) -> None:
-    from contamination.io import read_json
-
     spec = args.spec
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = probe_identity(spec, args.pretrained, args.imagenet)
         pretraining = read_json(args.pretrain_summary)
-        checkpointer = training.Checkpointer(args.checkpoint_dir, env, training.fingerprint(identity),
+        checkpointer = training.Checkpointer(args.checkpoint_dir, env, records.sha256_of_json(identity),
                                              every_minutes=spec["checkpoint_every_minutes"])
         steps = None
         if pretraining["status"] == "ok":
             status, metrics, reasons, steps = linear_probe(spec, args.pretrained, args.imagenet, checkpointer, env)
         else:
             status = pretraining["status"]
-            metrics, reasons = training.unavailable(PROBE_METRICS, f"MAE pre-training {status}: {pretraining['reason']}")
+            metrics, reasons = records.unavailable(PROBE_METRICS, f"MAE pre-training {status}: {pretraining['reason']}")
         losses = pretraining["loss_per_epoch"]
         metrics[PRETRAIN_LOSS_METRIC] = losses[-1] if losses else None
         if not losses:
             reasons[PRETRAIN_LOSS_METRIC] = f"MAE pre-training {pretraining['status']} before its first epoch ended"
         if env.is_main:
-            training.write_metrics(args.out, metrics, reasons, status,
-                                   training.provenance(identity, spec["seed"], env, packages=PACKAGES), steps)
+            provenance = records.provenance(identity, spec["seed"], env.world_size, env.device.type, PACKAGES)
+            records.write_metrics(args.out, metrics, reasons, status, provenance, steps)
             print(f"{status}: " + ", ".join(f"{name} {value}" for name, value in metrics.items()), flush=True)
         if status == "ok" and not spec["keep_checkpoint"]:
             checkpointer.remove()
@@ -128,14 +128,14 @@ def run_linear_probe(args) -> None:
 
 def pretrain_identity(spec: dict, manifest) -> dict:
     """What determines the pre-trained weights: a checkpoint is resumed only if this matches."""
-    return {key: spec[key] for key in ("model", "pretrain", "seed")} | {"manifest_sha256": sha256_of_file(manifest)}
+    return {key: spec[key] for key in ("model", "pretrain", "seed")} | {"manifest_sha256": records.sha256_of_file(manifest)}
 
 
 def probe_identity(spec: dict, pretrained, imagenet_index) -> dict:
     files = sorted(path for path in Path(pretrained).iterdir() if path.is_file())
     return {key: spec[key] for key in ("linear_probe", "num_classes", "seed")} | {
-        "pretrained_sha256": {path.name: sha256_of_file(path) for path in files},
-        "imagenet_index_sha256": sha256_of_file(imagenet_index),
+        "pretrained_sha256": {path.name: records.sha256_of_file(path) for path in files},
+        "imagenet_index_sha256": records.sha256_of_file(imagenet_index),
     }
 
 
@@ -252,8 +252,6 @@ def to_normalized_tensor():
     import torch
     from torchvision.transforms import v2
 
-    from contamination.experiments.classify_recipe import IMAGENET_MEAN, IMAGENET_STD
-
     return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
@@ -263,8 +261,6 @@ def one_draw_crop_box(height: int, width: int, scale, ratio=CROP_ASPECT_RATIOS):
     the image is cut to the image. torchvision instead redraws (up to ten times) until the crop
     fits, which favours small areas: with scale (0.08, 1) its mean crop is 43-48% of the image,
     this one's 52-53%. Draws from torch's global RNG, as torchvision's transforms do."""
-    import math
-
     import torch
 
     area = height * width * float(torch.empty(()).uniform_(scale[0], scale[1]))
@@ -312,19 +308,6 @@ def eval_transform(image_size: int, resize_size: int):
     return v2.Compose([resize, v2.CenterCrop(image_size), *to_normalized_tensor()])
 
 
-def index_rows(index_path, split: str):
-    """The rows of a source index in ``split`` as a manifest frame (uri = the image path)."""
-    from contamination.errors import DataError
-    from contamination.formats import MANIFEST_COLUMNS
-    from contamination.io import read_parquet
-
-    index = read_parquet(index_path)
-    rows = index[index["split"] == split]
-    if rows.empty:
-        raise DataError(f"index {index_path} has no '{split}' rows")
-    return rows.assign(uri=rows["path"], origin=Path(index_path).stem)[MANIFEST_COLUMNS].reset_index(drop=True)
-
-
 def batch_split(recipe: dict, env, key: str) -> "training.BatchSplit":
     return training.batch_split(recipe["global_batch_size"], env.world_size, recipe["max_batch_per_process"], key)
 
@@ -335,8 +318,6 @@ def batch_split(recipe: dict, env, key: str) -> "training.BatchSplit":
 def half_cycle_cosine(epoch: float, peak_lr: float, min_lr: float, warmup_epochs: int, epochs: int) -> float:
     """MAE's ``lr_sched.adjust_learning_rate`` at a fractional epoch: linear warmup from 0, then
     half a cosine from peak_lr down to min_lr at the last epoch."""
-    import math
-
     if epoch < warmup_epochs:
         return peak_lr * epoch / warmup_epochs
     progress = (epoch - warmup_epochs) / (epochs - warmup_epochs)
@@ -450,8 +431,6 @@ def mean_over_processes(total: float, count: int, env) -> float:
 
 
 def training_data_error(key: str, recipe: dict, size: int):
-    from contamination.errors import ConfigError
-
     return ConfigError(f"{key}.global_batch_size: {recipe['global_batch_size']} images per optimizer step are more "
                        f"than the {size} training images allow")
 
@@ -479,8 +458,6 @@ def pretrain(spec: dict, manifest, checkpointer, env, stop=None):
     """(model, loss history, status, reason, StepWatch record): MAE pre-training to the end of
     the recipe."""
     import torch
-
-    from contamination.data import ManifestDataset
 
     recipe = spec["pretrain"]
     training.seed_everything(spec["seed"], env)
@@ -512,8 +489,6 @@ def linear_probe(spec: dict, pretrained, imagenet_index, checkpointer, env, stop
     score ImageNet val."""
     import torch
 
-    from contamination.data import ManifestDataset
-
     recipe = spec["linear_probe"]
     training.seed_everything(spec["seed"], env)
     encoder = load_encoder(pretrained).to(env.device)
@@ -536,7 +511,7 @@ def linear_probe(spec: dict, pretrained, imagenet_index, checkpointer, env, stop
                     state, LossHistory(), env, stop)
     except training.Diverged as error:
         training.log(env, f"diverged: {error}")
-        metrics, reasons = training.unavailable(PROBE_METRICS, f"linear probing diverged: {error}")
+        metrics, reasons = records.unavailable(PROBE_METRICS, f"linear probing diverged: {error}")
         return "diverged", metrics, reasons, error.record
     val = ManifestDataset(index_rows(imagenet_index, "val"), eval_transform(image_size, recipe["val_resize_size"]))
     accuracy = topk_accuracy(encoder, head, val, spec, env)

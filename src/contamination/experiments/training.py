@@ -1,12 +1,13 @@
 """Shared training skeleton: distributed setup, seeding, checkpoint/resume, stop signals,
-divergence, EMA, samplers and metrics.json. Every training experiment (classification,
+divergence, EMA and samplers (metrics.json: records.py). Every training experiment (classification,
 captioning, IDDPM, MAE) uses it the same way::
 
+    from contamination import records
     from contamination.experiments import training
 
     env = training.setup_distributed()              # torchrun env vars, or one process
     training.seed_everything(seed, env)             # + deterministic algorithms on CPU
-    checkpointer = training.Checkpointer(checkpoint_dir, env, fingerprint=training.fingerprint(spec),
+    checkpointer = training.Checkpointer(checkpoint_dir, env, fingerprint=records.sha256_of_json(spec),
                                          every_minutes=checkpoint_every_minutes)  # config, not in spec
     stop = training.StopRequest()                   # SIGTERM / SIGUSR1 -> stop.requested
     sampler = training.ResumableSampler(training.distributed_sampler(dataset, env, seed), batch_size)
@@ -25,10 +26,11 @@ captioning, IDDPM, MAE) uses it the same way::
             checkpointer.save(training.Position(epoch + 1, 0), model=model, ...)
         watch.check_weights(env)
     except training.Diverged as error:
-        metrics, reasons = training.unavailable(METRIC_NAMES, str(error))   # -> status "diverged"
+        metrics, reasons = records.unavailable(METRIC_NAMES, str(error))    # -> status "diverged"
         steps = error.record                                                # step and reason
     ...
-    training.write_metrics(out, metrics, reasons, status, training.provenance(spec, seed, env), steps)
+    records.write_metrics(out, metrics, reasons, status,
+                          records.provenance(spec, seed, env.world_size, env.device.type), steps)
 
 The CLI command turns ``Interrupted`` into exit code ``EXIT_RESUME`` (75): the job failed, so
 Snakemake (or SLURM) retries it, and the retry resumes from the checkpoint. (Under torchrun, the
@@ -76,8 +78,6 @@ Pieces:
 - ``distributed_sampler`` (torch DistributedSampler, also at world size 1),
   ``RepeatedAugmentSampler`` (the reference's RASampler) and ``ResumableSampler`` (skips the
   batches done before a mid-epoch checkpoint without loading them).
-- ``write_metrics``, ``unavailable``, ``provenance``, ``fingerprint``: the metrics.json contract
-  ({"status", "metrics": {name: float | null}, "reasons": {name: why null}, "provenance"}).
 
 This module imports torch only inside functions, like every module of the package.
 """
@@ -86,9 +86,10 @@ import contextlib
 import dataclasses
 import enum
 import hashlib
-import json
+import itertools
 import math
 import os
+import pickle
 import random
 import re
 import signal
@@ -97,7 +98,8 @@ import time
 from pathlib import Path
 
 from contamination.errors import ConfigError, DataError, Locked
-from contamination.io import atomic_path, exclusive_lock, remove_stale_temporaries, write_json
+from contamination.io import atomic_path, exclusive_lock, remove_stale_temporaries
+from contamination.config import add_settings_arguments
 
 EXIT_RESUME = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; run again to resume
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -108,8 +110,6 @@ def add_resumable_command(subparsers, name: str, help: str, spec_help: str, sect
     """A CLI training command with the arguments every one has: ``--spec`` and ``--runtime``
     (config.add_settings_arguments of config ``section``, ``keys`` and ``restore``; described by
     ``spec_help``) and ``--checkpoint-dir``; its help says how it runs under torchrun and resumes."""
-    from contamination.config import add_settings_arguments
-
     parser = subparsers.add_parser(
         name,
         help=help,
@@ -422,8 +422,6 @@ class Checkpointer:
         starts over instead of continuing someone else's run. Loading never unpickles code
         (weights_only): a file that needs more than tensors and plain data is refused.
         """
-        import pickle
-
         import torch
 
         self._hold_lock()
@@ -699,66 +697,7 @@ class ResumableSampler:
         self.skipped_batches = skip_batches
 
     def __iter__(self):
-        import itertools
-
         return itertools.islice(iter(self.sampler), self.skipped_batches * self.batch_size, None)
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skipped_batches * self.batch_size)
-
-
-# ---- metrics.json ---------------------------------------------------------------------------
-
-
-def fingerprint(spec) -> str:
-    """SHA-256 of the canonical JSON of a run's spec (config section + inputs that define it)."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def provenance(spec, seed: int, env: DistEnv, packages=("torch", "torchvision", "numpy"), models=None) -> dict:
-    """What produced the numbers: config hash, seed, world size, device type, package versions,
-    and with ``models`` ({role: weights file or model directory}) the fingerprint of each model
-    the run read (provenance.model_fingerprints); pass ``models={}`` for a run that read none."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": sys.version.split()[0]}
-    for name in ("contamination",) + tuple(packages):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    record = {
-        "config_sha256": fingerprint(spec),
-        "seed": seed,
-        "world_size": env.world_size,
-        "device": env.device.type,
-        "packages": versions,
-    }
-    if models is not None:
-        from contamination.reporting.provenance import model_fingerprints
-
-        record["models"] = model_fingerprints(models)
-    return record
-
-
-def unavailable(names, reason: str):
-    """(metrics, reasons) with every metric null for the same reason."""
-    return {name: None for name in names}, {name: reason for name in names}
-
-
-def write_metrics(path, metrics: dict, reasons: dict, status: str, provenance: dict, steps=None) -> None:
-    """Write metrics.json atomically. Non-finite numbers become null; every null needs a reason.
-    ``steps``: a StepWatch.record (optimizer and skipped steps, divergence), written as "training"."""
-    clean, why = {}, dict(reasons)
-    for name, value in metrics.items():
-        if value is not None and math.isfinite(float(value)):
-            clean[name] = float(value)
-            why.pop(name, None)
-        else:
-            clean[name] = None
-            if name not in why:
-                raise ValueError(f"metric {name} is {value} without a reason")
-    record = {"status": status, "metrics": clean, "reasons": why, "provenance": provenance}
-    if steps is not None:
-        record["training"] = steps
-    write_json(record, path)

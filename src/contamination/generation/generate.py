@@ -7,13 +7,20 @@ the batch it was made in, the shard size or the number of GPUs; regenerated alon
 shard's pixels up to float rounding (~1e-6 across batch compositions).
 """
 
+import io
 import json
 import os
+import platform
+import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
 from contamination.config import add_settings_arguments
 from contamination.errors import ConfigError, DataError
-from contamination.reporting.provenance import model_fingerprint
+from contamination.records import model_fingerprint
+from contamination.formats import GENERATED_COLUMNS, NO_LABEL, PROMPT_COLUMNS, shard_uri
+from contamination.generation.shards import read_metadata, write_shard
+from contamination.io import exclusive_lock, read_parquet, remove_stale_temporaries, write_parquet
 
 SETTINGS = [
     "scheduler", "steps", "guidance_scale", "negative_prompt", "height", "width", "dtype",
@@ -53,8 +60,6 @@ def add_commands(subparsers) -> None:
 
 
 def run_generate(args) -> None:
-    from contamination.io import exclusive_lock, read_parquet, remove_stale_temporaries
-
     settings = check_settings(args.settings)
     check_pipeline_dir(args.pipeline, settings)
     rows = shard_rows(read_parquet(args.prompts), args.shard, settings["shard_size"], args.prompts)
@@ -200,8 +205,6 @@ def generate_images(pipeline, prompts, seeds, settings: dict):
 
 
 def encode_image(image, settings: dict) -> bytes:
-    import io
-
     pillow_format, _ = IMAGE_FORMATS[settings["image_format"]]
     options = {} if pillow_format == "PNG" else {"quality": settings["image_quality"]}
     buffer = io.BytesIO()
@@ -211,8 +214,6 @@ def encode_image(image, settings: dict) -> bytes:
 
 def write_generated_shard(pipeline, rows, settings: dict, provenance: dict, out) -> None:
     """Generate ``rows`` batch by batch straight into the shard file (complete or absent)."""
-    from contamination.generation.shards import write_shard
-
     _, extension = IMAGE_FORMATS[settings["image_format"]]
     members = [f"{item_id}.{extension}" for item_id in rows["id"]]
     batch_size = settings["batch_size"]
@@ -239,9 +240,6 @@ def write_generated_shard(pipeline, rows, settings: dict, provenance: dict, out)
 
 def generation_provenance(pipeline_dir, settings: dict, device) -> dict:
     """What made the images, stored with every row: sampler, model, device and package versions."""
-    import platform
-    from importlib.metadata import version
-
     import torch
 
     provenance = {column: settings[column] for column in SAMPLER_COLUMNS}
@@ -256,8 +254,6 @@ def generation_provenance(pipeline_dir, settings: dict, device) -> dict:
 
 
 def run_merge(args) -> None:
-    from contamination.io import write_parquet
-
     index = merge_shards(args.shards)
     write_parquet(index, args.out)
     print(f"{len(index)} generated images from {len(args.shards)} shards indexed in {args.out}")
@@ -265,12 +261,7 @@ def run_merge(args) -> None:
 
 def merge_shards(shard_paths):
     """The generated index (formats.GENERATED_COLUMNS) of the shards, in the order given."""
-    import zipfile
-
     import pandas as pd
-
-    from contamination.formats import GENERATED_COLUMNS, NO_LABEL, PROMPT_COLUMNS, shard_uri
-    from contamination.generation.shards import read_metadata
 
     frames = []
     for shard_path in shard_paths:

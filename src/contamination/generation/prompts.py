@@ -20,6 +20,7 @@ import json
 from contamination.config import with_defaults
 from contamination.errors import ConfigError, DataError
 from contamination.formats import NO_LABEL, PROMPT_COLUMNS
+from contamination.io import read_parquet, write_parquet
 
 SEED_BITS = 63  # seeds are non-negative int64 values: Parquet and torch.Generator both take them
 CLASS_TABLE_COLUMNS = ["label", "wnid", "names"]
@@ -45,8 +46,6 @@ def parse_spec(text: str) -> dict:
 
 
 def run_prompts(args) -> None:
-    from contamination.io import read_parquet, write_parquet
-
     table = build_prompt_table(args.spec, read_parquet(args.index), args.index)
     write_parquet(table, args.out)
     print(f"{args.spec['name']}: {len(table)} prompts written to {args.out}")

@@ -18,6 +18,7 @@ import struct
 import zipfile
 
 from contamination.io import atomic_path
+from contamination.formats import parse_uri
 
 METADATA_MEMBER = "metadata.parquet"
 
@@ -102,8 +103,6 @@ _reader = ShardReader()
 
 def read_item(uri: str) -> bytes:
     """The encoded bytes of an item: a plain file path or a ``zip://shard#member`` URI."""
-    from contamination.formats import parse_uri
-
     path, member = parse_uri(uri)
     if member is None:
         with open(path, "rb") as handle:

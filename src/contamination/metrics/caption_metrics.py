@@ -13,6 +13,7 @@ fails with ``JavaMissing`` rather than writing numbers that are not comparable.
 """
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -123,8 +124,6 @@ def spice(gts: dict, res: dict, corenlp_dir):
     per-image "All" F-scores), but with CoreNLP from ``corenlp_dir`` on the class path instead of
     downloading it, and without ``-cache`` (the LMDB cache needs extra JVM flags on Java 17).
     """
-    import math
-
     reason = corenlp_problem(corenlp_dir)
     if reason:
         return None, reason

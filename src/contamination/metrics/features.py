@@ -21,7 +21,13 @@ neither 1.28M training images nor their features have to fit in memory.
 Commands: ``image-array`` and ``features``.
 """
 
+import functools
 import json
+
+from contamination.data import ManifestDataset, index_rows, to_rgb8
+from contamination.errors import ConfigError, DataError
+from contamination.experiments.training import loader_workers
+from contamination.io import atomic_path
 
 FEATURE_BATCH = 200
 
@@ -63,8 +69,6 @@ def downsample(image, size: int):
     import numpy as np
     from PIL import Image
 
-    from contamination.data import to_rgb8
-
     image = to_rgb8(image)
     for halved in halving_sizes(image.size, size)[1:]:
         image = image.resize(halved, resample=Image.BOX)
@@ -102,30 +106,11 @@ def draft_halvings(image, size: int):
     return image.convert("RGB").resize(sizes[halvings], resample=Image.BOX) if halvings else image
 
 
-def index_rows(index_path, split: str):
-    """The rows of one split of a source index, as a manifest frame (formats.MANIFEST_COLUMNS)."""
-    from pathlib import Path
-
-    from contamination.errors import DataError
-    from contamination.formats import MANIFEST_COLUMNS
-    from contamination.io import read_parquet
-
-    index = read_parquet(index_path)
-    rows = index[index["split"] == split]
-    if rows.empty:
-        raise DataError(f"index {index_path} has no '{split}' rows")
-    return rows.assign(uri=rows["path"], origin=Path(index_path).stem)[MANIFEST_COLUMNS]
-
-
 class ImagesOnly:
     """The images of a ManifestDataset, brought to ``size`` x ``size`` (labels dropped), JPEGs
     decoded at reduced size if ``reduced_jpeg_decode`` (see the module's docstring)."""
 
     def __init__(self, manifest, size: int, reduced_jpeg_decode: bool = False):
-        import functools
-
-        from contamination.data import ManifestDataset
-
         self.items = ManifestDataset(manifest, functools.partial(downsample, size=size), target="label",
                                      jpeg_draft=functools.partial(draft_halvings, size=size) if reduced_jpeg_decode
                                      else None)
@@ -145,8 +130,6 @@ class ArrayImages:
 
     def __init__(self, paths):
         import numpy as np
-
-        from contamination.errors import DataError
 
         self.paths = [str(path) for path in paths]
         self.arrays = [np.load(path, mmap_mode="r") for path in self.paths]
@@ -174,8 +157,6 @@ class ArrayImages:
 
 def image_set(args):
     """The image set named by the command's --manifest / --index --split / --images arguments."""
-    from contamination.errors import ConfigError
-
     sources = [name for name in ("manifest", "index", "images") if getattr(args, name, None)]
     if len(sources) != 1:
         raise ConfigError("give exactly one of --manifest, --index (with --split) or --images")
@@ -194,8 +175,6 @@ def image_batches(dataset, batch_size: int, workers: int):
     """uint8 tensors (B, H, W, 3) in set order."""
     import torch
 
-    from contamination.experiments.training import loader_workers
-
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(workers))
 
 
@@ -203,9 +182,6 @@ def write_rows(path, shape, dtype, batches) -> int:
     """Write ``batches`` (arrays whose rows fill ``shape`` in order) into the .npy ``path`` through
     a memory map, atomically. Returns the number of rows written."""
     import numpy as np
-
-    from contamination.errors import DataError
-    from contamination.io import atomic_path
 
     with atomic_path(path) as temporary:
         output = np.lib.format.open_memmap(temporary, mode="w+", dtype=dtype, shape=shape)

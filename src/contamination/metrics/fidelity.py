@@ -21,12 +21,18 @@ computed once and serves both), so memory is a few blocks however large the sets
 ImageNet training images against 50k, Table 4). Same numbers for any block size. Runs on the
 GPU when there is one.
 
-Command: ``fidelity`` writes a run's metrics.json (training.write_metrics contract). With
+Command: ``fidelity`` writes a run's metrics.json (records.write_metrics contract). With
 ``--sample-size`` each set larger than it is cut to a seeded random subsample first (Table 4:
 k-NN radii, and so precision and recall, depend on how many points a set has).
 """
 
 import json
+
+from contamination import records
+from contamination.errors import ConfigError
+from contamination.io import read_json
+from contamination.metrics.features import feature_device
+from contamination.mixtures.manifests import named_rng
 
 DEFAULT_BLOCK = 2500  # rows per distance block: 25 MB of float32 distances, well cached
 STATISTICS_BLOCK = 8192
@@ -240,8 +246,6 @@ def add_commands(subparsers) -> None:
 
 
 def parse_references(pairs) -> dict:
-    from contamination.errors import ConfigError
-
     references = {}
     for pair in pairs:
         name, separator, path = pair.partition("=")
@@ -256,8 +260,6 @@ def sampled(features, size, seed: int, name: str):
     generator seeded by (seed, name), in their order in the file."""
     import numpy as np
 
-    from contamination.mixtures.manifests import named_rng
-
     if size is None or len(features) <= size:
         return features
     key = named_rng(seed, f"{name}:sample").permutation(len(features))
@@ -268,10 +270,6 @@ def run_fidelity(args) -> None:
     import numpy as np
     import torch
 
-    from contamination.experiments import training
-    from contamination.metrics.features import feature_device
-    from contamination.io import read_json
-
     device = feature_device(args.device)
     references = parse_references(args.reference)
     spec = {"kind": args.kind, "k": args.k, "block_size": args.block_size, "generated": args.generated,
@@ -280,7 +278,7 @@ def run_fidelity(args) -> None:
     model_status = read_json(args.training) if args.training else {"status": "ok"}
     if model_status["status"] != "ok":
         names = [name for reference in references for name in metric_names(args.kind, reference, args.k).values()]
-        metrics, reasons = training.unavailable(names, f"the model did not train: {model_status.get('reason', '')}")
+        metrics, reasons = records.unavailable(names, f"the model did not train: {model_status.get('reason', '')}")
         status = model_status["status"]
     else:
         generated = sampled(np.load(args.generated, mmap_mode="r"), args.sample_size, args.seed, "generated")
@@ -288,7 +286,6 @@ def run_fidelity(args) -> None:
                   for name, path in references.items()}
         set_sizes = {"generated": len(generated), **{name: len(real) for name, real in loaded.items()}}
         metrics, reasons = evaluate(generated, loaded, args.kind, args.k, args.block_size, device, torch.float32)
-    environment = training.DistEnv(rank=0, world_size=1, local_rank=0, device=device)
-    record = dict(training.provenance(spec, args.seed, environment), set_sizes=set_sizes)
-    training.write_metrics(args.out, metrics, reasons, status, record)
+    record = dict(records.provenance(spec, args.seed, world_size=1, device=device.type), set_sizes=set_sizes)
+    records.write_metrics(args.out, metrics, reasons, status, record)
     print(json.dumps({"status": status, "metrics": metrics}))

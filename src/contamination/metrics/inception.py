@@ -21,9 +21,14 @@ Unlike most modules of the package this one imports torch at the top: it defines
 only commands that already run torch import it.
 """
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from contamination.errors import ConfigError
+from contamination.io import atomic_path
 
 FEATURE_DIM = 2048
 NUM_LOGITS = 1008
@@ -220,10 +225,6 @@ def load(path, resolution: int = RESOLUTION, key: str = "models.inception") -> F
     """The network with the weights at ``path``, in eval mode. Every tensor of the architecture
     must be in the file with its shape (BatchNorm's ``num_batches_tracked`` counters may be
     absent, as in pytorch-fid's file); a ConfigError naming ``key`` says what does not match."""
-    from pathlib import Path
-
-    from contamination.errors import ConfigError
-
     if not Path(path).is_file():
         raise ConfigError(f"{key}: Inception weights file '{path}' does not exist")
     try:
@@ -245,8 +246,6 @@ def load(path, resolution: int = RESOLUTION, key: str = "models.inception") -> F
 
 
 def save(network: FIDInceptionV3, path) -> None:
-    from contamination.io import atomic_path
-
     with atomic_path(path) as temporary:
         # Through a handle: given a path, torch.save names the archive's folder after the
         # (random) temporary file name, and the same weights would give different bytes.

@@ -16,6 +16,10 @@ every generated dataset's spectra (and the real source's once) in one CSV and dr
 """
 
 from contamination.config import settings_argument
+from contamination.data import load_image
+from contamination.experiments.detect import sample_items
+from contamination.io import atomic_path
+from contamination.reporting.tables import write_table
 
 # The keys of config `spectra` a spectra job uses (`generated` lists the datasets of all jobs).
 SPEC_KEYS = ("real_source", "images_per_source", "crop_size")
@@ -45,9 +49,6 @@ def add_commands(subparsers) -> None:
 def run_spectra(args) -> None:
     import pandas as pd
 
-    from contamination.experiments.detect import sample_items
-    from contamination.io import atomic_path
-
     spec = args.spec
     tables = []
     for index, name in ((args.real, spec["real_source"]), (args.generated, spec["generated"])):
@@ -66,8 +67,6 @@ def grey_crop(uri: str, crop_size: int):
     """The centre crop_size x crop_size grey levels (float64 in [0, 1]) of the image at ``uri``."""
     import numpy as np
     from PIL import Image
-
-    from contamination.data import load_image
 
     image = load_image(uri).convert("L")
     shorter = min(image.size)
@@ -123,8 +122,6 @@ def plot_spectra(table, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from contamination.io import atomic_path
-
     figure, axes = plt.subplots(figsize=(5, 3.5))
     for name, rows in table.groupby("dataset", sort=False):
         mean, std = rows["mean_log10_power"], rows["std_log10_power"]
@@ -142,8 +139,6 @@ def plot_spectra(table, path) -> None:
 
 def run_spectra_table(args) -> None:
     import pandas as pd
-
-    from contamination.reporting.tables import write_table
 
     # The real source is in every spectra CSV, measured on the same seeded sample: keep it once.
     table = pd.concat([pd.read_csv(path) for path in args.spectra], ignore_index=True)

@@ -37,7 +37,13 @@ Everything runs on Arrow tables and NumPy arrays, without pandas: at paper scale
 rows, 27 jobs) converting strings to Python objects and back cost more than the mixture itself.
 """
 
+import hashlib
+from fractions import Fraction
+
 from contamination.config import settings_argument, with_defaults
+from contamination.errors import ConfigError, DataError
+from contamination.formats import GENERATED_COLUMNS, INDEX_COLUMNS, NO_LABEL
+from contamination.io import write_json, write_parquet
 
 KINDS = ("subset", "replace", "append")
 MATCHES = ("label", "source", "none")
@@ -59,9 +65,6 @@ def add_commands(subparsers) -> None:
 
 
 def run_mixture(args) -> None:
-    from contamination.errors import ConfigError
-    from contamination.io import write_json, write_parquet
-
     spec = checked_spec(args.spec)
     base = read_items(args.base, spec["base"])
     by = None
@@ -77,8 +80,6 @@ def run_mixture(args) -> None:
 
 def checked_spec(spec: dict) -> dict:
     """The spec with the schema's defaults filled; a ConfigError for what cannot be built."""
-    from contamination.errors import ConfigError
-
     spec = {"subsample": {}, **with_defaults("mixtures[]", spec)}  # subsample: added by the workflow
     name = spec.get("name", "?")
     for key in ("name", "kind", "base", "fraction", "seed"):
@@ -118,9 +119,6 @@ def read_items(path, name: str):
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-
-    from contamination.errors import DataError
-    from contamination.formats import GENERATED_COLUMNS, INDEX_COLUMNS
 
     try:
         columns = set(pq.read_schema(path).names)
@@ -298,8 +296,6 @@ def mixture_size(spec: dict, base_size: int) -> int:
 
 def exact_fraction(value):
     """A config fraction as the decimal it is written as: 0.95 -> 19/20 (so 1 - 0.05 == 0.95)."""
-    from fractions import Fraction
-
     return Fraction(repr(float(value)))
 
 
@@ -310,8 +306,6 @@ def round_half_up(fraction, count: int) -> int:
 
 def named_rng(seed: int, name: str):
     """A generator for (seed, dataset name): the same name draws the same numbers in every mixture."""
-    import hashlib
-
     import numpy as np
 
     name_entropy = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
@@ -353,8 +347,6 @@ def ranked(strata, key):
 def ranked_selection(strata, key, candidates, spec) -> Selection:
     """The first drawn_counts(spec, ...) candidates by key in each stratum."""
     import numpy as np
-
-    from contamination.errors import DataError
 
     candidate_rows = np.flatnonzero(candidates)
     order, sorted_strata, ranks = ranked(strata[candidate_rows], key[candidate_rows])
@@ -402,8 +394,6 @@ def chosen_items(by_units: Units, selected: Selection, spec):
     rank k in the same stratum, or with replacement rank k modulo the stratum's size."""
     import numpy as np
 
-    from contamination.errors import DataError
-
     rng = named_rng(spec["seed"], spec["by"])
     order, sorted_strata, _ = ranked(strata_of(by_units.labels, spec["match"]), rng.permutation(by_units.count))
     starts = np.searchsorted(sorted_strata, selected.strata, side="left")
@@ -430,8 +420,6 @@ def assembled(spec, base, by, take, caption_take, replaced: int, units: dict):
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from contamination.errors import DataError
 
     parts = [(spec["base"], base)] + ([(spec["by"], by)] if by is not None else [])
 
@@ -504,8 +492,6 @@ def summary_of(spec, manifest, from_by, replaced: int, units: dict, appended: in
     units (images, or rows for ``unit: pair``), how many of them stay, how many ``by`` units
     (generated rows for ``match: source``) came in."""
     import numpy as np
-
-    from contamination.formats import NO_LABEL
 
     origins = [spec["base"], spec.get("by")]
     from_by_count = int(from_by.sum())

@@ -8,13 +8,13 @@ marker is the reproduction's difference. Cells without a measured value leave a 
 
 import math
 
+from contamination.io import atomic_path
+
 LINE_STYLES = ["-", "--", ":", "-."]
 
 
 def save_png(figure, path) -> None:
     """Write a matplotlib figure atomically; no "Software" entry, so the bytes depend on the plot only."""
-    from contamination.io import atomic_path
-
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
 

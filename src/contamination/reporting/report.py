@@ -19,10 +19,18 @@ are in the table but not in the plot.
 
 import base64
 import html
+import io
 import json
 import math
 
-from contamination.config import settings_argument, with_defaults
+from contamination.config import TRAINING_SOURCES, settings_argument, with_defaults
+from contamination.data import to_rgb8
+from contamination.errors import DataError
+from contamination.generation.shards import read_item
+from contamination.io import atomic_path, read_json, write_json
+from contamination.records import sha256_of_file, sha256_of_json
+from contamination.reporting.plots import plot_table
+from contamination.reporting.tables import TABLE_COLUMNS, write_table
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
@@ -84,8 +92,6 @@ def parse_mixtures(text: str) -> list:
 
 def contamination_positions(spec: dict, mixtures: list) -> list:
     """[{"dataset", "series", "ratio"}] for the rows of a table that are mixtures (see above)."""
-    from contamination.config import TRAINING_SOURCES
-
     by_name = {mixture["name"]: mixture for mixture in mixtures}
     rows = [(row["dataset"], by_name[row["mixture"]]) for row in spec["rows"] if row["mixture"] in by_name]
     clean = {mixture["base"] for _, mixture in rows if mixture["kind"] != "subset"}
@@ -173,9 +179,6 @@ def provenance_html(provenance: dict) -> str:
 def run_table_report(args) -> None:
     import pandas as pd
 
-    from contamination.io import atomic_path, read_json
-    from contamination.reporting.plots import plot_table
-
     spec = args.spec
     frame = pd.read_csv(args.table, keep_default_na=False, na_values=[""])
     title = f"{spec['name']}: the paper's Table {spec['reported_table']} ({spec['experiment']})"
@@ -197,11 +200,6 @@ def run_table_report(args) -> None:
 
 def run_all_tables(args) -> None:
     import pandas as pd
-
-    from contamination.errors import DataError
-    from contamination.io import read_json, write_json
-    from contamination.reporting.provenance import sha256_of_file
-    from contamination.reporting.tables import TABLE_COLUMNS, write_table
 
     if len(args.tables) != len(args.provenance):
         raise DataError(f"all-tables: {len(args.tables)} table CSVs but {len(args.provenance)} --provenance files")
@@ -229,11 +227,7 @@ def example_rows(index, count: int):
 
 def thumbnail(data: bytes, size: int) -> bytes:
     """The image shrunk to ``size`` px on its longest side (never enlarged), as JPEG."""
-    import io
-
     from PIL import Image
-
-    from contamination.data import to_rgb8
 
     with Image.open(io.BytesIO(data)) as image:
         image = to_rgb8(image)
@@ -245,9 +239,6 @@ def thumbnail(data: bytes, size: int) -> bytes:
 
 def run_generated_examples(args) -> None:
     import pandas as pd
-
-    from contamination.io import atomic_path
-    from contamination.generation.shards import read_item
 
     index = pd.read_parquet(args.index)
     figures = []
@@ -264,9 +255,6 @@ def run_generated_examples(args) -> None:
 
 def run_config_page(args) -> None:
     import yaml
-
-    from contamination.io import atomic_path
-    from contamination.reporting.provenance import sha256_of_json
 
     text = yaml.safe_dump(args.config, sort_keys=False, allow_unicode=True)
     with atomic_path(args.out_yaml) as temporary:

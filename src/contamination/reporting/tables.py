@@ -15,19 +15,20 @@ A cell's status is "ok" only if it holds a number: a NaN cell of a run that fini
 has no such metric); a NaN cell of a run that did not finish has the run's status ("diverged").
 """
 
+import csv
 import json
 import math
 from importlib import resources
 
 from contamination.config import settings_argument
+from contamination.io import atomic_path, write_json
+from contamination.reporting.provenance import table_provenance
 
 TABLE_COLUMNS = ["table", "dataset", "model", "metric", "measured", "reported", "difference", "status", "note"]
 
 
 def reported_values():
     """{(table, dataset, model, metric): (value, note)} from the paper."""
-    import csv
-
     text = resources.files("contamination.reporting").joinpath("paper/reported.csv").read_text()
     values = {}
     for row in csv.DictReader(text.splitlines()):
@@ -92,8 +93,6 @@ def build_table(spec: dict, cells: dict, reported=None):
 
 
 def write_table(frame, path) -> None:
-    from contamination.io import atomic_path
-
     with atomic_path(path) as temporary:
         frame.to_csv(temporary, index=False, float_format="%.6g")
 
@@ -111,7 +110,4 @@ def add_commands(subparsers) -> None:
 def run_table(args) -> None:
     write_table(build_table(args.spec, args.cells), args.out)
     if args.provenance:
-        from contamination.io import write_json
-        from contamination.reporting.provenance import table_provenance
-
         write_json(table_provenance(args.spec, args.cells), args.provenance)

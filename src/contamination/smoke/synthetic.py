@@ -20,9 +20,16 @@ Everything follows from the seed: each image draws from its own generator keyed 
 (seed, stream, index), so the bytes do not depend on the order things are written in.
 """
 
+import io
+import os
 import re
+import zlib
+from pathlib import Path
 
 from contamination.config import settings_argument
+from contamination.errors import ConfigError
+from contamination.io import owned_directory, require_replaceable, write_json
+from contamination.sources.imagenet import official_wnids
 
 # name: (RGB, synonyms). Class names and captions use the synonyms.
 COLOURS = {
@@ -83,8 +90,6 @@ def run_synthetic(args) -> None:
 def write_all(spec: dict) -> None:
     """Write every synthetic dataset to its root; each root (one this package wrote, or none yet)
     is replaced whole, so reruns are clean."""
-    from contamination.io import owned_directory, require_replaceable
-
     check_spec(spec)
     for source in ROOT_KEYS:  # all checked before any is written
         require_replaceable(spec["roots"][source])
@@ -105,10 +110,6 @@ def write_all(spec: dict) -> None:
 
 
 def check_spec(spec: dict) -> None:
-    import os
-
-    from contamination.errors import ConfigError
-
     for key in SPEC_KEYS:
         if key not in spec:
             raise ConfigError(f"synthetic.{key}: missing from the synthetic spec")
@@ -155,8 +156,6 @@ def synthetic_wnids(count: int) -> list:
     class unless k % 4 == IMAGENET_A_LEFT_OUT and an ImageNet-R class unless k % 4 ==
     IMAGENET_R_LEFT_OUT, so the official lists, intersected with these classes as evaluation
     does, are exactly the classes the synthetic ImageNet-A/-R hold."""
-    from contamination.sources.imagenet import official_wnids
-
     in_a, in_r = set(official_wnids("imagenet_a")), set(official_wnids("imagenet_r"))
     candidates = iter(sorted(in_a | in_r))
     wnids = []
@@ -170,13 +169,9 @@ class Stream:
     """Independent random generators per (seed, dataset, part, index)."""
 
     def __init__(self, seed: int, dataset: str):
-        import zlib
-
         self.seed, self.dataset = seed, zlib.crc32(dataset.encode())
 
     def rng(self, part: str, *indices: int):
-        import zlib
-
         import numpy as np
 
         return np.random.default_rng([self.seed, self.dataset, zlib.crc32(part.encode()), *indices])
@@ -297,8 +292,6 @@ def write_imagenet(root, classes: list, spec: dict, stream: Stream) -> int:
 def write_meta_mat(path, classes: list, ilsvrc_ids: list) -> None:
     """The devkit's meta.mat: a struct array ``synsets`` of the leaf classes and, as in the real
     file, inner WordNet nodes (here one root) that have children and are not classes."""
-    import io
-
     import numpy as np
     import scipy.io
 
@@ -453,10 +446,5 @@ def write_flickr30k(root, classes: list, spec: dict, stream: Stream) -> int:
 
 def write_karpathy_json(staging, spec: dict, source: str, data: dict) -> None:
     """Into the staged root, where the spec's JSON path lies inside the root (check_spec)."""
-    import os
-    from pathlib import Path
-
-    from contamination.io import write_json
-
     root, json_path = os.path.abspath(spec["roots"][source]), os.path.abspath(spec["karpathy_json"][source])
     write_json(data, Path(staging) / os.path.relpath(json_path, root))

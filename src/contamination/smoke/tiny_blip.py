@@ -10,6 +10,7 @@ captioning code through the same ``from_pretrained(<local dir>)`` call as the re
 import re
 
 from contamination.errors import DataError
+from contamination.io import save_pretrained
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
 BOS_TOKEN = "[DEC]"  # BLIP's decoder start token (the tokenizer's bos_token)
@@ -29,8 +30,6 @@ def add_commands(subparsers) -> None:
 
 
 def run_tiny_blip(args) -> None:
-    from contamination.io import save_pretrained
-
     texts = caption_texts(args.captions) + [args.prompt]
     save_pretrained(build_tiny_blip(texts, args.seed, args.image_size), args.out, owned=True)
     print(f"tiny BLIP (seed {args.seed}, {args.image_size} px) saved to {args.out}")

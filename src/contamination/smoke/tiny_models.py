@@ -5,6 +5,10 @@ models.inception), so the smoke run loads them through the same code as a real r
 Commands: ``tiny-resnet50`` and ``tiny-inception`` (smoke.smk).
 """
 
+import io
+
+from contamination.io import atomic_path, require_replaceable
+
 
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("tiny-resnet50",
@@ -23,8 +27,6 @@ def add_commands(subparsers) -> None:
 
 
 def run_tiny_resnet50(args) -> None:
-    from contamination.io import require_replaceable
-
     require_replaceable(args.out)  # never over weights a user points it at
     save_random_resnet50(args.out, args.seed)
     print(f"random ResNet-50 (seed {args.seed}) saved to {args.out}")
@@ -33,12 +35,8 @@ def run_tiny_resnet50(args) -> None:
 def save_random_resnet50(out, seed: int) -> None:
     """The smoke run's stand-in for ImageNet weights: torchvision's ResNet-50 initialisation under
     ``seed``, saved as a state dict like the real weights file (the same seed, the same bytes)."""
-    import io
-
     import torch
     import torchvision
-
-    from contamination.io import atomic_path
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -55,7 +53,6 @@ def run_tiny_inception(args) -> None:
     import torch
 
     from contamination.metrics import inception
-    from contamination.io import require_replaceable
 
     require_replaceable(args.out)  # never over weights a user points it at
     torch.set_num_threads(1)  # BatchNorm statistics then do not depend on the machine's core count

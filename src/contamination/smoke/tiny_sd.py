@@ -7,6 +7,8 @@ the same ``StableDiffusionPipeline.from_pretrained(<local dir>)`` call as the re
 Nothing is downloaded: the tokenizer is built in code from the byte-level alphabet.
 """
 
+from contamination.io import save_pretrained
+
 MAX_PROMPT_TOKENS = 77  # CLIP's context length; the pipeline pads every prompt to it
 START_TOKEN = "<|startoftext|>"
 END_TOKEN = "<|endoftext|>"
@@ -21,8 +23,6 @@ def add_commands(subparsers) -> None:
 
 
 def run_tiny_sd(args) -> None:
-    from contamination.io import save_pretrained
-
     save_pretrained(build_pipeline(args.seed), args.out, owned=True)
     print(f"tiny Stable Diffusion (seed {args.seed}) saved to {args.out}")
 

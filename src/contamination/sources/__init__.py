@@ -5,6 +5,15 @@ each turns a root into index rows, then ``run_index`` checks that every image de
 the unreadable-image policy, and writes the index and a report.
 """
 
+import os
+
+from contamination.errors import DataError, UserError
+from contamination.io import write_json, write_parquet
+from contamination.sources import imagenet, karpathy, webvision
+from contamination.sources.common import read_class_table
+from contamination.sources.imagenet import class_table
+from contamination.sources.verify import unreadable_images
+
 SOURCES = ["imagenet", "imagenet_a", "imagenet_r", "webvision", "coco", "flickr30k"]
 CAPTION_SOURCES = {"coco", "flickr30k"}
 
@@ -29,9 +38,6 @@ def add_commands(subparsers) -> None:
 
 
 def run_classes(args) -> None:
-    from contamination.io import write_parquet
-    from contamination.sources.imagenet import class_table
-
     table = class_table(args.root, args.num_classes)
     write_parquet(table, args.out)
     print(f"{len(table)} ImageNet classes -> {args.out}")
@@ -39,12 +45,6 @@ def run_classes(args) -> None:
 
 def read_source(source: str, root, classes_path=None, karpathy_json=None):
     """The index rows of ``source`` at ``root``, before the readability check."""
-    import os
-
-    from contamination.errors import UserError
-    from contamination.sources import imagenet, karpathy, webvision
-    from contamination.sources.common import read_class_table
-
     root = os.path.abspath(root)  # the index holds absolute paths; symlinks are kept as given
     if source in CAPTION_SOURCES:
         if karpathy_json is None:
@@ -60,10 +60,6 @@ def read_source(source: str, root, classes_path=None, karpathy_json=None):
 
 
 def run_index(args) -> None:
-    from contamination.errors import DataError
-    from contamination.io import write_json, write_parquet
-    from contamination.sources.verify import unreadable_images
-
     frame = read_source(args.source, args.root, args.classes, args.karpathy_json)
     # Caption sources have one row per caption: check each image file once.
     paths = list(dict.fromkeys(frame["path"]))
@@ -86,8 +82,6 @@ def run_index(args) -> None:
 
 
 def index_report(args, frame, failures: dict) -> dict:
-    import os
-
     return {
         "source": args.source,
         "root": os.path.abspath(args.root),

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 from contamination.errors import DataError
+from contamination.formats import INDEX_COLUMNS, NO_LABEL
 
 # Suffixes of the image files found by listing folders (compared lower-case): ImageNet has
 # .JPEG, ImageNet-A/-R and WebVision .jpg, some re-distributions .png.
@@ -64,8 +65,6 @@ def class_row(item_id: str, path: Path, wnid: str, label: int, split: str) -> di
 
 
 def caption_row(item_id: str, path: Path, caption: str, image_id: str, split: str) -> dict:
-    from contamination.formats import NO_LABEL
-
     return {
         "id": item_id, "path": str(path), "label": NO_LABEL, "wnid": "",
         "caption": caption, "image_id": image_id, "split": split,
@@ -75,8 +74,6 @@ def caption_row(item_id: str, path: Path, caption: str, image_id: str, split: st
 def index_frame(rows: list, where):
     """The rows as an index DataFrame (formats.INDEX_COLUMNS); ids must be unique."""
     import pandas as pd
-
-    from contamination.formats import INDEX_COLUMNS
 
     frame = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     frame["label"] = frame["label"].astype("int64")

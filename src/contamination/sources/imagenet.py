@@ -18,6 +18,8 @@ exactly their official classes (imagenet_a_wnids.txt, imagenet_r_wnids.txt, ship
 package) among the classes of the ImageNet class table in use.
 """
 
+import csv
+from importlib import resources
 from pathlib import Path
 
 from contamination.errors import ConfigError, DataError
@@ -114,8 +116,6 @@ def index_imagenet(root, classes: dict):
 
 def official_wnids(source: str) -> list:
     """The 200 wnids of ``source`` (imagenet_a or imagenet_r) as published with the dataset."""
-    from importlib import resources
-
     text = resources.files(__package__).joinpath(OFFICIAL_CLASSES[source][1]).read_text()
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
@@ -199,8 +199,6 @@ def devkit_val_wnids(root: Path, val: Path, files: list) -> list:
 def kaggle_val_wnids(path: Path, val: Path, files: list) -> list:
     """The wnid of each file from LOC_val_solution.csv: rows "ImageId,PredictionString" in any
     order, the class being the first token of the PredictionString (its boxes follow)."""
-    import csv
-
     wnid_of_image = {}
     with path.open(newline="") as handle:
         reader = csv.reader(handle)

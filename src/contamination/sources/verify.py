@@ -5,7 +5,10 @@ files) it runs in a process pool, and JPEGs are decoded in PIL's draft mode (lib
 scaling), which still reads every byte of the stream but skips most of the pixel work.
 """
 
+import multiprocessing
 import sys
+
+from contamination.data import to_rgb8
 
 PROGRESS_EVERY = 100_000
 # JPEG draft target: libjpeg scales by 1/8 at most, so this asks for the smallest decode.
@@ -15,8 +18,6 @@ DRAFT_SIZE = (1, 1)
 def image_error(path: str):
     """Why the image at ``path`` cannot be decoded to 8-bit RGB, or None if it can."""
     from PIL import Image
-
-    from contamination.data import to_rgb8
 
     try:
         with Image.open(path) as image:
@@ -29,8 +30,6 @@ def image_error(path: str):
 
 def unreadable_images(paths: list, workers: int, stop_at_first: bool) -> dict:
     """``{path: reason}`` of the images in ``paths`` that do not decode."""
-    import multiprocessing
-
     failures = {}
     if workers > 1 and len(paths) > 1:
         # Big chunks keep the per-task overhead small; a few per worker keep the load balanced.
