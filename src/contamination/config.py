@@ -352,9 +352,12 @@ def check_run_name(config: dict) -> None:
 
 def user_paths(config: dict) -> dict:
     """Every path the config names for the workflow to read, the user's data and models: {config key: path}."""
+    from contamination.generation import generators
+
     paths = {f"sources.{source}.{key}": value for source, settings in config["sources"].items()
              for key, value in settings.items() if key in ("root", "karpathy_json")}
     paths.update({f"models.{key}": value for key, value in config["models"].items() if key != "build_tiny"})
+    paths.update(generators.user_pipelines(config))
     figure = config["classification"]["figure3"]
     paths.update({f"classification.figure3.{key}": figure[key] for key in ("wordnet_is_a", "superclasses") if figure[key]})
     if config["captioning"]["spice_corenlp_dir"]:
@@ -459,11 +462,11 @@ def check_mixtures(config: dict) -> None:
 
 
 def check_generation(config: dict) -> None:
-    """Options the generate job would refuse, refused before any job runs."""
-    from contamination.generation.generate import check_settings
+    """Options the generate job would refuse, for every generator, refused before any job runs."""
+    from contamination.generation import generators
 
     settings = config["generation"]
-    check_settings(settings)
+    generators.check(config)
     if settings["safety_checker"] and config["models"]["build_tiny"]:
         raise ConfigError("generation.safety_checker: true, but models.build_tiny builds a pipeline without a "
                           "safety checker; set it to false")

@@ -21,6 +21,7 @@ from contamination.experiments.classify import SPEC_KEYS as CLASSIFIER_KEYS
 from contamination.experiments.mae import MODEL_NAME as MAE_MODEL
 from contamination.experiments.mae import PRETRAIN_SPEC_KEYS as MAE_PRETRAIN_KEYS
 from contamination.experiments.mae import PROBE_SPEC_KEYS as MAE_PROBE_KEYS
+from contamination.generation import generators
 from contamination.launch import launcher_command
 from contamination.metrics.spectra import SPEC_KEYS as SPECTRA_KEYS
 
@@ -269,6 +270,26 @@ def get_prompts_spec(wildcards):
         size=cfg.generated_size(config, wildcards.name),
         complex_prompts=cfg.job_settings("complex_prompts", config["complex_prompts"]),
     )
+
+
+def get_generator_pipeline(wildcards):
+    """The pipeline directory of the dataset's generator: a tiny one smoke.smk builds, or the
+    configured one, which must exist (an input only, never an output)."""
+    generator = generators.generator_name(cfg.generated_spec(config, wildcards.name))
+    if generator == generators.PAPER_GENERATOR:
+        return get_model("stable_diffusion")
+    if generators.tiny_family(config, generator):
+        return generators.pipeline_location(config, generator)
+    return cfg.require_existing(config, generators.pipeline_key(generator))
+
+
+def get_generation_settings(wildcards):
+    return cfg.settings_json("generation", generators.generation_settings(config, wildcards.name))
+
+
+def get_generation_runtime(wildcards, threads):
+    """Not compared by Snakemake (see get_runtime): the generator's batch size."""
+    return cfg.as_json(cfg.runtime_settings("generation", generators.generation_settings(config, wildcards.name)))
 
 
 def get_generated_shards(wildcards):

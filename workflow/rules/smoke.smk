@@ -34,6 +34,24 @@ if config["models"]["build_tiny"]:
             "python -m contamination tiny-sd {output:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
+    if generators.tiny_families(config):
+
+        rule tiny_pipeline:
+            output:
+                directory(generators.tiny_pipeline_location(config, "{family}")),
+            log:
+                LOGS / "models" / "tiny_pipeline_{family}.log",
+            params:
+                seed=config["seed"],
+            wildcard_constraints:
+                family="|".join(generators.tiny_families(config)),
+            conda:
+                ENV
+            shell:
+                "python -m contamination tiny-pipeline {wildcards.family:q} {output:q} --seed {params.seed:q} > {log:q} 2>&1"
+
+
+
     rule tiny_blip:
         input:
             index_path("coco"),
