@@ -43,6 +43,7 @@ TABLES = {table["name"]: table for table in config["tables"]}
 CLASSIFIERS = list(config["classification"]["models"])
 # Model names in the paths of runs whose experiment has one model.
 FIDELITY_MODEL = "inception_v3_features"
+DINOV2_MODEL = "dinov2_features"
 IDDPM_MODEL = "iddpm"
 EXTRACTOR = "inception"
 
@@ -110,9 +111,9 @@ def image_array_path(mixture, size):
     return RESULTS / "images" / f"{mixture}-{size}px.npy"
 
 
-def features_path(kind, name):
-    """Inception features of one image set: kind index|mixtures|iddpm."""
-    return RESULTS / "features" / EXTRACTOR / kind / f"{name}.npy"
+def features_path(kind, name, extractor=EXTRACTOR):
+    """Features of one image set by ``extractor`` (inception or dinov2): kind index|mixtures|iddpm."""
+    return RESULTS / "features" / extractor / kind / f"{name}.npy"
 
 
 def spectra_path(name, suffix):
@@ -420,9 +421,10 @@ def get_dataset_fidelity_arguments():
     return " ".join([get_fidelity_arguments(), shlex.join(sample)]).strip()
 
 
-def reference_features(references, size):
+def reference_features(references, size, extractor=EXTRACTOR):
     return {
-        f"reference_{reference['name']}": features_path("index", f"{reference['source']}-{reference['split']}-{size}px")
+        f"reference_{reference['name']}": features_path("index", f"{reference['source']}-{reference['split']}-{size}px",
+                                                        extractor)
         for reference in references
     }
 
@@ -433,12 +435,20 @@ def get_reference_arguments(wildcards, input):
                       for argument in ("--reference", f"{key[len(prefix):]}={path}"))
 
 
-def get_dataset_fidelity_input(wildcards):
-    size = config["fidelity"]["image_size"]
+def get_dataset_fidelity_input(wildcards, extractor=EXTRACTOR, size_key="image_size"):
+    size = config["fidelity"][size_key]
     return {
-        "generated": features_path("mixtures", f"{wildcards.mixture}-{size}px"),
-        **reference_features(config["fidelity"]["references"], size),
+        "generated": features_path("mixtures", f"{wildcards.mixture}-{size}px", extractor),
+        **reference_features(config["fidelity"]["references"], size, extractor),
     }
+
+
+def get_dinov2_fidelity_input(wildcards):
+    return get_dataset_fidelity_input(wildcards, "dinov2", "dinov2_image_size")
+
+
+def get_dinov2_fidelity_arguments():
+    return " ".join([get_dataset_fidelity_arguments(), shlex.join(["--fd-name", "FD_DINOv2"])])
 
 
 def get_iddpm_images(wildcards):

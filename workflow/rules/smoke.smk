@@ -52,6 +52,21 @@ if config["models"]["build_tiny"]:
 
 
 
+    rule tiny_dinov2:
+        output:
+            directory(get_model("dinov2")),
+        log:
+            LOGS / "models" / "tiny_dinov2.log",
+        params:
+            seed=config["seed"],
+            image_size=config["fidelity"]["dinov2_image_size"],
+        conda:
+            ENV
+        shell:
+            "python -m contamination tiny-dinov2 {output:q} --seed {params.seed:q} --image-size {params.image_size:q}"
+            " > {log:q} 2>&1"
+
+
     rule tiny_blip:
         input:
             index_path("coco"),

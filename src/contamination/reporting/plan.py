@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 from contamination import config as cfg
+from contamination.generation import generators
 
 DEFAULT_PROFILE = cfg.PROJECT_ROOT / "profiles" / "slurm"
 PLAN_COLUMNS = ["scope", "rule", "jobs", "gpus_per_job", "gpu_hours", "hours_per_job", "runtime_limit_hours",
@@ -31,6 +32,7 @@ PLAN_COLUMNS = ["scope", "rule", "jobs", "gpus_per_job", "gpu_hours", "hours_per
 CLASS_SOURCES = ("imagenet", "imagenet_a", "imagenet_r", "webvision")
 PRETRAINED_RUN = "pretrained"
 FEATURE_BYTES = 2048 * 4  # one Inception pool feature vector, float32 (features.py)
+DINOV2_FEATURE_BYTES = 1024 * 4  # one DINOv2 ViT-L/14 class token, float32 (dinov2.py)
 # The tables' experiments and the rule whose job writes a cell's metrics.json.
 EXPERIMENT_RULES = {
     "classify": "train_classifier",
@@ -307,8 +309,21 @@ class Costs:
         added = round(mixture["fraction"] * base)
         return {"subset": added, "replace": base, "append": base + added}[mixture["kind"]], note
 
+    def generation_cost(self, name) -> tuple:
+        """(throughput key, cost of one image relative to it) for generated dataset ``name``: the
+        generator's own throughput (planning.throughput.generators.<generator>) as stated, else
+        planning.throughput.generate, made at planning.generate_reference, scaled by denoiser
+        passes: steps x pixels x (2 with classifier-free guidance, guidance_scale > 1, else 1)."""
+        settings = generators.generation_settings(self.config, name)
+        generator = settings.get("generator", generators.PAPER_GENERATOR)
+        if generator in self.planning["throughput"]["generators"]:
+            return ("generators", generator), 1.0
+        reference = self.planning["generate_reference"]
+        passes = settings["steps"] * settings["height"] * settings["width"] * (2 if settings["guidance_scale"] > 1 else 1)
+        return ("generate",), passes / (reference["steps"] * reference["height"] * reference["width"] * 2)
+
     def shard_images(self, name, shard) -> int:
-        size, shard_size = cfg.generated_size(self.config, name), self.config["generation"]["shard_size"]
+        size, shard_size = cfg.generated_size(self.config, name), cfg.shard_size(self.config, name)
         return min(shard_size, size - shard * shard_size)
 
     def sample_images(self, shard) -> int:
@@ -335,7 +350,8 @@ class Costs:
         rule, *wildcards = job
         config = self.config
         if rule == "generate_shard":
-            return self.seconds(((self.shard_images(*wildcards), ""), ("generate",)))
+            keys, scale = self.generation_cost(wildcards[0])
+            return self.seconds(((self.shard_images(*wildcards) * scale, ""), keys))
         if rule == "train_classifier":
             model, mixture = wildcards
             epochs = config["classification"]["models"][model]["epochs"]
@@ -360,6 +376,12 @@ class Costs:
             return self.seconds((self.source_size(wildcards[0], wildcards[1]), ("inception_features",)))
         if rule == "mixture_features":
             return self.seconds((self.mixture_size(wildcards[0]), ("inception_features",)))
+        if rule == "dinov2_index_features":
+            return self.seconds((self.source_size(wildcards[0], wildcards[1]), ("dinov2_features",)))
+        if rule == "dinov2_mixture_features":
+            return self.seconds((self.mixture_size(wildcards[0]), ("dinov2_features",)))
+        if rule == "dinov2_dataset_fidelity":  # the same distances as dataset_fidelity's, on smaller features
+            return self.gpus(rule) * self.planning["job_hours"]["dataset_fidelity"] * 3600, ""
         if rule == "mae_pretrain":
             epochs = config["mae"]["pretrain"]["epochs"]
             return self.seconds((self.times(epochs, self.mixture_size(wildcards[0])), ("mae_pretrain",)))
@@ -392,7 +414,10 @@ class Costs:
     def storage_bytes(self, job) -> float:
         rule, *wildcards = job
         if rule == "generate_shard":
-            return self.shard_images(*wildcards) * self.planning["bytes_per_generated_image"]
+            settings = generators.generation_settings(self.config, wildcards[0])
+            reference = self.planning["generate_reference"]
+            pixels = settings["height"] * settings["width"] / (reference["height"] * reference["width"])
+            return self.shard_images(*wildcards) * pixels * self.planning["bytes_per_generated_image"]
         if rule == "image_array":
             mixture, size = wildcards
             return self.mixture_size(mixture)[0] * size * size * 3
@@ -405,6 +430,9 @@ class Costs:
             return self.source_size(wildcards[0], wildcards[1])[0] * FEATURE_BYTES
         if rule == "mixture_features":
             return self.mixture_size(wildcards[0])[0] * FEATURE_BYTES
+        if rule in ("dinov2_index_features", "dinov2_mixture_features"):
+            size = self.source_size(*wildcards[:2]) if rule == "dinov2_index_features" else self.mixture_size(wildcards[0])
+            return size[0] * DINOV2_FEATURE_BYTES
         return 0.0
 
 
