@@ -1,7 +1,7 @@
 # The paper's tables: one CSV per table (measured beside reported) with its provenance sidecar
 # (provenance.py), a named target per table (`snakemake ... table6`) and per group of tables
-# (tables[].group, e.g. `generators`), `tables` for all of them, the tidy all_tables.csv and the
-# spectra (report.smk makes those two).
+# (tables[].group, e.g. `generators`: their CSVs, report pages and plots), `tables` for all of
+# them, the tidy all_tables.csv and the spectra (report.smk makes those two).
 
 
 rule table:
@@ -39,7 +39,8 @@ for _group in dict.fromkeys(table["group"] for table in config["tables"] if "gro
         name:
             _group
         input:
-            [table_path(table["name"]) for table in config["tables"] if table.get("group") == _group],
+            [path for table in config["tables"] if table.get("group") == _group
+             for path in (table_path(table["name"]), table_page_path(table["name"]))],
         localrule: True
         default_target: False
 
