@@ -21,6 +21,7 @@ from contamination.generation.prompts import image_seed
 from contamination.generation.shards import read_metadata
 from contamination.io import save_pretrained, write_parquet
 from contamination.smoke.tiny_sd import TINY_FAMILIES, build_t5_tokenizer
+from helpers import write_yaml
 
 SIZE = 32
 # What a generator entry of each family says (as in config/smoke.yaml): its own sampler, steps
@@ -207,3 +208,151 @@ def test_generator_settings_are_the_full_effective_settings_of_a_dataset():
     paper = generators.generator_settings(config, "sd_imagenet")
     assert paper["generator"] == generators.PAPER_GENERATOR and paper["class"] == "StableDiffusionPipeline"
     assert paper["pipeline_path"] == "results/smoke/models/tiny-sd"
+
+
+def test_a_generator_may_set_its_own_shard_and_batch_size():
+    config = validated(with_generator(SMOKE, shard_size=3, batch_size=5))
+    assert cfg.shard_count(config, "xl_imagenet") == 3  # 4 classes x 2 images in shards of 3
+    assert cfg.shard_count(config, "sd_imagenet") == 96 // config["generation"]["shard_size"]
+    assert cfg.runtime_settings("generation", generators.generation_settings(config, "xl_imagenet")) == {"batch_size": 5}
+
+
+# ---- the comparison ----------------------------------------------------------------------------
+
+
+def test_the_comparison_adds_datasets_mixtures_and_tables_per_generator():
+    tables = {table["name"]: table for table in SMOKE["tables"] if table.get("group") == "generators"}
+    assert list(tables) == ["generators_classify", "generators_inception", "generators_dinov2"]
+    assert [row["mixture"] for row in tables["generators_classify"]["rows"]] == [
+        "imagenet", "in_sd_40", "sd_imagenet", "in_tiny_sdxl_40", "tiny_sdxl_imagenet",
+        "in_tiny_pixart_40", "tiny_pixart_imagenet"]
+    assert tables["generators_dinov2"]["metrics"] == [
+        "FD_DINOv2_vs_imagenet_val", "precision_vs_imagenet_val", "recall_vs_imagenet_val"]
+    assert tables["generators_inception"]["metrics"] == ["precision_vs_imagenet_val", "recall_vs_imagenet_val"]
+    spec = cfg.generated_spec(SMOKE, "tiny_pixart_imagenet")
+    assert (spec["generator"], spec["per_class"], spec["prompts"]) == ("tiny_pixart", 24, "class_template")
+    mixture = next(mixture for mixture in SMOKE["mixtures"] if mixture["name"] == "in_tiny_pixart_40")
+    assert (mixture["label"], mixture["by"], mixture["fraction"], mixture["match"]) == \
+        ("IN/PixArt-40%", "tiny_pixart_imagenet", 0.4, "label")
+
+
+def test_a_saved_run_config_validates_again_to_the_same_config(tmp_path):
+    # results/<run>/config.yaml holds the added entries; the planner loads it again.
+    overlay = write_yaml(tmp_path / "run.yaml", json.loads(cfg.settings_json("", SMOKE)))
+    assert cfg.load(overlay) == SMOKE
+
+
+def test_an_entry_of_the_same_name_with_other_settings_is_an_error():
+    config = copy.deepcopy(cfg.read_config_file(cfg.PROJECT_ROOT / "config" / "smoke.yaml"))
+    config = cfg.deep_merge(cfg.read_config_file(cfg.DEFAULT_CONFIG), config)
+    config["mixtures"].append({"name": "in_tiny_sdxl_40", "kind": "replace", "base": "imagenet",
+                               "by": "sd_imagenet", "fraction": 0.4})
+    with pytest.raises(ConfigError, match="mixtures: 'in_tiny_sdxl_40' is both in the config and made by "
+                                          "generator_comparison, with other settings"):
+        cfg.validate(config)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda c: c["generator_comparison"].update(generators=["tiny_sdxl", "sdxl"]),
+         "generator_comparison.generators[1]: unknown generator 'sdxl' (config `generators`) (did you mean 'tiny_sdxl'?)"),
+        (lambda c: c["generator_comparison"].update(fidelity_models=["clip_features"]),
+         "config key generator_comparison.fidelity_models[0]: 'clip_features' is not one of"),
+        (lambda c: c["tables"][0].update(group="table2"), "tables[0].group: 'table2' is a table's name"),
+        (lambda c: c["planning"]["throughput"].update(generators={"tiny_sdx": 2.0}),
+         "planning.throughput.generators.tiny_sdx: no generator generators.tiny_sdx (did you mean 'tiny_sdxl'?)"),
+    ],
+)
+def test_bad_comparison_settings_name_their_key(change, expected):
+    config = cfg.deep_merge(cfg.read_config_file(cfg.DEFAULT_CONFIG), cfg.read_config_file(cfg.PROJECT_ROOT / "config" / "smoke.yaml"))
+    config["generator_comparison"] = dict(config["generator_comparison"])
+    config.setdefault("planning", {}).setdefault("throughput", {})
+    change(config)
+    with pytest.raises(ConfigError) as error:
+        cfg.validate(config)
+    assert expected in str(error.value)
+
+
+def test_dinov2_tables_need_models_dinov2_outside_the_smoke_run():
+    config = cfg.load(cfg.PROJECT_ROOT / "config" / "generators.yaml")
+    assert config["models"]["dinov2"] == "/path/to/dinov2-large"
+    del config["models"]["dinov2"]
+    with pytest.raises(ConfigError, match=r"models.dinov2: tables\[\d+\] \(generators_dinov2\) compares DINOv2"):
+        cfg.check(config)
+
+
+# ---- planning ---------------------------------------------------------------------------------
+
+
+def test_the_planner_prices_each_generator_by_steps_pixels_and_guidance_passes():
+    from contamination.reporting import plan
+
+    config = cfg.load(cfg.PROJECT_ROOT / "config" / "generators.yaml")
+    costs = plan.Costs(config, plan.read_profile(plan.DEFAULT_PROFILE))
+    throughput = config["planning"]["throughput"]["generate"]
+
+    def seconds_per_image(name):
+        seconds, note = costs.work_seconds(("generate_shard", name, 0))
+        assert note == ""
+        return seconds / costs.shard_images(name, 0)
+
+    assert seconds_per_image("sd_imagenet") == pytest.approx(1 / throughput)  # the reference itself
+    # SDXL: 50 steps at 1024 px with guidance, 4x the pixels of the paper's 512 px
+    assert seconds_per_image("sdxl_imagenet") == pytest.approx(4 / throughput)
+    # FLUX.1-schnell: 4 steps at 1024 px, guidance 0 (one pass a step): 4 x 4/50 / 2
+    assert seconds_per_image("flux_schnell_imagenet") == pytest.approx(4 * 4 / 50 / 2 / throughput)
+    bytes_per_image = config["planning"]["bytes_per_generated_image"]
+    assert costs.storage_bytes(("generate_shard", "sd_2_1_imagenet", 0)) == pytest.approx(
+        costs.shard_images("sd_2_1_imagenet", 0) * bytes_per_image * (768 / 512) ** 2)
+    # A stated rate for a generator wins over the scaled reference.
+    config["planning"]["throughput"]["generators"] = {"sdxl": 0.5}
+    assert seconds_per_image("sdxl_imagenet") == pytest.approx(1 / 0.5)
+
+
+# ---- DINOv2 features --------------------------------------------------------------------------
+
+
+def test_dinov2_features_are_the_normalised_images_class_token_and_feed_fd_dinov2(tmp_path):
+    from transformers import Dinov2Model
+
+    from contamination.metrics import dinov2
+
+    model_dir = tmp_path / "tiny-dinov2"
+    assert main(["tiny-dinov2", str(model_dir), "--seed", "0", "--image-size", "32"]) == 0
+    rng = np.random.default_rng(0)
+    real, generated = (tmp_path / "real.npy", tmp_path / "generated.npy")
+    np.save(real, rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8))
+    np.save(generated, rng.integers(0, 128, (12, 32, 32, 3), dtype=np.uint8))
+    paths = {}
+    for name, images in [("real", real), ("generated", generated), ("again", real)]:
+        paths[name] = tmp_path / f"{name}-features.npy"
+        assert main(["features", "--encoder", "dinov2", "--images", str(images), "--extractor", str(model_dir),
+                     "--device", "cpu", "--batch-size", "5", "--out", str(paths[name])]) == 0
+    features = np.load(paths["real"])
+    assert features.shape == (12, 32) and features.dtype == np.float32
+    assert paths["again"].read_bytes() == paths["real"].read_bytes()
+
+    model = Dinov2Model.from_pretrained(model_dir).eval()
+    pixels = torch.from_numpy(np.load(real)[:2]).permute(0, 3, 1, 2).float() / 255
+    mean, std = torch.tensor(dinov2.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(dinov2.IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():  # DINOv2's x_norm_clstoken: the class token after the final layer norm
+        expected = model(pixel_values=(pixels - mean) / std).last_hidden_state[:, 0]
+    np.testing.assert_allclose(features[:2], expected.numpy(), rtol=1e-4, atol=1e-5)
+
+    metrics_path = tmp_path / "metrics.json"
+    assert main(["fidelity", "--kind", "dataset", "--generated", str(paths["generated"]), "--reference",
+                 f"imagenet_val={paths['real']}", "--k", "3", "--fd-name", "FD_DINOv2", "--device", "cpu",
+                 "--out", str(metrics_path)]) == 0
+    metrics = json.loads(metrics_path.read_text())["metrics"]
+    assert set(metrics) == {"FD_DINOv2_vs_imagenet_val", "precision_vs_imagenet_val", "recall_vs_imagenet_val"}
+    assert metrics["FD_DINOv2_vs_imagenet_val"] > 0
+
+
+def test_a_dinov2_path_that_is_no_model_names_its_key(tmp_path, capsys):
+    out = tmp_path / "features.npy"
+    np.save(tmp_path / "images.npy", np.zeros((2, 32, 32, 3), dtype=np.uint8))
+    assert main(["features", "--encoder", "dinov2", "--images", str(tmp_path / "images.npy"), "--extractor",
+                 str(tmp_path), "--out", str(out)]) == 2
+    assert f"models.dinov2: '{tmp_path}' is not a transformers model directory" in capsys.readouterr().err
+    assert not out.exists()
