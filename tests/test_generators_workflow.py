@@ -52,7 +52,7 @@ def test_classify_rows_are_imagenet_the_papers_sd_and_the_generators_mixtures_me
     rows = list(dict.fromkeys(table["dataset"]))
     assert rows == ["ImageNet", "IN/SD-40%", "SD-ImageNet", "IN/PixArt-40%", "PixArt-ImageNet"]
     assert set(table["metric"]) == {"top1_imagenet_val", "top1_imagenet_a", "top1_imagenet_r"}
-    assert (table["status"] == "ok").all() and table["measured"].between(0, 1).all()
+    assert (table["status"] == "ok").all() and table["measured"].between(0, 100).all()  # percent
     # The paper has no generators table: every reported value is NaN, and the note says why.
     assert table["reported"].isna().all() and table["note"].str.contains("paper: not reported").all()
 
