@@ -356,3 +356,17 @@ def test_a_dinov2_path_that_is_no_model_names_its_key(tmp_path, capsys):
                  str(tmp_path), "--out", str(out)]) == 2
     assert f"models.dinov2: '{tmp_path}' is not a transformers model directory" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("family", ["sdxl", "pixart_sigma"])
+def test_a_tiny_pipeline_is_the_same_files_for_the_same_seed(family, pipelines, tmp_path):
+    again, other = tmp_path / "again", tmp_path / "other"
+    assert main(["tiny-pipeline", family, str(again), "--seed", "0"]) == 0
+    save_pretrained(TINY_FAMILIES[family](1), other)
+
+    def files(directory):  # without the builder's ownership marker
+        return {path.relative_to(directory).as_posix(): path.read_bytes()
+                for path in sorted(directory.rglob("*")) if path.is_file() and not path.name.startswith(".")}
+
+    assert files(again) == files(pipelines[family])
+    assert files(other).keys() == files(again).keys() and files(other) != files(again)
