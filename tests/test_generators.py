@@ -370,3 +370,10 @@ def test_a_tiny_pipeline_is_the_same_files_for_the_same_seed(family, pipelines, 
 
     assert files(again) == files(pipelines[family])
     assert files(other).keys() == files(again).keys() and files(other) != files(again)
+
+
+def test_a_missing_pipeline_directory_names_the_generators_key(prompt_table, tmp_path, capsys):
+    out = tmp_path / "shard-00000.zip"
+    assert generate_cli(prompt_table, tmp_path / "missing", family_settings("sdxl"), out) == 2
+    assert f"error: generators.tiny_sdxl.pipeline: '{tmp_path / 'missing'}' does not exist" in capsys.readouterr().err
+    assert not out.exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from contamination.config import add_settings_arguments
 from contamination.errors import ConfigError, DataError
+from contamination.generation import generators
 from contamination.reporting.provenance import model_fingerprint
 
 SETTINGS = [
@@ -134,13 +135,8 @@ def settings_key(settings: dict) -> str:
     return f"generators.{settings['generator']}" if "generator" in settings else "generation"
 
 
-def pipeline_key(settings: dict) -> str:
-    """The config key of the pipeline directory, for messages."""
-    return f"{settings_key(settings)}.pipeline" if "generator" in settings else "models.stable_diffusion"
-
-
 def check_pipeline_dir(pipeline_dir, settings: dict) -> None:
-    key = pipeline_key(settings)
+    key = generators.pipeline_key(settings.get("generator", generators.PAPER_GENERATOR))
     model_index = Path(pipeline_dir) / "model_index.json"
     if not Path(pipeline_dir).is_dir():
         raise ConfigError(f"{key}: '{pipeline_dir}' does not exist")
