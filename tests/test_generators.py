@@ -83,6 +83,8 @@ def test_each_family_writes_the_same_shard_twice_with_its_generator_recorded(fam
     assert set(metadata["generator"]) == {f"tiny_{family}"}
     assert set(metadata["pipeline_class"]) == {settings["class"]}
     assert set(metadata["call_arguments"]) == {json.dumps(settings["call_arguments"], sort_keys=True)}
+    schedulers = {"sd": "PNDMScheduler", "sdxl": "EulerDiscreteScheduler", "pixart_sigma": "DPMSolverMultistepScheduler"}
+    assert set(metadata["scheduler_class"]) == {schedulers[family]}
     with zipfile.ZipFile(first) as archive:
         images = [Image.open(io.BytesIO(archive.read(member))) for member in metadata["member"]]
     assert {image.size for image in images} == {(SIZE, SIZE)}

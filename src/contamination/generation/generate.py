@@ -86,7 +86,7 @@ def run_generate(args) -> None:
         if held:
             remove_stale_temporaries(args.out)
         pipeline = load_pipeline(args.pipeline, settings)
-        provenance = generation_provenance(args.pipeline, settings, pipeline.device)
+        provenance = generation_provenance(args.pipeline, settings, pipeline.device, type(pipeline.scheduler).__name__)
         print(f"shard {args.shard}: {len(rows)} images on {provenance['device']}, model {provenance['model_fingerprint']}")
         write_generated_shard(pipeline, rows, settings, provenance, args.out)
     print(f"shard {args.shard} written to {args.out}")
@@ -292,8 +292,10 @@ def write_generated_shard(pipeline, rows, settings: dict, provenance: dict, out)
     write_shard(out, encoded_images(), metadata)
 
 
-def generation_provenance(pipeline_dir, settings: dict, device) -> dict:
-    """What made the images, stored with every row: sampler, model, device and package versions."""
+def generation_provenance(pipeline_dir, settings: dict, device, scheduler_class: str = None) -> dict:
+    """What made the images, stored with every row: sampler, model, device and package versions;
+    for a generator of config `generators` also its name, pipeline class, call arguments and the
+    scheduler class it sampled with."""
     import platform
     from importlib.metadata import version
 
@@ -302,7 +304,8 @@ def generation_provenance(pipeline_dir, settings: dict, device) -> dict:
     provenance = {column: settings[column] for column in SAMPLER_COLUMNS}
     if "generator" in settings:  # the paper generator's shards keep the columns they always had
         provenance.update(generator=settings["generator"], pipeline_class=settings["class"],
-                          call_arguments=json.dumps(settings["call_arguments"], sort_keys=True))
+                          call_arguments=json.dumps(settings["call_arguments"], sort_keys=True),
+                          scheduler_class=scheduler_class)
     provenance["image_format"] = settings["image_format"]
     provenance["model_fingerprint"] = model_fingerprint(pipeline_dir)
     provenance["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
