@@ -119,10 +119,12 @@ class RecordingPipeline:
 def test_generation_passes_steps_guidance_size_and_unconditional_prompt_to_the_pipeline():
     from contamination.generation import generate
 
-    settings = {"steps": 7, "guidance_scale": 3.25, "height": 24, "width": 40, "negative_prompt": "blurry"}
+    settings = {"steps": 7, "guidance_scale": 3.25, "height": 24, "width": 40, "negative_prompt": "blurry",
+                "call_arguments": {"clip_skip": 2}}
     pipeline = RecordingPipeline()
     generate.generate_images(pipeline, ["a cat", "a dog"], [11, 12], settings)
     call = only(pipeline.calls, "pipeline call")
+    assert call.get("clip_skip") == 2, "a generator's call_arguments not passed"
     assert call.get("num_inference_steps") == 7, "generation.steps not passed (diffusers' default is the paper's 50)"
     assert call.get("guidance_scale") == 3.25, "generation.guidance_scale not passed (diffusers' default is the paper's 7.5)"
     assert (call.get("height"), call.get("width")) == (24, 40), "generation.height/width not passed (default: the model's 512)"

@@ -115,7 +115,7 @@ def run_fidelity(tmp_path, generated, references, kind, training=None, sample_si
     out = tmp_path / "metrics.json"
     args = types.SimpleNamespace(
         generated=str(paths["generated"]), reference=[f"{name}={paths[name]}" for name in references], kind=kind,
-        k=5, block_size=32, device="cpu", training=training, out=str(out), sample_size=sample_size, seed=seed,
+        k=5, block_size=32, device="cpu", training=training, out=str(out), sample_size=sample_size, seed=seed, fd_name=None,
     )
     fidelity.run_fidelity(args)
     return read_json(out)

@@ -4,12 +4,14 @@ and its settings equal the config's. A value a rule forgot would leave the comma
 which for --k and --seed is the paper's (5, 0), so only a non-default config shows it."""
 
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
 
 from contamination import config as cfg
 from contamination.experiments import iddpm
+from contamination.generation import generators
 from contamination.__main__ import build_parser
 from helpers import SMOKE_CONFIG, snakemake, write_yaml
 
@@ -57,10 +59,23 @@ def test_fidelity_jobs_get_the_configured_k_and_block_size(commands):
         assert args.device == config["fidelity"]["device"]
 
 
-def test_generation_jobs_get_the_generation_section(commands):
+def test_generation_jobs_get_their_generators_settings_and_pipeline(commands):
     config, parsed = commands
+    made_by = {}
     for args in jobs(parsed, "generate"):
-        assert args.settings == config["generation"]
+        name = Path(args.prompts).stem
+        generator = generators.generator_name(cfg.generated_spec(config, name))
+        made_by.setdefault(generator, set()).add(name)
+        assert args.pipeline == generators.pipeline_location(config, generator)
+        if generator == generators.PAPER_GENERATOR:
+            assert args.settings == config["generation"]
+        else:  # the generator's own keys over the run-wide ones of `generation`
+            own = config["generators"][generator]
+            assert args.settings == cfg.with_defaults("generation", generators.generation_settings(config, name))
+            assert {key: args.settings[key] for key in ("steps", "guidance_scale", "height", "class", "call_arguments")} \
+                == {key: own[key] for key in ("steps", "guidance_scale", "height", "class", "call_arguments")}
+            assert args.settings["image_format"] == config["generation"]["image_format"]
+    assert set(made_by) == {generators.PAPER_GENERATOR, "tiny_sdxl", "tiny_pixart"}
 
 
 def test_training_jobs_get_their_config_sections_and_the_seed(commands):

@@ -82,8 +82,13 @@ def read_config_file(path) -> dict:
 
 
 def validate(config: dict) -> None:
-    """Schema validation (filling defaults in place), then the semantic checks."""
+    """Schema validation (filling defaults in place), the entries `generator_comparison` adds
+    (validated in turn), then the semantic checks."""
+    from contamination.generation import generators
+
     validate_schema(config)
+    if generators.expand_comparison(config):
+        validate_schema(config)
     check(config)
 
 
@@ -340,6 +345,7 @@ def check(config: dict) -> None:
     check_spectra(config)
     check_classification(config)
     check_tables(config)
+    check_fidelity_models(config)
     check_planning(config)
 
 
@@ -352,9 +358,12 @@ def check_run_name(config: dict) -> None:
 
 def user_paths(config: dict) -> dict:
     """Every path the config names for the workflow to read, the user's data and models: {config key: path}."""
+    from contamination.generation import generators
+
     paths = {f"sources.{source}.{key}": value for source, settings in config["sources"].items()
              for key, value in settings.items() if key in ("root", "karpathy_json")}
     paths.update({f"models.{key}": value for key, value in config["models"].items() if key != "build_tiny"})
+    paths.update(generators.user_pipelines(config))
     figure = config["classification"]["figure3"]
     paths.update({f"classification.figure3.{key}": figure[key] for key in ("wordnet_is_a", "superclasses") if figure[key]})
     if config["captioning"]["spice_corenlp_dir"]:
@@ -459,11 +468,11 @@ def check_mixtures(config: dict) -> None:
 
 
 def check_generation(config: dict) -> None:
-    """Options the generate job would refuse, refused before any job runs."""
-    from contamination.generation.generate import check_settings
+    """Options the generate job would refuse, for every generator, refused before any job runs."""
+    from contamination.generation import generators
 
     settings = config["generation"]
-    check_settings(settings)
+    generators.check(config)
     if settings["safety_checker"] and config["models"]["build_tiny"]:
         raise ConfigError("generation.safety_checker: true, but models.build_tiny builds a pipeline without a "
                           "safety checker; set it to false")
@@ -515,6 +524,8 @@ def check_tables(config: dict) -> None:
         if table["name"] in RESERVED_TABLE_NAMES:
             raise ConfigError(f"{key}.name: '{table['name']}' is reserved for results/<run>/tables/{table['name']}.csv")
         names.add(table["name"])
+        if table.get("group") in [other["name"] for other in config["tables"]]:
+            raise ConfigError(f"{key}.group: '{table['group']}' is a table's name; a group's target would hide its rule")
         experiment = table["experiment"]
         if experiment not in EXPERIMENTS:
             raise ConfigError(f"{key}.experiment: unknown experiment '{experiment}'{closest(experiment, EXPERIMENTS)}"
@@ -532,8 +543,27 @@ def check_tables(config: dict) -> None:
                                   f"{closest(metric, written)}")
 
 
+def check_fidelity_models(config: dict) -> None:
+    """Fidelity tables name an encoder the workflow has, and models.dinov2 is set when one needs it."""
+    for index, table in enumerate(config["tables"]):
+        if table["experiment"] != "fidelity":
+            continue
+        for position, model in enumerate(table["models"]):
+            if model not in FIDELITY_ENCODERS:
+                raise ConfigError(f"tables[{index}].models[{position}]: fidelity runs on the features of "
+                                  f"{list(FIDELITY_ENCODERS)}, not '{model}'{closest(model, FIDELITY_ENCODERS)}")
+            if FIDELITY_ENCODERS[model] == "dinov2" and "dinov2" not in config["models"] and not config["models"]["build_tiny"]:
+                raise ConfigError(f"models.dinov2: tables[{index}] ({table['name']}) compares DINOv2 features; set it "
+                                  "to a transformers Dinov2Model directory")
+
+
 def check_planning(config: dict) -> None:
     """A throughput for a misspelt model would be ignored and the recipe's own assumption kept."""
+    known = list(config["generators"])
+    for generator in config["planning"]["throughput"]["generators"]:
+        if generator not in known:
+            raise ConfigError(f"planning.throughput.generators.{generator}: no generator generators.{generator}"
+                              f"{closest(generator, known or ['none'])}")
     classifiers = list(config["classification"]["models"])
     for model in config["planning"]["throughput"]["train_classifier"]:
         if model not in classifiers:
@@ -581,8 +611,15 @@ def generated_size(config: dict, name: str) -> int:
     return config["sources"]["imagenet"]["num_classes"] * spec["per_class"]
 
 
+def shard_size(config: dict, name: str) -> int:
+    """Images per generation job of generated dataset ``name`` (its generator's or generation's)."""
+    from contamination.generation import generators
+
+    return generators.generation_settings(config, name)["shard_size"]
+
+
 def shard_count(config: dict, name: str) -> int:
-    return math.ceil(generated_size(config, name) / config["generation"]["shard_size"])
+    return math.ceil(generated_size(config, name) / shard_size(config, name))
 
 
 def results_dir(config: dict) -> Path:
@@ -591,7 +628,9 @@ def results_dir(config: dict) -> Path:
 
 # The tiny models' file names under results/<run>/models/ (config `models.build_tiny`).
 TINY_MODEL_NAMES = {"stable_diffusion": "tiny-sd", "blip": "tiny-blip", "resnet50_detector": "resnet50-random.pth",
-                    "inception": "tiny-inception.pth"}
+                    "inception": "tiny-inception.pth", "dinov2": "tiny-dinov2"}
+# The models a fidelity table may name: the encoder whose features its runs compare.
+FIDELITY_ENCODERS = {"inception_v3_features": "inception", "dinov2_features": "dinov2"}
 
 
 def source_location(config: dict, source: str) -> dict:

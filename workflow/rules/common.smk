@@ -21,6 +21,7 @@ from contamination.experiments.classify import SPEC_KEYS as CLASSIFIER_KEYS
 from contamination.experiments.mae import MODEL_NAME as MAE_MODEL
 from contamination.experiments.mae import PRETRAIN_SPEC_KEYS as MAE_PRETRAIN_KEYS
 from contamination.experiments.mae import PROBE_SPEC_KEYS as MAE_PROBE_KEYS
+from contamination.generation import generators
 from contamination.launch import launcher_command
 from contamination.metrics.spectra import SPEC_KEYS as SPECTRA_KEYS
 
@@ -42,6 +43,7 @@ TABLES = {table["name"]: table for table in config["tables"]}
 CLASSIFIERS = list(config["classification"]["models"])
 # Model names in the paths of runs whose experiment has one model.
 FIDELITY_MODEL = "inception_v3_features"
+DINOV2_MODEL = "dinov2_features"
 IDDPM_MODEL = "iddpm"
 EXTRACTOR = "inception"
 
@@ -109,9 +111,9 @@ def image_array_path(mixture, size):
     return RESULTS / "images" / f"{mixture}-{size}px.npy"
 
 
-def features_path(kind, name):
-    """Inception features of one image set: kind index|mixtures|iddpm."""
-    return RESULTS / "features" / EXTRACTOR / kind / f"{name}.npy"
+def features_path(kind, name, extractor=EXTRACTOR):
+    """Features of one image set by ``extractor`` (inception or dinov2): kind index|mixtures|iddpm."""
+    return RESULTS / "features" / extractor / kind / f"{name}.npy"
 
 
 def spectra_path(name, suffix):
@@ -271,6 +273,26 @@ def get_prompts_spec(wildcards):
     )
 
 
+def get_generator_pipeline(wildcards):
+    """The pipeline directory of the dataset's generator: a tiny one smoke.smk builds, or the
+    configured one, which must exist (an input only, never an output)."""
+    generator = generators.generator_name(cfg.generated_spec(config, wildcards.name))
+    if generator == generators.PAPER_GENERATOR:
+        return get_model("stable_diffusion")
+    if generators.tiny_family(config, generator):
+        return generators.pipeline_location(config, generator)
+    return cfg.require_existing(config, generators.pipeline_key(generator))
+
+
+def get_generation_settings(wildcards):
+    return cfg.settings_json("generation", generators.generation_settings(config, wildcards.name))
+
+
+def get_generation_runtime(wildcards, threads):
+    """Not compared by Snakemake (see get_runtime): the generator's batch size."""
+    return cfg.as_json(cfg.runtime_settings("generation", generators.generation_settings(config, wildcards.name)))
+
+
 def get_generated_shards(wildcards):
     return [shard_path(wildcards.name, f"{shard:05d}") for shard in range(cfg.shard_count(config, wildcards.name))]
 
@@ -399,9 +421,10 @@ def get_dataset_fidelity_arguments():
     return " ".join([get_fidelity_arguments(), shlex.join(sample)]).strip()
 
 
-def reference_features(references, size):
+def reference_features(references, size, extractor=EXTRACTOR):
     return {
-        f"reference_{reference['name']}": features_path("index", f"{reference['source']}-{reference['split']}-{size}px")
+        f"reference_{reference['name']}": features_path("index", f"{reference['source']}-{reference['split']}-{size}px",
+                                                        extractor)
         for reference in references
     }
 
@@ -412,12 +435,20 @@ def get_reference_arguments(wildcards, input):
                       for argument in ("--reference", f"{key[len(prefix):]}={path}"))
 
 
-def get_dataset_fidelity_input(wildcards):
-    size = config["fidelity"]["image_size"]
+def get_dataset_fidelity_input(wildcards, extractor=EXTRACTOR, size_key="image_size"):
+    size = config["fidelity"][size_key]
     return {
-        "generated": features_path("mixtures", f"{wildcards.mixture}-{size}px"),
-        **reference_features(config["fidelity"]["references"], size),
+        "generated": features_path("mixtures", f"{wildcards.mixture}-{size}px", extractor),
+        **reference_features(config["fidelity"]["references"], size, extractor),
     }
+
+
+def get_dinov2_fidelity_input(wildcards):
+    return get_dataset_fidelity_input(wildcards, "dinov2", "dinov2_image_size")
+
+
+def get_dinov2_fidelity_arguments():
+    return " ".join([get_dataset_fidelity_arguments(), shlex.join(["--fd-name", "FD_DINOv2"])])
 
 
 def get_iddpm_images(wildcards):

@@ -1,18 +1,19 @@
-# Stable Diffusion generation: one job per fixed-size shard of a prompt table (a SLURM array on
-# a cluster), then one merged index per generated dataset.
+# Text-to-image generation: one job per fixed-size shard of a prompt table (a SLURM array on
+# a cluster) with the dataset's generator (generation/generators.py), then one merged index per
+# generated dataset.
 
 
 rule generate_shard:
     input:
         prompts=prompts_path("{name}"),
-        pipeline=get_model("stable_diffusion"),
+        pipeline=get_generator_pipeline,
     output:
         shard_path("{name}", "{shard}"),
     log:
         LOGS / "generate" / "{name}" / "shard-{shard}.log",
     params:
-        settings=get_settings("generation"),
-        runtime=get_runtime("generation"),
+        settings=get_generation_settings,
+        runtime=get_generation_runtime,
     conda:
         ENV
     shell:

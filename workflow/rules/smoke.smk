@@ -34,6 +34,39 @@ if config["models"]["build_tiny"]:
             "python -m contamination tiny-sd {output:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
+    if generators.tiny_families(config):
+
+        rule tiny_pipeline:
+            output:
+                directory(generators.tiny_pipeline_location(config, "{family}")),
+            log:
+                LOGS / "models" / "tiny_pipeline_{family}.log",
+            params:
+                seed=config["seed"],
+            wildcard_constraints:
+                family="|".join(generators.tiny_families(config)),
+            conda:
+                ENV
+            shell:
+                "python -m contamination tiny-pipeline {wildcards.family:q} {output:q} --seed {params.seed:q} > {log:q} 2>&1"
+
+
+
+    rule tiny_dinov2:
+        output:
+            directory(get_model("dinov2")),
+        log:
+            LOGS / "models" / "tiny_dinov2.log",
+        params:
+            seed=config["seed"],
+            image_size=config["fidelity"]["dinov2_image_size"],
+        conda:
+            ENV
+        shell:
+            "python -m contamination tiny-dinov2 {output:q} --seed {params.seed:q} --image-size {params.image_size:q}"
+            " > {log:q} 2>&1"
+
+
     rule tiny_blip:
         input:
             index_path("coco"),

@@ -1,6 +1,7 @@
 # The paper's tables: one CSV per table (measured beside reported) with its provenance sidecar
-# (provenance.py), a named target per table (`snakemake ... table6`) and `tables` for all of them,
-# the tidy all_tables.csv and the spectra (report.smk makes those two).
+# (provenance.py), a named target per table (`snakemake ... table6`) and per group of tables
+# (tables[].group, e.g. `generators`: their CSVs, report pages and plots), `tables` for all of
+# them, the tidy all_tables.csv and the spectra (report.smk makes those two).
 
 
 rule table:
@@ -28,6 +29,18 @@ for _table in config["tables"]:
             _table["name"]
         input:
             table_path(_table["name"]),
+        localrule: True
+        default_target: False
+
+
+for _group in dict.fromkeys(table["group"] for table in config["tables"] if "group" in table):
+
+    rule:
+        name:
+            _group
+        input:
+            [path for table in config["tables"] if table.get("group") == _group
+             for path in (table_path(table["name"]), table_page_path(table["name"]))],
         localrule: True
         default_target: False
 

@@ -1,10 +1,12 @@
-"""Sharded Stable Diffusion generation (paper section 3.1 and appendix A.1) and the merged index.
+"""Sharded text-to-image generation (paper section 3.1 and appendix A.1) and the merged index.
 
 A prompt table is cut into shards of ``generation.shard_size`` rows; one job makes one shard:
 row r is in shard r // shard_size. Each image's initial noise comes from its own
 ``torch.Generator`` seeded with the row's seed (drawn on the CPU), so an image does not depend on
 the batch it was made in, the shard size or the number of GPUs; regenerated alone it equals its
-shard's pixels up to float rounding (~1e-6 across batch compositions).
+shard's pixels up to float rounding (~1e-6 across batch compositions). The pipeline is any
+diffusers text-to-image pipeline of PIPELINE_CLASSES (generators.py says which one a generated
+dataset uses); the paper's is Stable Diffusion v1.1 with the CompVis PLMS sampler.
 """
 
 import io
@@ -21,12 +23,32 @@ from contamination.records import model_fingerprint
 from contamination.formats import GENERATED_COLUMNS, NO_LABEL, PROMPT_COLUMNS, shard_uri
 from contamination.generation.shards import read_metadata, write_shard
 from contamination.io import exclusive_lock, read_parquet, remove_stale_temporaries, write_parquet
+from contamination.generation import generators
 
 SETTINGS = [
-    "scheduler", "steps", "guidance_scale", "negative_prompt", "height", "width", "dtype",
+    "class", "scheduler", "steps", "guidance_scale", "negative_prompt", "height", "width", "dtype", "call_arguments",
     "matmul_precision", "channels_last", "compile", "batch_size", "safety_checker", "watermark",
     "image_format", "image_quality", "shard_size",
 ]
+# The diffusers text-to-image pipelines a generator may name (config `class`): the auto class,
+# which picks the pipeline a directory's model_index.json names, and the families it was tested
+# with or documented for (config/README.md "generators").
+PIPELINE_CLASSES = (
+    "AutoPipelineForText2Image", "StableDiffusionPipeline", "StableDiffusionXLPipeline", "PixArtAlphaPipeline",
+    "PixArtSigmaPipeline", "StableDiffusion3Pipeline", "FluxPipeline",
+)
+# config `scheduler`: a CompVis sampler (SAMPLERS), "pipeline" (the scheduler saved with the
+# pipeline, as its model card runs it) or one of these diffusers schedulers, made from the
+# pipeline's scheduler config.
+DIFFUSERS_SCHEDULERS = (
+    "DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler",
+    "EulerDiscreteScheduler", "FlowMatchEulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
+    "PNDMScheduler", "UniPCMultistepScheduler",
+)
+PIPELINE_SCHEDULER = "pipeline"
+# Pipeline call arguments the workflow sets itself (from the settings, per image, or fixed).
+RESERVED_CALL_ARGUMENTS = ("prompt", "negative_prompt", "height", "width", "num_inference_steps", "guidance_scale",
+                           "generator", "output_type", "num_images_per_prompt", "latents", "return_dict")
 # The samplers of the CompVis scripts Stable Diffusion v1 was released with: timesteps
 # 1 + k * 1000 / steps ("leading" spacing, offset 1), and the last step goes to the first
 # training noise level, not to alpha = 1. The beta schedule stays the model's own.
@@ -47,7 +69,7 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("generate", help="generate one shard of a prompt table")
     parser.add_argument("--prompts", required=True, help="prompt table (Parquet)")
-    parser.add_argument("--pipeline", required=True, help="local StableDiffusionPipeline directory")
+    parser.add_argument("--pipeline", required=True, help="local diffusers pipeline directory")
     parser.add_argument("--shard", required=True, type=int, help="shard number: rows [shard * shard_size, ...)")
     add_settings_arguments(parser, "--settings", "generation", help="config `generation`")
     parser.add_argument("--out", required=True, help="the shard file, shard-NNNNN.zip")
@@ -69,23 +91,38 @@ def run_generate(args) -> None:
         if held:
             remove_stale_temporaries(args.out)
         pipeline = load_pipeline(args.pipeline, settings)
-        provenance = generation_provenance(args.pipeline, settings, pipeline.device)
+        provenance = generation_provenance(args.pipeline, settings, pipeline.device, type(pipeline.scheduler).__name__)
         print(f"shard {args.shard}: {len(rows)} images on {provenance['device']}, model {provenance['model_fingerprint']}")
         write_generated_shard(pipeline, rows, settings, provenance, args.out)
     print(f"shard {args.shard} written to {args.out}")
 
 
-def check_settings(settings: dict) -> dict:
-    missing = [key for key in SETTINGS if key not in settings]
+def check_settings(settings: dict, key: str = None) -> dict:
+    """``settings`` as the generate command takes them; ``key``, the config section named in
+    messages, is by default the generator's (``generators.<name>``) or ``generation``."""
+    key = key or settings_key(settings)
+    missing = [name for name in SETTINGS if name not in settings]
     if missing:
-        raise ConfigError(f"generation: missing keys {', '.join('generation.' + key for key in missing)}")
+        raise ConfigError(f"{key}: missing keys {', '.join(key + '.' + name for name in missing)}")
     if settings["watermark"]:
         raise ConfigError(
-            "generation.watermark: true is not supported: diffusers' Stable Diffusion v1 pipeline has no "
-            "invisible watermarker (the paper disabled watermarking, section 3.1); set it to false"
+            "generation.watermark: true is not supported: the pipelines' invisible watermarkers are not wired "
+            "(the paper disabled watermarking, section 3.1); set it to false"
         )
-    if settings["scheduler"] not in SAMPLERS:
-        raise ConfigError(f"generation.scheduler: '{settings['scheduler']}' is not one of {sorted(SAMPLERS)}")
+    if settings["class"] not in PIPELINE_CLASSES:
+        raise ConfigError(f"{key}.class: '{settings['class']}' is not one of the supported diffusers pipelines "
+                          f"{list(PIPELINE_CLASSES)}")
+    schedulers = [*SAMPLERS, PIPELINE_SCHEDULER, *DIFFUSERS_SCHEDULERS]
+    if settings["scheduler"] not in schedulers:
+        raise ConfigError(f"{key}.scheduler: '{settings['scheduler']}' is not one of {schedulers}")
+    reserved = sorted(set(settings["call_arguments"]) & set(RESERVED_CALL_ARGUMENTS))
+    if reserved:
+        raise ConfigError(f"{key}.call_arguments.{reserved[0]}: set by the workflow (from the settings steps, "
+                          "guidance_scale, height, width, negative_prompt, or per image); remove it")
+    for name, value in settings["call_arguments"].items():
+        if not (value is None or isinstance(value, (str, int, float, bool))):
+            raise ConfigError(f"{key}.call_arguments.{name}: {value!r} is not a JSON scalar (string, number, "
+                              "boolean or null)")
     if settings["matmul_precision"] not in MATMUL_PRECISIONS:
         raise ConfigError(
             f"generation.matmul_precision: '{settings['matmul_precision']}' is not one of {list(MATMUL_PRECISIONS)}"
@@ -97,14 +134,19 @@ def check_settings(settings: dict) -> dict:
     return settings
 
 
+def settings_key(settings: dict) -> str:
+    """The config section of a generator's settings: ``generators.<name>``, or ``generation``
+    for the paper's generator (whose settings carry no name)."""
+    return f"generators.{settings['generator']}" if "generator" in settings else "generation"
+
+
 def check_pipeline_dir(pipeline_dir, settings: dict) -> None:
+    key = generators.pipeline_key(settings.get("generator", generators.PAPER_GENERATOR))
     model_index = Path(pipeline_dir) / "model_index.json"
     if not Path(pipeline_dir).is_dir():
-        raise ConfigError(f"models.stable_diffusion: '{pipeline_dir}' does not exist")
+        raise ConfigError(f"{key}: '{pipeline_dir}' does not exist")
     if not model_index.is_file():
-        raise ConfigError(
-            f"models.stable_diffusion: '{pipeline_dir}' is not a diffusers pipeline directory (no model_index.json)"
-        )
+        raise ConfigError(f"{key}: '{pipeline_dir}' is not a diffusers pipeline directory (no model_index.json)")
     has_checker = json.loads(model_index.read_text()).get("safety_checker", [None])[0] is not None
     if settings["safety_checker"] and not has_checker:
         raise ConfigError(
@@ -135,18 +177,18 @@ def shard_rows(table, shard: int, shard_size: int, prompts_path):
 
 
 def load_pipeline(pipeline_dir, settings: dict):
-    """The pipeline from a local directory, with the configured sampler and speed options, on the
-    GPU if there is one.
+    """The pipeline of class ``settings["class"]`` from a local directory, with the configured
+    sampler and speed options, on the GPU if there is one.
 
     Speed options (all off by default, the paper's fp32 with PyTorch's defaults):
     ``matmul_precision`` "high" lets float32 matrix products use TF32 tensor cores (Ampere and later
     GPUs; about 8x the fp32 peak, 10 bits of mantissa in the products; cuDNN convolutions follow
     PyTorch's own default, which already allows TF32); ``channels_last`` stores UNet and VAE activations NHWC, which
-    cuDNN's convolutions prefer in half precision; ``compile`` runs the UNet through
-    torch.compile (minutes of compilation per process, then faster steps). Attention is already
-    PyTorch's scaled_dot_product_attention (diffusers' default processor)."""
+    cuDNN's convolutions prefer in half precision; ``compile`` runs the denoiser (UNet or
+    transformer) through torch.compile (minutes of compilation per process, then faster steps).
+    Attention is already PyTorch's scaled_dot_product_attention (diffusers' default processor)."""
+    import diffusers
     import torch
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -154,10 +196,13 @@ def load_pipeline(pipeline_dir, settings: dict):
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     options = {"dtype": getattr(torch, settings["dtype"]), "local_files_only": True}
-    if not settings["safety_checker"]:
+    components = json.loads((Path(pipeline_dir) / "model_index.json").read_text())
+    if not settings["safety_checker"] and "safety_checker" in components:
         options.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipeline = StableDiffusionPipeline.from_pretrained(pipeline_dir, **options)
-    pipeline.scheduler = make_scheduler(settings["scheduler"], pipeline.scheduler.config)
+    pipeline = getattr(diffusers, settings["class"]).from_pretrained(pipeline_dir, **options)
+    check_call_arguments(pipeline, settings)
+    if settings["scheduler"] != PIPELINE_SCHEDULER:
+        pipeline.scheduler = make_scheduler(settings["scheduler"], pipeline.scheduler.config)
     pipeline.set_progress_bar_config(disable=True)
     pipeline = pipeline.to("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_float32_matmul_precision(settings["matmul_precision"])
@@ -169,19 +214,36 @@ def with_speed_options(pipeline, settings: dict):
     is process-wide: load_pipeline sets it)."""
     import torch
 
+    denoiser = "unet" if hasattr(pipeline, "unet") else "transformer"
     if settings.get("channels_last"):
-        pipeline.unet.to(memory_format=torch.channels_last)
+        getattr(pipeline, denoiser).to(memory_format=torch.channels_last)
         pipeline.vae.to(memory_format=torch.channels_last)
     if settings.get("compile"):
-        pipeline.unet = torch.compile(pipeline.unet)
+        setattr(pipeline, denoiser, torch.compile(getattr(pipeline, denoiser)))
     return pipeline
 
 
+def check_call_arguments(pipeline, settings: dict) -> None:
+    """Every extra call argument is a parameter of the pipeline's __call__ (a misspelt one would
+    be an error deep inside the first batch, or silently swallowed by **kwargs)."""
+    import inspect
+
+    parameters = inspect.signature(pipeline.__call__).parameters
+    unknown = sorted(set(settings["call_arguments"]) - set(parameters))
+    if unknown:
+        known = [name for name in parameters if name not in RESERVED_CALL_ARGUMENTS and name != "kwargs"]
+        raise ConfigError(f"{settings_key(settings)}.call_arguments.{unknown[0]}: not an argument of "
+                          f"{type(pipeline).__name__} (it takes {', '.join(known)})")
+
+
 def make_scheduler(name: str, model_scheduler_config):
+    """A CompVis sampler (SAMPLERS) or a diffusers scheduler class, from the pipeline's scheduler config."""
     import diffusers
 
-    class_name, options = SAMPLERS[name]
-    return getattr(diffusers, class_name).from_config(model_scheduler_config, **options, **COMPVIS_TIMESTEPS)
+    if name in SAMPLERS:
+        class_name, options = SAMPLERS[name]
+        return getattr(diffusers, class_name).from_config(model_scheduler_config, **options, **COMPVIS_TIMESTEPS)
+    return getattr(diffusers, name).from_config(model_scheduler_config)
 
 
 def generate_images(pipeline, prompts, seeds, settings: dict):
@@ -199,8 +261,10 @@ def generate_images(pipeline, prompts, seeds, settings: dict):
         guidance_scale=settings["guidance_scale"],
         generator=generators,
         output_type="pil",
+        **settings["call_arguments"],
     )
-    flagged = output.nsfw_content_detected or [False] * len(prompts)
+    # Only Stable Diffusion 1/2 pipelines with a safety checker flag images.
+    flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(prompts)
     return output.images, [bool(flag) for flag in flagged]
 
 
@@ -238,11 +302,17 @@ def write_generated_shard(pipeline, rows, settings: dict, provenance: dict, out)
     write_shard(out, encoded_images(), metadata)
 
 
-def generation_provenance(pipeline_dir, settings: dict, device) -> dict:
-    """What made the images, stored with every row: sampler, model, device and package versions."""
+def generation_provenance(pipeline_dir, settings: dict, device, scheduler_class: str = None) -> dict:
+    """What made the images, stored with every row: sampler, model, device and package versions;
+    for a generator of config `generators` also its name, pipeline class, call arguments and the
+    scheduler class it sampled with."""
     import torch
 
     provenance = {column: settings[column] for column in SAMPLER_COLUMNS}
+    if "generator" in settings:  # the paper generator's shards keep the columns they always had
+        provenance.update(generator=settings["generator"], pipeline_class=settings["class"],
+                          call_arguments=json.dumps(settings["call_arguments"], sort_keys=True),
+                          scheduler_class=scheduler_class)
     provenance["image_format"] = settings["image_format"]
     provenance["model_fingerprint"] = model_fingerprint(pipeline_dir)
     provenance["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

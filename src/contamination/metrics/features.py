@@ -12,8 +12,9 @@ and generated ones stored as JPEG) are then decoded at reduced size by libjpeg's
 DCT in place of the box halvings it saves (draft_halvings), about twice as fast at 64 px with
 different pixels (benchmarks/loading.py measures both), while PNGs still take the box path.
 
-Features are the FID Inception's 2048-d pool features (inception.py), float32, one row per item
-in set order, written as one .npy file per (dataset, extractor): the workflow keeps them under
+Features are the FID Inception's 2048-d pool features (inception.py), or DINOv2's class token
+(dinov2.py, ``--encoder dinov2``), float32, one row per item in set order, written as one .npy
+file per (dataset, extractor): the workflow keeps them under
 results/<run>/features/<extractor>/ and every metric that needs a set's features reads that
 file, so each set passes through the network once. Arrays are written through memory maps, so
 neither 1.28M training images nor their features have to fit in memory.
@@ -39,11 +40,14 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--out", required=True)
     parser.set_defaults(run=run_image_array)
 
-    parser = subparsers.add_parser("features", help="FID Inception features (N, 2048) of an image set as .npy")
+    parser = subparsers.add_parser("features", help="FID Inception (N, 2048) or DINOv2 features of an image set as .npy")
     add_image_set_arguments(parser)
     parser.add_argument("--images", nargs="+", help="uint8 image arrays (.npy), in order, instead of a manifest/index")
-    parser.add_argument("--extractor", required=True, help="Inception weights (config models.inception)")
-    parser.add_argument("--resolution", type=int, default=299, help="the network's input size")
+    parser.add_argument("--encoder", choices=["inception", "dinov2"], default="inception",
+                        help="inception: the FID Inception-V3; dinov2: a DINOv2 (dinov2.py) at the images' own size")
+    parser.add_argument("--extractor", required=True,
+                        help="Inception weights (config models.inception) or DINOv2 directory (models.dinov2)")
+    parser.add_argument("--resolution", type=int, default=299, help="the Inception's input size")
     parser.add_argument("--batch-size", type=int, default=FEATURE_BATCH)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -231,12 +235,19 @@ def feature_device(name: str):
 
 
 def run_features(args) -> None:
-    from contamination.metrics import inception
-
     dataset = image_set(args)
-    network = inception.load(args.extractor, args.resolution)
+    if args.encoder == "dinov2":
+        from contamination.metrics import dinov2
+
+        network = dinov2.load(args.extractor)
+        dimension, resolution = network.feature_dim, None
+    else:
+        from contamination.metrics import inception
+
+        network = inception.load(args.extractor, args.resolution)
+        dimension, resolution = inception.FEATURE_DIM, args.resolution
     device = feature_device(args.device)
     batches = extract(network, image_batches(dataset, args.batch_size, args.workers), device)
-    count = write_rows(args.out, (len(dataset), inception.FEATURE_DIM), "float32", batches)
-    print(json.dumps({"features": args.out, "items": count, "extractor": args.extractor,
-                      "resolution": args.resolution, "device": device.type}))
+    count = write_rows(args.out, (len(dataset), dimension), "float32", batches)
+    print(json.dumps({"features": args.out, "items": count, "encoder": args.encoder, "extractor": args.extractor,
+                      "resolution": resolution, "device": device.type}))

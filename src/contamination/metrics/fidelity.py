@@ -34,6 +34,7 @@ from contamination.io import read_json
 from contamination.metrics.features import feature_device
 from contamination.mixtures.manifests import named_rng
 
+DINOV2_FD = "FD_DINOv2"  # the Fréchet distance on DINOv2 features (Stein et al., 2023)
 DEFAULT_BLOCK = 2500  # rows per distance block: 25 MB of float32 distances, well cached
 STATISTICS_BLOCK = 8192
 
@@ -185,20 +186,22 @@ def precision_recall(real, generated, k: int = 5, block_size: int = DEFAULT_BLOC
 # ---- a run's metrics ------------------------------------------------------------------------
 
 
-def metric_names(kind: str, reference: str, k: int) -> dict:
+def metric_names(kind: str, reference: str, k: int, fd_name=None) -> dict:
     """The paper's column names: Table 3 (IDDPM samples) "FID", "Precision@5", "Recall@5";
-    Table 4 (datasets) "Precision", "Recall"."""
+    Table 4 (datasets) "Precision", "Recall", and with ``fd_name`` (e.g. FD_DINOv2, on DINOv2
+    features) the Fréchet distance under that name."""
     if kind == "samples":
         return {"fid": f"FID_vs_{reference}", "precision": f"precision@{k}_vs_{reference}",
                 "recall": f"recall@{k}_vs_{reference}"}
-    return {"precision": f"precision_vs_{reference}", "recall": f"recall_vs_{reference}"}
+    names = {"fid": f"{fd_name}_vs_{reference}"} if fd_name else {}
+    return {**names, "precision": f"precision_vs_{reference}", "recall": f"recall_vs_{reference}"}
 
 
-def evaluate(generated, references: dict, kind: str, k: int, block_size: int, device, dtype=None):
+def evaluate(generated, references: dict, kind: str, k: int, block_size: int, device, dtype=None, fd_name=None):
     """(metrics, reasons) of ``generated`` features against each named reference feature set."""
     metrics, reasons = {}, {}
     for reference, real in references.items():
-        names = metric_names(kind, reference, k)
+        names = metric_names(kind, reference, k, fd_name)
         if len(generated) < k + 1 or len(real) < k + 1:
             for name in names.values():
                 metrics[name] = None
@@ -214,14 +217,15 @@ def evaluate(generated, references: dict, kind: str, k: int, block_size: int, de
 
 
 def table_metrics(config: dict) -> list:
-    """What every Table 4 run's metrics.json holds (experiments.EXPERIMENTS): precision and recall
-    against each reference set of config ``fidelity.references``."""
-    return reference_metric_names("dataset", config["fidelity"]["references"], config["fidelity"]["k"])
+    """What the Table 4 runs' metrics.json hold (experiments.EXPERIMENTS): precision and recall
+    against each reference set of config ``fidelity.references``, and for runs on DINOv2
+    features (model dinov2_features) also FD_DINOv2."""
+    return reference_metric_names("dataset", config["fidelity"]["references"], config["fidelity"]["k"], DINOV2_FD)
 
 
-def reference_metric_names(kind: str, references: list, k: int) -> list:
+def reference_metric_names(kind: str, references: list, k: int, fd_name=None) -> list:
     """metric_names for every reference set (config ``fidelity.references`` or ``iddpm.references``)."""
-    return [name for reference in references for name in metric_names(kind, reference["name"], k).values()]
+    return [name for reference in references for name in metric_names(kind, reference["name"], k, fd_name).values()]
 
 
 def add_commands(subparsers) -> None:
@@ -239,6 +243,8 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--sample-size", type=int, help="compare a seeded random subsample of this many "
                                                           "items of each larger set (default: whole sets)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsamples")
+    parser.add_argument("--fd-name", help="dataset kind: also the Fréchet distance, named <FD_NAME>_vs_<reference> "
+                                          f"({DINOV2_FD} on DINOv2 features)")
     parser.add_argument("--training", help="training.json of the model that made the samples; "
                                            "a run that did not finish gives null metrics with its reason")
     parser.add_argument("--out", required=True, help="metrics.json")
@@ -273,11 +279,13 @@ def run_fidelity(args) -> None:
     device = feature_device(args.device)
     references = parse_references(args.reference)
     spec = {"kind": args.kind, "k": args.k, "block_size": args.block_size, "generated": args.generated,
-            "references": references, "sample_size": args.sample_size, "seed": args.seed}
+            "references": references, "sample_size": args.sample_size, "seed": args.seed,
+            **({"fd_name": args.fd_name} if args.fd_name else {})}
     status, metrics, reasons, set_sizes = "ok", {}, {}, {}
     model_status = read_json(args.training) if args.training else {"status": "ok"}
     if model_status["status"] != "ok":
-        names = [name for reference in references for name in metric_names(args.kind, reference, args.k).values()]
+        names = [name for reference in references
+                 for name in metric_names(args.kind, reference, args.k, args.fd_name).values()]
         metrics, reasons = records.unavailable(names, f"the model did not train: {model_status.get('reason', '')}")
         status = model_status["status"]
     else:
@@ -285,7 +293,8 @@ def run_fidelity(args) -> None:
         loaded = {name: sampled(np.load(path, mmap_mode="r"), args.sample_size, args.seed, name)
                   for name, path in references.items()}
         set_sizes = {"generated": len(generated), **{name: len(real) for name, real in loaded.items()}}
-        metrics, reasons = evaluate(generated, loaded, args.kind, args.k, args.block_size, device, torch.float32)
+        metrics, reasons = evaluate(generated, loaded, args.kind, args.k, args.block_size, device, torch.float32,
+                                    args.fd_name)
     record = dict(records.provenance(spec, args.seed, world_size=1, device=device.type), set_sizes=set_sizes)
     records.write_metrics(args.out, metrics, reasons, status, record)
     print(json.dumps({"status": status, "metrics": metrics}))

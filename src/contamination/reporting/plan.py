@@ -28,11 +28,13 @@ from contamination.dag import Job, closure, workflow_dag
 from contamination.experiments.iddpm import shard_numbers
 from contamination.generation.generate import shard_span
 from contamination.mixtures.manifests import mixture_size
+from contamination.generation import generators
 
 DEFAULT_PROFILE = cfg.PROJECT_ROOT / "profiles" / "slurm"
 PLAN_COLUMNS = ["scope", "rule", "jobs", "gpus_per_job", "gpu_hours", "hours_per_job", "runtime_limit_hours",
                 "submissions", "storage_bytes", "note"]
 FEATURE_BYTES = 2048 * 4  # one Inception pool feature vector, float32 (features.py)
+DINOV2_FEATURE_BYTES = 1024 * 4  # one DINOv2 ViT-L/14 class token, float32 (dinov2.py)
 
 
 def add_commands(subparsers) -> None:
@@ -113,8 +115,21 @@ class Costs:
             return base, note
         return mixture_size(spec, base), note
 
+    def generation_cost(self, name) -> tuple:
+        """(throughput key, cost of one image relative to it) for generated dataset ``name``: the
+        generator's own throughput (planning.throughput.generators.<generator>) as stated, else
+        planning.throughput.generate, made at planning.generate_reference, scaled by denoiser
+        passes: steps x pixels x (2 with classifier-free guidance, guidance_scale > 1, else 1)."""
+        settings = generators.generation_settings(self.config, name)
+        generator = settings.get("generator", generators.PAPER_GENERATOR)
+        if generator in self.planning["throughput"]["generators"]:
+            return ("generators", generator), 1.0
+        reference = self.planning["generate_reference"]
+        passes = settings["steps"] * settings["height"] * settings["width"] * (2 if settings["guidance_scale"] > 1 else 1)
+        return ("generate",), passes / (reference["steps"] * reference["height"] * reference["width"] * 2)
+
     def shard_images(self, name, shard) -> int:
-        images, shard_size = cfg.generated_size(self.config, name), self.config["generation"]["shard_size"]
+        images, shard_size = cfg.generated_size(self.config, name), cfg.shard_size(self.config, name)
         return len(shard_span(images, int(shard), shard_size))
 
     def sample_images(self, shard) -> int:
@@ -139,7 +154,8 @@ class Costs:
         """(GPU-seconds, note) for rules whose work scales with images; None for the others."""
         rule, wildcards, config = job.rule, job.wildcards, self.config
         if rule == "generate_shard":
-            return self.seconds(((self.shard_images(wildcards["name"], wildcards["shard"]), ""), ("generate",)))
+            keys, scale = self.generation_cost(wildcards["name"])
+            return self.seconds(((self.shard_images(wildcards["name"], wildcards["shard"]) * scale, ""), keys))
         if rule == "train_classifier":
             model, mixture = wildcards["model"], wildcards["mixture"]
             epochs = config["classification"]["models"][model]["epochs"]
@@ -165,6 +181,12 @@ class Costs:
             return self.seconds((self.source_size(wildcards["source"], wildcards["split"]), ("inception_features",)))
         if rule == "mixture_features":
             return self.seconds((self.mixture_size(wildcards["mixture"]), ("inception_features",)))
+        if rule == "dinov2_index_features":
+            return self.seconds((self.source_size(wildcards["source"], wildcards["split"]), ("dinov2_features",)))
+        if rule == "dinov2_mixture_features":
+            return self.seconds((self.mixture_size(wildcards["mixture"]), ("dinov2_features",)))
+        if rule == "dinov2_dataset_fidelity":  # the same distances as dataset_fidelity's, on smaller features
+            return self.gpus(rule) * self.planning["job_hours"]["dataset_fidelity"] * 3600, ""
         if rule == "mae_pretrain":
             epochs = config["mae"]["pretrain"]["epochs"]
             return self.seconds((self.times(epochs, self.mixture_size(wildcards["mixture"])), ("mae_pretrain",)))
@@ -196,7 +218,10 @@ class Costs:
     def storage_bytes(self, job: Job) -> float:
         rule, wildcards = job.rule, job.wildcards
         if rule == "generate_shard":
-            return self.shard_images(wildcards["name"], wildcards["shard"]) * self.planning["bytes_per_generated_image"]
+            settings = generators.generation_settings(self.config, wildcards["name"])
+            reference = self.planning["generate_reference"]
+            pixels = settings["height"] * settings["width"] / (reference["height"] * reference["width"])
+            return self.shard_images(wildcards["name"], wildcards["shard"]) * pixels * self.planning["bytes_per_generated_image"]
         if rule == "image_array":
             size = int(wildcards["size"])
             return self.mixture_size(wildcards["mixture"])[0] * size * size * 3
@@ -209,6 +234,10 @@ class Costs:
             return self.source_size(wildcards["source"], wildcards["split"])[0] * FEATURE_BYTES
         if rule == "mixture_features":
             return self.mixture_size(wildcards["mixture"])[0] * FEATURE_BYTES
+        if rule == "dinov2_index_features":
+            return self.source_size(wildcards["source"], wildcards["split"])[0] * DINOV2_FEATURE_BYTES
+        if rule == "dinov2_mixture_features":
+            return self.mixture_size(wildcards["mixture"])[0] * DINOV2_FEATURE_BYTES
         return 0.0
 
 

@@ -181,7 +181,11 @@ def run_table_report(args) -> None:
 
     spec = args.spec
     frame = pd.read_csv(args.table, keep_default_na=False, na_values=[""])
-    title = f"{spec['name']}: the paper's Table {spec['reported_table']} ({spec['experiment']})"
+    from contamination.reporting.tables import reported_values
+
+    in_paper = any(key[0] == spec["reported_table"] for key in reported_values())
+    source = f"the paper's Table {spec['reported_table']}" if in_paper else "beyond the paper"
+    title = f"{spec['name']}: {source} ({spec['experiment']})"
     plot_table(frame, contamination_positions(spec, args.mixtures), title, args.out_png)
     with open(args.out_png, "rb") as handle:
         plot = data_uri(handle.read(), "image/png")
