@@ -128,7 +128,14 @@ def index_input(wildcards):
 
 
 def index_class_arguments(wildcards, input):
-    return shlex.join(["--classes", str(input.classes)]) if "classes" in input.keys() else ""
+    if "classes" not in input.keys():
+        return ""
+    return shlex.join(["--classes", str(input.classes)] + class_subset_flag())
+
+
+def class_subset_flag():
+    """--class-subset when sources.imagenet.classes keeps some classes: the indexes leave out the others."""
+    return [] if cfg.class_subset(config) is None else ["--class-subset"]
 
 
 def index_arguments(wildcards):
@@ -140,7 +147,9 @@ def index_arguments(wildcards):
 
 
 def classes_arguments():
-    return shlex.join(["--num-classes", str(config["sources"]["imagenet"]["num_classes"])])
+    subset = cfg.class_subset(config)
+    return shlex.join(["--num-classes", str(config["sources"]["imagenet"]["num_classes"])]
+                      + ([] if subset is None else ["--subset", as_json(subset)]))
 
 
 # ---- prompts and generation ----------------------------------------------------------------
@@ -297,7 +306,7 @@ def mae_pretrain_spec():
 
 def mae_probe_spec():
     return settings_json("mae", config["mae"], MAE_PROBE_KEYS, seed=config["seed"],
-                         num_classes=config["sources"]["imagenet"]["num_classes"])
+                         num_classes=cfg.class_count(config))
 
 
 def resnet50_detector_weights():
@@ -333,7 +342,7 @@ def classifier_spec(wildcards):
         CLASSIFIER_KEYS,
         model=wildcards.model,
         recipe=cfg.job_settings("classification.models.*", settings["models"][wildcards.model]),
-        num_classes=config["sources"]["imagenet"]["num_classes"],
+        num_classes=cfg.class_count(config),
         seed=config["seed"],
     )
 
