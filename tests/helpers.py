@@ -11,6 +11,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 SNAKEFILE = PROJECT / "Snakefile"
 SMOKE_CONFIG = PROJECT / "config" / "smoke.yaml"
 PAPER_CONFIG = PROJECT / "config" / "config.yaml"
+BUDGET_CONFIG = PROJECT / "config" / "budget.yaml"
 
 
 def write_yaml(path, data) -> Path:

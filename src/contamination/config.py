@@ -31,6 +31,8 @@ COMPLEX_FIELDS = ("qualifier", "medium", "name", "context")
 PRETRAINED_RUN = "pretrained"
 # results/<run>/tables/<name>.csv files that are not tables of the config.
 RESERVED_TABLE_NAMES = ("all_tables", "spectra")
+# The schema default of `tier`: a run at the paper's settings, whose tables are compared with the paper.
+PAPER_TIER = "paper"
 # sources.imagenet.classes: every class of the ImageNet root.
 ALL_CLASSES = "all"
 WNID_PATTERN = re.compile(r"n[0-9]{8}")

@@ -264,7 +264,8 @@ def table_cells_argument(wildcards, input):
 
 
 def table_spec(wildcards):
-    return settings_json("tables[]", TABLES[wildcards.table])
+    # The run's tier travels with each table (left out at its default, as every default).
+    return settings_json("tables[]", TABLES[wildcards.table], **cfg.job_settings("", config, ["tier"]))
 
 
 def all_tables():
