@@ -21,7 +21,7 @@ def write_yaml(path, data) -> Path:
 
 
 def paper_config_with_empty_roots(directory) -> Path:
-    """An overlay on the paper config whose dataset and model locations are empty directories."""
+    """A site overlay (dataset and model locations only) whose locations are empty directories."""
     directory = Path(directory)
     config = yaml.safe_load(PAPER_CONFIG.read_text())
     for source, settings in config["sources"].items():
@@ -42,7 +42,16 @@ def paper_config_with_empty_roots(directory) -> Path:
         else:
             path.mkdir()
         config["models"][key] = str(path)
-    return write_yaml(directory / "paper.yaml", {"sources": config["sources"], "models": config["models"]})
+    # Only locations, as a site overlay holds: other keys of `sources` would override an overlay's.
+    sources = {source: {key: value for key, value in settings.items() if key in ("root", "karpathy_json")}
+               for source, settings in config["sources"].items()}
+    return write_yaml(directory / "paper.yaml", {"sources": sources, "models": config["models"]})
+
+
+def budget_overlays(directory) -> list:
+    """config/budget.yaml and a site overlay whose dataset and model locations are empty
+    directories (the paper config's site overlay serves the budget tier alike)."""
+    return [BUDGET_CONFIG, paper_config_with_empty_roots(directory)]
 
 
 def environment():
