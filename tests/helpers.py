@@ -12,6 +12,7 @@ SNAKEFILE = PROJECT / "Snakefile"
 SMOKE_CONFIG = PROJECT / "config" / "smoke.yaml"
 PAPER_CONFIG = PROJECT / "config" / "config.yaml"
 BUDGET_CONFIG = PROJECT / "config" / "budget.yaml"
+SMOKE_BUDGET_CONFIG = PROJECT / "config" / "smoke-budget.yaml"
 
 
 def write_yaml(path, data) -> Path:

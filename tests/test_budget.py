@@ -5,11 +5,14 @@ its tables are named and labelled like the paper's."""
 import json
 import re
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from contamination import config as cfg
 from contamination.reporting import plan
-from helpers import budget_overlays, job_counts, snakemake
+from contamination.smoke.synthetic import synthetic_wnids
+from helpers import BUDGET_CONFIG, SMOKE_BUDGET_CONFIG, SMOKE_CONFIG, budget_overlays, job_counts, snakemake
 
 NODE_DAY_GPU_HOURS = 8 * 24
 PAPER = cfg.load()
@@ -83,3 +86,54 @@ def test_the_budget_dry_run_completes_with_100_classes_in_every_job_that_needs_t
             assert '"num_classes":100' in line
         if "contamination table " in line:
             assert '"tier":"budget"' in line
+
+
+# ---- the budget tier in miniature (config/smoke-budget.yaml) ---------------------------------
+
+SMOKE_BUDGET = "results/smoke-budget"
+TRAINING_CELL = f"{SMOKE_BUDGET}/classify/resnet50/imagenet"
+
+
+@pytest.fixture(scope="module")
+def smoke_budget_run(tmp_path_factory):
+    """Every mixture of the budget tier at smoke size, from synthetic sources through generation,
+    and the ResNet-50 cell of Table 6's clean row, which scores ImageNet-A and -R."""
+    directory = tmp_path_factory.mktemp("smoke-budget")
+    overlays = [BUDGET_CONFIG, SMOKE_CONFIG, SMOKE_BUDGET_CONFIG]
+    config = cfg.load(*overlays)
+    targets = [f"{SMOKE_BUDGET}/mixtures/{mixture['name']}.parquet" for mixture in config["mixtures"]]
+    snakemake("--cores", "2", *targets, f"{TRAINING_CELL}/metrics.json", "--configfile", *overlays, cwd=directory)
+    return directory / SMOKE_BUDGET, config
+
+
+@pytest.mark.workflow
+def test_the_smoke_budget_run_leaves_the_class_outside_its_subset_out_of_every_stage(smoke_budget_run):
+    results, config = smoke_budget_run
+    subset = cfg.class_subset(config)
+    left_out = sorted(set(synthetic_wnids(config["synthetic"]["classes"])) - set(subset))
+    assert len(subset) == 3 and len(left_out) == 1
+    classes = pd.read_parquet(results / "index/imagenet_classes.parquet")
+    assert list(classes["wnid"]) == subset and list(classes["label"]) == [0, 1, 2]
+    for source in ("imagenet", "imagenet_a", "imagenet_r", "webvision"):
+        index = pd.read_parquet(results / f"index/{source}.parquet")
+        assert set(index["wnid"]) <= set(subset) and set(index["label"]) <= {0, 1, 2}, source
+    for spec in config["generated"]:
+        generated = pd.read_parquet(results / f"generated/{spec['name']}/index.parquet")
+        assert set(generated["wnid"]) == set(subset) and len(generated) == cfg.generated_size(config, spec["name"])
+    for mixture in config["mixtures"]:
+        manifest = pd.read_parquet(results / f"mixtures/{mixture['name']}.parquet")
+        assert len(manifest) and set(manifest["label"]) <= {0, 1, 2}, mixture["name"]
+        assert not manifest["uri"].str.contains(left_out[0]).any(), mixture["name"]
+
+
+@pytest.mark.workflow
+def test_the_smoke_budget_classifier_has_3_outputs_and_scores_a_and_r_on_the_classes_they_share(smoke_budget_run):
+    results, _ = smoke_budget_run
+    metrics = json.loads((results / "classify/resnet50/imagenet/metrics.json").read_text())
+    assert metrics["status"] == "ok"
+    assert all(0 <= metrics["metrics"][f"top1_{name}"] <= 100 for name in ("imagenet_val", "imagenet_a", "imagenet_r"))
+    # top-5 over the two classes each shares with the subset: always right
+    assert metrics["metrics"]["top5_imagenet_a"] == metrics["metrics"]["top5_imagenet_r"] == 100.0
+    assert np.load(results / "classify/resnet50/imagenet/confusion.npy").shape == (3, 3)
+    for source, shared in (("imagenet_a", {0, 1}), ("imagenet_r", {1, 2})):
+        assert set(pd.read_parquet(results / f"index/{source}.parquet")["label"]) == shared
