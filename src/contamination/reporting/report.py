@@ -161,7 +161,7 @@ def tier_warning(tier: str) -> str:
     return (f"<p class=\"missing\"><strong>Tier {html.escape(tier)}: not the paper's settings.</strong> This run "
             "measures other classes, sizes or schedules (the page <em>What differs from the paper</em>, under "
             "Configuration, lists every difference). The paper's value beside each cell shows the direction of "
-            "the effect to compare with, not a target; no difference is computed.</p><p>")
+            "the effect to compare with, not a target; no difference is computed.</p>\n")
 
 
 def notes_html(frame) -> str:
@@ -207,10 +207,11 @@ def run_table_report(args) -> None:
     plot_table(frame, contamination_positions(spec, args.mixtures), title, args.out_png)
     with open(args.out_png, "rb") as handle:
         plot = data_uri(handle.read(), "image/png")
+    compared = "&Delta; = measured &minus; paper. " if tier == PAPER_TIER else ""
     body = (
-        ("<p>Measured in this run beside the value the paper reports; &Delta; = measured &minus; paper. "
-         if tier == PAPER_TIER else tier_warning(tier))
-        + "n/a: the run has no number (hover for the reason, or see the notes).</p>\n"
+        ("" if tier == PAPER_TIER else tier_warning(tier))
+        + f"<p>Measured in this run beside the value the paper reports; {compared}"
+        "n/a: the run has no number (hover for the reason, or see the notes).</p>\n"
         f"{table_html(frame, spec)}\n<img alt=\"{html.escape(spec['name'])} against contamination ratio\" src=\"{plot}\">\n"
         f"{notes_html(frame)}\n{provenance_html(read_json(args.provenance))}"
     )
