@@ -22,7 +22,7 @@ def write_yaml(path, data) -> Path:
 
 
 def paper_config_with_empty_roots(directory) -> Path:
-    """A site overlay (dataset and model locations only) whose locations are empty directories."""
+    """An overlay on the paper config whose dataset and model locations are empty directories."""
     directory = Path(directory)
     config = yaml.safe_load(PAPER_CONFIG.read_text())
     for source, settings in config["sources"].items():
@@ -43,16 +43,17 @@ def paper_config_with_empty_roots(directory) -> Path:
         else:
             path.mkdir()
         config["models"][key] = str(path)
-    # Only locations, as a site overlay holds: other keys of `sources` would override an overlay's.
-    sources = {source: {key: value for key, value in settings.items() if key in ("root", "karpathy_json")}
-               for source, settings in config["sources"].items()}
-    return write_yaml(directory / "paper.yaml", {"sources": sources, "models": config["models"]})
+    return write_yaml(directory / "paper.yaml", {"sources": config["sources"], "models": config["models"]})
 
 
 def budget_overlays(directory) -> list:
     """config/budget.yaml and a site overlay whose dataset and model locations are empty
-    directories (the paper config's site overlay serves the budget tier alike)."""
-    return [BUDGET_CONFIG, paper_config_with_empty_roots(directory)]
+    directories: paper_config_with_empty_roots' locations only, as a site overlay holds them (its
+    other `sources` keys, the paper's, would override the budget's)."""
+    site = yaml.safe_load(paper_config_with_empty_roots(directory).read_text())
+    site["sources"] = {source: {key: value for key, value in settings.items() if key in ("root", "karpathy_json")}
+                       for source, settings in site["sources"].items()}
+    return [BUDGET_CONFIG, write_yaml(Path(directory) / "site.yaml", site)]
 
 
 def environment():
