@@ -353,7 +353,9 @@ def test_report_pieces_are_outputs_of_the_run(smoke_report):
     assert set(sidecar["cells"]) == {"ImageNet vs SD-ImageNet|linear_on_resnet50_features",
                                      "ImageNet vs SD-ImageNet|mlp_on_resnet50_features"}
     assert (run / "figures" / "figure6.png").read_bytes().startswith(PNG_SIGNATURE)
-    assert yaml.safe_load((run / "config.yaml").read_text())["report"] == FAST["report"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["report"] == dict(FAST["report"], differences=[])
+    differences = (run / "report" / "differences.html").read_text()  # the smoke run's own changes, tier paper
+    assert "Tier <strong>paper</strong>" in differences and "<code>models.build_tiny</code>" in differences
     config = cfg.load(SMOKE_CONFIG, smoke_report / "fast.yaml")
     plan = pd.read_csv(run / "plan.csv")
     shards = plan.loc[(plan["scope"] == "all") & (plan["rule"] == "generate_shard"), "jobs"].item()
