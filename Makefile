@@ -1,4 +1,5 @@
-# make smoke   set up, then run the whole smoke workflow on the CPU (results/smoke/, report.html)
+# make smoke   set up, then run the whole smoke workflow on the CPU (results/smoke/, report.html),
+#              then the budget tier in miniature (results/smoke-budget/)
 # make test    set up, then run every test
 # Set-up: a venv in .venv with the exact versions of requirements.lock (torch from this machine's
 # disk where present), the package installed in editable mode, and Java for the caption metrics
@@ -36,6 +37,8 @@ test-system-packages: system-packages
 
 smoke: install
 	snakemake --cores all --configfile config/smoke.yaml --report results/smoke/report.html --report-after-run
+	snakemake --cores all --configfile config/budget.yaml config/smoke.yaml config/smoke-budget.yaml \
+	    --report results/smoke-budget/report.html --report-after-run
 
 test: install test-system-packages
 	python -m pytest
@@ -50,4 +53,4 @@ bench: install
 	python -m benchmarks.run
 
 clean:
-	rm -rf results/smoke .snakemake
+	rm -rf results/smoke results/smoke-budget .snakemake

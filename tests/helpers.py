@@ -12,6 +12,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 SNAKEFILE = PROJECT / "Snakefile"
 SMOKE_CONFIG = PROJECT / "config" / "smoke.yaml"
 PAPER_CONFIG = PROJECT / "config" / "config.yaml"
+BUDGET_CONFIG = PROJECT / "config" / "budget.yaml"
+SMOKE_BUDGET_CONFIG = PROJECT / "config" / "smoke-budget.yaml"
 
 
 CHECKOUT = ("Snakefile", "workflow", "src", "config", "profiles", "envs")
@@ -58,6 +60,16 @@ def paper_config_with_empty_roots(directory) -> Path:
             path.mkdir()
         config["models"][key] = str(path)
     return write_yaml(directory / "paper.yaml", {"sources": config["sources"], "models": config["models"]})
+
+
+def budget_overlays(directory) -> list:
+    """config/budget.yaml and a site overlay whose dataset and model locations are empty
+    directories: paper_config_with_empty_roots' locations only, as a site overlay holds them (its
+    other `sources` keys, the paper's, would override the budget's)."""
+    site = yaml.safe_load(paper_config_with_empty_roots(directory).read_text())
+    site["sources"] = {source: {key: value for key, value in settings.items() if key in ("root", "karpathy_json")}
+                       for source, settings in site["sources"].items()}
+    return [BUDGET_CONFIG, write_yaml(Path(directory) / "site.yaml", site)]
 
 
 def environment():

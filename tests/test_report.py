@@ -4,6 +4,7 @@ headless chromium (tests/browser.py), loads without errors and shows the tables.
 
 import base64
 import hashlib
+from html import escape as html_escape
 import io
 import json
 import math
@@ -19,7 +20,8 @@ from contamination import config as cfg
 from contamination import records
 from contamination.reporting import report
 from contamination.reporting import tables
-from helpers import SMOKE_CONFIG, cli, snakemake, write_yaml
+from contamination.errors import DataError
+from helpers import BUDGET_CONFIG, SMOKE_CONFIG, cli, snakemake, write_yaml
 
 PAPER = cfg.load()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -119,10 +121,10 @@ def test_table_sidecar_records_each_cells_run_and_what_it_lacks(tmp_path):
     assert record["incomplete"] == {f"{row['dataset']}|swin_s": ["models"] for row in SPEC["rows"]}
 
 
-def table_page(tmp_path):
-    csv, sidecar, _ = table_files(tmp_path)
+def table_page(tmp_path, spec=SPEC):
+    csv, sidecar, _ = table_files(tmp_path, spec)
     html, png = tmp_path / "page.html", tmp_path / "plot.png"
-    cli("table-report", "--spec", json.dumps(SPEC), "--mixtures", json.dumps(PAPER["mixtures"]), "--table", csv,
+    cli("table-report", "--spec", json.dumps(spec), "--mixtures", json.dumps(PAPER["mixtures"]), "--table", csv,
         "--provenance", sidecar, "--out-html", html, "--out-png", png)
     return csv, html, png
 
@@ -139,6 +141,17 @@ def test_table_page_shows_measured_beside_reported_with_the_plot_and_reasons(tmp
     plot = re.search(r'src="data:image/png;base64,([^"]+)"', text).group(1)
     assert base64.b64decode(plot) == png.read_bytes() and png.read_bytes().startswith(PNG_SIGNATURE)
     assert text.count("<tr><td>") >= len(SPEC["rows"])
+
+
+def test_a_budget_tier_page_says_it_is_not_the_papers_setting_and_shows_no_difference(tmp_path):
+    _, paper_html, _ = table_page(tmp_path / "paper")
+    csv, html, _ = table_page(tmp_path / "budget", dict(SPEC, tier="budget"))
+    text = html.read_text()
+    assert "Tier budget: not the paper's settings" in text
+    assert html_escape("table1: the paper's Table 1 (classify), budget tier") in text
+    assert "&Delta;" not in text and "&Delta;" in paper_html.read_text()
+    assert "Tier " not in paper_html.read_text()
+    assert all(f"paper {report.number(value)}" in text for value in pd.read_csv(csv)["reported"])
 
 
 def test_table_page_and_plot_are_byte_reproducible(tmp_path):
@@ -227,14 +240,50 @@ def test_generated_examples_show_evenly_spaced_images_with_their_prompts(tmp_pat
         assert image.size == (16, 8)  # shrunk to 16 px on its longest side, aspect kept
 
 
+def run_config(tmp_path, config):
+    out_yaml, out_html, out_differences = tmp_path / "config.yaml", tmp_path / "config.html", tmp_path / "diff.html"
+    cli("run-config", "--config", json.dumps(config), "--paper-config", cfg.DEFAULT_CONFIG, "--out-yaml", out_yaml,
+        "--out-html", out_html, "--out-differences", out_differences)
+    return out_yaml, out_html, out_differences
+
+
 def test_run_config_writes_the_effective_config_and_its_hash(tmp_path):
     smoke = cfg.load(SMOKE_CONFIG)
-    out_yaml, out_html = tmp_path / "config.yaml", tmp_path / "config.html"
-    cli("run-config", "--config", json.dumps(smoke), "--out-yaml", out_yaml, "--out-html", out_html)
+    out_yaml, out_html, _ = run_config(tmp_path, smoke)
     assert yaml.safe_load(out_yaml.read_text()) == smoke
     assert records.sha256_of_json(smoke) in out_html.read_text()
     # loaded as an overlay, the written config is the same config again
     assert cfg.load(out_yaml) == smoke
+
+
+def test_differences_list_every_setting_that_shapes_results_and_nothing_else():
+    budget = cfg.load(BUDGET_CONFIG)
+    found = {key: (paper, ours) for key, paper, ours in report.config_differences(PAPER, budget)}
+    assert found["tier"] == ("paper", "budget")
+    assert found["sources.imagenet.classes"] == ("all", "imagenet100")
+    assert found["generation.dtype"] == ("float32", "float16") and found["generation.compile"] == (False, True)
+    assert found["generated[sd_imagenet].per_class"] == (1400, 1300)
+    assert found["tables[table1].models"] == (["resnet50", "swin_s", "convnext_tiny"], ["resnet50"])
+    assert found["tables[table2]"][1] is None and found["mixtures[coco]"][1] is None  # left out
+    assert found["classification.models.resnet50.train_crop_size"] == (224, 160)
+    # site paths, run-time keys, the run's name, planning and the report's settings change no result
+    site = dict(budget, run="elsewhere", planning={}, report=dict(budget["report"], examples=3))
+    site["sources"] = dict(budget["sources"], imagenet=dict(budget["sources"]["imagenet"], root="/data/in"))
+    site["generation"] = dict(budget["generation"], batch_size=64)
+    assert report.config_differences(budget, site) == []
+    assert report.config_differences(PAPER, PAPER) == []
+
+
+def test_the_differences_page_names_the_tier_its_words_and_every_difference(tmp_path):
+    budget = cfg.load(BUDGET_CONFIG)
+    _, _, page = run_config(tmp_path / "budget", budget)
+    text = page.read_text()
+    assert "Tier <strong>budget</strong>" in text and "no difference to the paper is computed" in text
+    assert all(html_escape(words) in text for words in budget["report"]["differences"])
+    assert "<code>sources.imagenet.classes</code></td><td><code>&quot;all&quot;</code></td><td><code>" \
+           "&quot;imagenet100&quot;</code>" in text
+    _, _, paper_page = run_config(tmp_path / "paper", PAPER)
+    assert "Every setting that shapes a result is the paper's" in paper_page.read_text()
 
 
 # ---- the Snakemake report in a browser ------------------------------------------------------
@@ -278,7 +327,9 @@ def test_report_pieces_are_outputs_of_the_run(smoke_report):
     assert set(sidecar["cells"]) == {"ImageNet vs SD-ImageNet|linear_on_resnet50_features",
                                      "ImageNet vs SD-ImageNet|mlp_on_resnet50_features"}
     assert (run / "figures" / "figure6.png").read_bytes().startswith(PNG_SIGNATURE)
-    assert yaml.safe_load((run / "config.yaml").read_text())["report"] == FAST["report"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["report"] == dict(FAST["report"], differences=[])
+    differences = (run / "report" / "differences.html").read_text()  # the smoke run's own changes, tier paper
+    assert "Tier <strong>paper</strong>" in differences and "<code>models.build_tiny</code>" in differences
     config = cfg.load(SMOKE_CONFIG, smoke_report / "fast.yaml")
     plan = pd.read_csv(run / "plan.csv")
     shards = plan.loc[(plan["scope"] == "all") & (plan["rule"] == "generate_shard"), "jobs"].item()

@@ -46,6 +46,18 @@ def test_measured_beside_reported(tmp_path):
     assert frame.loc[("ImageNet", "swin_s"), "reported"] == 83.1
 
 
+def test_every_row_names_the_tier_and_only_the_paper_tier_has_a_difference(tmp_path):
+    paper = tables.build_table(SPEC, cells(tmp_path))
+    assert set(paper["tier"]) == {"paper"} and paper["difference"].notna().sum() == 3
+    budget = tables.build_table(dict(SPEC, tier="budget"), cells(tmp_path)).set_index(["dataset", "model"])
+    assert set(budget["tier"]) == {"budget"} and budget["difference"].isna().all()
+    cell = budget.loc[("ImageNet", "resnet50")]
+    assert cell["measured"] == 61.25 and cell["reported"] == 75.7 and cell["status"] == "ok"
+    out = tmp_path / "table1.csv"  # the tier reaches the CSV through the command's spec
+    cli("table", "--spec", json.dumps(dict(SPEC, tier="budget")), "--cells", json.dumps(cells(tmp_path)), "--out", out)
+    assert set(pd.read_csv(out)["tier"]) == {"budget"}
+
+
 def test_diverged_cell_is_nan_with_reason_and_paper_note(tmp_path):
     frame = tables.build_table(SPEC, cells(tmp_path)).set_index(["dataset", "model"])
     cell = frame.loc[("IN/WV-80%", "swin_s")]

@@ -33,6 +33,11 @@ COMPLEX_FIELDS = ("qualifier", "medium", "name", "context")
 # The captioning run of the starting model, without fine-tuning: results/<run>/caption/blip/pretrained/.
 # results/<run>/tables/<name>.csv files that are not tables of the config.
 RESERVED_TABLE_NAMES = ("all_tables", "spectra")
+# The schema default of `tier`: a run at the paper's settings, whose tables are compared with the paper.
+PAPER_TIER = "paper"
+# sources.imagenet.classes: every class of the ImageNet root.
+ALL_CLASSES = "all"
+WNID_PATTERN = re.compile(r"n[0-9]{8}")
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
@@ -338,6 +343,7 @@ def check(config: dict) -> None:
     names and options the jobs would refuse. Expects a config the schema accepted."""
     check_run_name(config)
     check_user_paths(config)
+    class_subset(config)
     check_generated(config)
     check_complex_prompts(config)
     check_mixtures(config)
@@ -571,6 +577,47 @@ def check_planning(config: dict) -> None:
                               f"{closest(model, classifiers)}")
 
 
+def class_subset(config: dict):
+    """The sorted wnids of ``sources.imagenet.classes``, or None for all the root's classes. The
+    value is a list of wnids, the name of a class list shipped with the package (imagenet100), or
+    the path of a file in that format (one wnid per line, '#' comments)."""
+    from contamination.sources.imagenet import shipped_class_lists, shipped_wnids, wnid_lines
+
+    key, value = "sources.imagenet.classes", config["sources"]["imagenet"]["classes"]
+    if value == ALL_CLASSES:
+        return None
+    if isinstance(value, list):
+        wnids, where = value, ""
+    elif value in shipped_class_lists():
+        wnids, where = shipped_wnids(value), f" (the shipped list '{value}')"
+    else:
+        try:
+            wnids, where = wnid_lines(Path(value).read_text()), f" (file '{value}')"
+        except FileNotFoundError:
+            raise ConfigError(f"{key}: '{value}' is neither '{ALL_CLASSES}', a shipped class list "
+                              f"({', '.join(shipped_class_lists())}) nor an existing file") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{key}: file '{value}' cannot be read: {error}") from None
+    bad = [wnid for wnid in wnids if not WNID_PATTERN.fullmatch(wnid)]
+    if bad:
+        raise ConfigError(f"{key}{where}: {bad[0]!r} is not a wnid (n followed by 8 digits)")
+    repeated = sorted({wnid for wnid in wnids if wnids.count(wnid) > 1})
+    if repeated:
+        raise ConfigError(f"{key}{where}: {repeated[0]} is listed more than once")
+    total = config["sources"]["imagenet"]["num_classes"]
+    if not 2 <= len(wnids) <= total:
+        raise ConfigError(f"{key}{where}: {len(wnids)} classes; a subset needs 2 to sources.imagenet.num_classes "
+                          f"({total})")
+    return sorted(wnids)
+
+
+def class_count(config: dict) -> int:
+    """The number of classes in use: of the subset ``sources.imagenet.classes``, or all of them.
+    Classifiers and linear probes have this many outputs; labels are 0 .. class_count - 1."""
+    subset = class_subset(config)
+    return config["sources"]["imagenet"]["num_classes"] if subset is None else len(subset)
+
+
 def train_subset(config: dict, name: str):
     """The size of the seeded subset of a real source's training split that mixtures use
     (``sources.<name>.train_subset``), or None: all of it."""
@@ -608,7 +655,7 @@ def generated_size(config: dict, name: str) -> int:
     spec = generated_spec(config, name)
     if spec["prompts"] == "captions":
         return config["sources"]["coco"]["train_images"] * spec["captions_per_image"]
-    return config["sources"]["imagenet"]["num_classes"] * spec["per_class"]
+    return class_count(config) * spec["per_class"]
 
 
 def shard_size(config: dict, name: str) -> int:

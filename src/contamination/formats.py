@@ -3,7 +3,9 @@
 index (one Parquet per real source, ``results/<run>/index/<source>.parquet``), one row per item:
     id        str   unique within the source, e.g. "n01440764_10026" or "coco_391895_770337"
     path      str   absolute path of the image file
-    label     int   ImageNet-1k class index (sorted wnid order); -1 where the source has no class
+    label     int   class index: position in sorted wnid order among the classes in use (ImageNet-1k
+                    indices, or 0..K-1 with a class subset, config sources.imagenet.classes); -1
+                    where the source has no class
     wnid      str   WordNet id of the class; "" where none
     caption   str   caption text; "" where none (COCO and Flickr30k: one row per caption)
     image_id  str   groups the caption rows of one image; equals id for class datasets

@@ -70,6 +70,7 @@ SPECTRA_TABLE = RESULTS / "tables" / "spectra.csv"
 FIGURE3 = RESULTS / "figures" / "figure3.png"
 FIGURE6 = RESULTS / "figures" / "figure6.png"
 CONFIG_PAGE = RESULTS / "report" / "config.html"
+DIFFERENCES_PAGE = RESULTS / "report" / "differences.html"
 
 
 def index_path(source):
@@ -222,7 +223,9 @@ def get_classes_input(wildcards):
 
 
 def get_classes_arguments():
-    return shlex.join(["--num-classes", str(config["sources"]["imagenet"]["num_classes"])])
+    subset = cfg.class_subset(config)
+    return shlex.join(["--num-classes", str(config["sources"]["imagenet"]["num_classes"])]
+                      + ([] if subset is None else ["--subset", cfg.as_json(subset)]))
 
 
 def get_index_input(wildcards):
@@ -233,7 +236,12 @@ def get_index_input(wildcards):
 
 
 def get_index_class_arguments(wildcards, input):
-    return shlex.join(["--classes", str(input.classes)]) if "classes" in input.keys() else ""
+    """--classes, and --class-subset when sources.imagenet.classes keeps some classes (the indexes
+    then leave out the images of the others)."""
+    if "classes" not in input.keys():
+        return ""
+    subset_flag = [] if cfg.class_subset(config) is None else ["--class-subset"]
+    return shlex.join(["--classes", str(input.classes)] + subset_flag)
 
 
 def get_index_arguments(wildcards):
@@ -329,7 +337,7 @@ def get_classifier_spec(wildcards):
         keys=CLASSIFIER_KEYS,
         model=wildcards.model,
         recipe=cfg.job_settings("classification.models.*", settings["models"][wildcards.model]),
-        num_classes=config["sources"]["imagenet"]["num_classes"],
+        num_classes=cfg.class_count(config),
         seed=config["seed"],
     )
 
@@ -379,7 +387,7 @@ def get_mae_pretrain_spec():
 
 def get_mae_probe_spec():
     return get_settings("mae", keys=MAE_PROBE_KEYS, seed=config["seed"],
-                        num_classes=config["sources"]["imagenet"]["num_classes"])
+                        num_classes=cfg.class_count(config))
 
 
 def get_detection_spec(wildcards):
@@ -494,7 +502,8 @@ def get_table_cells_argument(wildcards, input):
 
 
 def get_table_spec(wildcards):
-    return cfg.settings_json("tables[]", TABLES[wildcards.table])
+    # The run's tier travels with each table (left out at its default, as every default).
+    return cfg.settings_json("tables[]", TABLES[wildcards.table], **cfg.job_settings("", config, ["tier"]))
 
 
 def get_table_provenance_files():

@@ -1,7 +1,8 @@
 # The pieces of the HTML report (`snakemake --report results/<run>/report.html --configfile ...`
 # after a run, or `--report-after-run` with it): each table as a page with its plot against the
 # contamination ratio, all tables in one tidy CSV, Figure 6, examples of every generated dataset,
-# the run's effective config, and the compute plan (python -m contamination plan).
+# the run's effective config with what differs from the paper's, and the compute plan
+# (python -m contamination plan).
 
 
 rule table_report:
@@ -78,9 +79,12 @@ rule generated_examples:
 
 
 rule run_config:
+    input:
+        paper=cfg.DEFAULT_CONFIG,
     output:
         yaml=RUN_CONFIG,
         html=report(CONFIG_PAGE, caption="../report/config.rst", category="Configuration"),
+        differences=report(DIFFERENCES_PAGE, caption="../report/differences.rst", category="Configuration"),
     log:
         LOGS / "report" / "config.log",
     params:
@@ -88,8 +92,8 @@ rule run_config:
     conda:
         ENV
     shell:
-        "python -m contamination run-config --config {params.config:q} --out-yaml {output.yaml:q}"
-        " --out-html {output.html:q} > {log:q} 2>&1"
+        "python -m contamination run-config --config {params.config:q} --paper-config {input.paper:q}"
+        " --out-yaml {output.yaml:q} --out-html {output.html:q} --out-differences {output.differences:q} > {log:q} 2>&1"
 
 
 rule plan:

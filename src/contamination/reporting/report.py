@@ -7,7 +7,10 @@
 - ``generated-examples``: an HTML grid of generated images with their prompts, read from the
   shards (shards.read_item).
 - ``run-config``: the run's effective configuration (overlays merged, schema defaults filled) as
-  YAML, and as an HTML page with its SHA-256.
+  YAML, and as an HTML page with its SHA-256; and the page "what differs from the paper": the
+  run's tier, its ``report.differences`` in words, and every setting whose value is not the paper
+  config's (config/config.yaml), leaving out site paths, run-time keys, planning and the report's
+  own settings, which change no result.
 
 Contamination ratio (the x axis of the plots): the share of a training set's items that come
 from the dataset mixed in. For ``replace`` it is the fraction, for ``append`` fraction / (1 +
@@ -23,7 +26,7 @@ import io
 import json
 import math
 
-from contamination.config import TRAINING_SOURCES, settings_argument, with_defaults
+from contamination.config import PAPER_TIER, TRAINING_SOURCES, load, settings_argument, with_defaults
 from contamination.data import to_rgb8
 from contamination.errors import DataError
 from contamination.generation.shards import read_item
@@ -78,8 +81,10 @@ def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("run-config", help="the run's effective config as YAML and as an HTML page")
     parser.add_argument("--config", required=True, type=settings_argument(""),
                         help="JSON: the whole config (defaults may be left out)")
+    parser.add_argument("--paper-config", required=True, help="the paper's config file (config/config.yaml)")
     parser.add_argument("--out-yaml", required=True)
     parser.add_argument("--out-html", required=True)
+    parser.add_argument("--out-differences", required=True, help="HTML page: what differs from the paper")
     parser.set_defaults(run=run_config_page)
 
 
@@ -129,7 +134,8 @@ def data_uri(data: bytes, mime: str) -> str:
 
 
 def table_html(frame, spec: dict) -> str:
-    """Rows: the paper's row labels; columns: model x metric; cell: measured, paper, difference."""
+    """Rows: the paper's row labels; columns: model x metric; cell: measured, paper, difference
+    (paper tier only: tables.py)."""
     columns = [(model, metric) for model in spec["models"] for metric in spec["metrics"]]
     cells = frame.set_index(["dataset", "model", "metric"])
     header = "".join(f"<th>{html.escape(model)}<br>{html.escape(metric)}</th>" for model, metric in columns)
@@ -141,11 +147,19 @@ def table_html(frame, spec: dict) -> str:
             measured = number(cell["measured"])
             css = " class=\"missing\"" if measured == "n/a" else ""
             note = f" title=\"{html.escape(cell['note'])}\"" if isinstance(cell["note"], str) and cell["note"] else ""
+            difference = f" (&Delta; {number(cell['difference'])})" if cell["tier"] == PAPER_TIER else ""
             entries.append(f"<td{css}{note}>{measured}<br><span class=\"paper\">paper {number(cell['reported'])}"
-                           f" (&Delta; {number(cell['difference'])})</span></td>")
+                           f"{difference}</span></td>")
         lines.append(f"<tr><td>{html.escape(row['dataset'])}</td>{''.join(entries)}</tr>")
     lines.append("</tbody></table>")
     return "\n".join(lines)
+
+
+def tier_warning(tier: str) -> str:
+    return (f"<p class=\"missing\"><strong>Tier {html.escape(tier)}: not the paper's settings.</strong> This run "
+            "measures other classes, sizes or schedules (the page <em>What differs from the paper</em>, under "
+            "Configuration, lists every difference). The paper's value beside each cell shows the direction of "
+            "the effect to compare with, not a target; no difference is computed.</p>\n")
 
 
 def notes_html(frame) -> str:
@@ -180,17 +194,22 @@ def run_table_report(args) -> None:
     import pandas as pd
 
     spec = args.spec
+    tier = spec.get("tier", PAPER_TIER)
     frame = pd.read_csv(args.table, keep_default_na=False, na_values=[""])
     from contamination.reporting.tables import reported_values
 
     in_paper = any(key[0] == spec["reported_table"] for key in reported_values())
     source = f"the paper's Table {spec['reported_table']}" if in_paper else "beyond the paper"
     title = f"{spec['name']}: {source} ({spec['experiment']})"
+    if tier != PAPER_TIER:
+        title += f", {tier} tier"
     plot_table(frame, contamination_positions(spec, args.mixtures), title, args.out_png)
     with open(args.out_png, "rb") as handle:
         plot = data_uri(handle.read(), "image/png")
+    compared = "&Delta; = measured &minus; paper. " if tier == PAPER_TIER else ""
     body = (
-        "<p>Measured in this run beside the value the paper reports; &Delta; = measured &minus; paper. "
+        ("" if tier == PAPER_TIER else tier_warning(tier))
+        + f"<p>Measured in this run beside the value the paper reports; {compared}"
         "n/a: the run has no number (hover for the reason, or see the notes).</p>\n"
         f"{table_html(frame, spec)}\n<img alt=\"{html.escape(spec['name'])} against contamination ratio\" src=\"{plot}\">\n"
         f"{notes_html(frame)}\n{provenance_html(read_json(args.provenance))}"
@@ -257,6 +276,67 @@ def run_generated_examples(args) -> None:
         temporary.write_text(page(f"Generated examples: {args.name}", body))
 
 
+def config_differences(paper: dict, run: dict) -> list:
+    """[(setting, paper's value, run's value)] for every setting of ``run`` whose value is not
+    ``paper``'s (both effective configs), in config order. Named list entries (mixtures, tables,
+    generated datasets, references) are matched by name ("tables[table2]"); one only in the paper
+    has the run value None, one only in the run the paper value None. Site paths, run-time keys,
+    ``run``, ``planning`` and ``report`` change no result and are left out."""
+    from contamination.config import RUNTIME_KEYS, same_json, user_paths
+
+    ignored = {"run", "planning", "report", *user_paths(paper), *user_paths(run),
+               *(f"{section}.{key}" for section, keys in RUNTIME_KEYS.items() for key in keys)}
+    found = []
+
+    def named(items):
+        return all(isinstance(item, dict) and "name" in item for item in items)
+
+    def compare(key, ours, theirs, dotted):
+        if dotted in ignored or same_json(ours, theirs):
+            return
+        if isinstance(ours, dict) and isinstance(theirs, dict):
+            for part in dict.fromkeys([*theirs, *ours]):
+                compare(f"{key}.{part}" if key else part, ours.get(part), theirs.get(part),
+                        f"{dotted}.{part}" if dotted else part)
+        elif isinstance(ours, list) and isinstance(theirs, list) and ours and theirs and named(ours + theirs):
+            by_name = {item["name"]: item for item in ours}
+            paper_by_name = {item["name"]: item for item in theirs}
+            for name in dict.fromkeys([*paper_by_name, *by_name]):
+                compare(f"{key}[{name}]", by_name.get(name), paper_by_name.get(name), f"{dotted}[]")
+        else:
+            found.append((key, theirs, ours))
+
+    compare("", run, paper, "")
+    return found
+
+
+def differences_html(config: dict, differences: list) -> str:
+    def shown(value):
+        if value is None:
+            return "<em>absent</em>"
+        return f"<code>{html.escape(json.dumps(value, ensure_ascii=False))}</code>"
+
+    tier = config["tier"]
+    lines = [f"<p>Tier <strong>{html.escape(tier)}</strong>. "
+             + ("The tables are compared with the paper's numbers." if tier == PAPER_TIER else
+                "The tables show the paper's numbers for the direction of each effect only: this run does not use "
+                "the paper's settings, and no difference to the paper is computed.") + "</p>"]
+    if config["report"]["differences"]:
+        items = "".join(f"<li>{html.escape(text)}</li>" for text in config["report"]["differences"])
+        lines.append(f"<h2>In words</h2><ul>{items}</ul>")
+    if differences:
+        rows = "".join(f"<tr><td><code>{html.escape(key)}</code></td><td>{shown(paper)}</td><td>{shown(ours)}</td></tr>"
+                       for key, paper, ours in differences)
+        lines.append("<h2>Every setting that differs from config/config.yaml</h2><p>Site paths, run-time settings, "
+                     "the planning assumptions and the report's settings change no result and are not listed.</p>"
+                     f"<table><thead><tr><th>setting</th><th>paper</th><th>this run</th></tr></thead><tbody>{rows}"
+                     "</tbody></table>")
+    else:
+        lines.append("<p>Every setting that shapes a result is the paper's (config/config.yaml); only site paths "
+                     "and run-time settings may differ.</p>")
+    return "\n".join(lines)
+
+
 def run_config_page(args) -> None:
     import yaml
 
@@ -268,3 +348,7 @@ def run_config_page(args) -> None:
             f"<pre>{html.escape(text)}</pre>")
     with atomic_path(args.out_html) as temporary:
         temporary.write_text(page(f"Configuration of run '{args.config['run']}'", body))
+    paper = load(base=args.paper_config)
+    with atomic_path(args.out_differences) as temporary:
+        temporary.write_text(page(f"What differs from the paper: run '{args.config['run']}'",
+                                  differences_html(args.config, config_differences(paper, args.config))))

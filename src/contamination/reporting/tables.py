@@ -13,6 +13,11 @@ metrics.json of a run: {"status": "ok" | "diverged" | ..., "metrics": {name: flo
 A cell's status is "ok" only if it holds a number: a NaN cell of a run that finished is
 "unavailable" (the run could not compute that metric, e.g. SPICE offline) or "not run" (the run
 has no such metric); a NaN cell of a run that did not finish has the run's status ("diverged").
+
+Every row carries the run's ``tier`` (config ``tier``; the spec's "tier" key, absent at its
+default "paper"). Only a paper-tier table has a ``difference``: another tier (config/budget.yaml)
+measures other classes, resolutions and schedules, so its numbers stand beside the paper's for
+direction only, and ``difference`` is NaN.
 """
 
 import csv
@@ -20,11 +25,11 @@ import json
 import math
 from importlib import resources
 
-from contamination.config import settings_argument
+from contamination.config import PAPER_TIER, settings_argument
 from contamination.io import atomic_path, write_json
 from contamination.reporting.provenance import table_provenance
 
-TABLE_COLUMNS = ["table", "dataset", "model", "metric", "measured", "reported", "difference", "status", "note"]
+TABLE_COLUMNS = ["table", "tier", "dataset", "model", "metric", "measured", "reported", "difference", "status", "note"]
 
 
 def reported_values():
@@ -66,6 +71,7 @@ def build_table(spec: dict, cells: dict, reported=None):
     import pandas as pd
 
     reported = reported_values() if reported is None else reported
+    tier = spec.get("tier", PAPER_TIER)
     rows = []
     for row in spec["rows"]:
         for model in spec["models"]:
@@ -79,12 +85,13 @@ def build_table(spec: dict, cells: dict, reported=None):
                 rows.append(
                     {
                         "table": spec["name"],
+                        "tier": tier,
                         "dataset": row["dataset"],
                         "model": model,
                         "metric": metric,
                         "measured": measured,
                         "reported": paper_value,
-                        "difference": measured - paper_value,
+                        "difference": measured - paper_value if tier == PAPER_TIER else math.nan,
                         "status": cell_status(run, metric, measured),
                         "note": "; ".join(notes),
                     }
@@ -100,7 +107,8 @@ def write_table(frame, path) -> None:
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("table", help="write one paper table as CSV, measured beside reported")
     parser.add_argument("--spec", required=True, type=settings_argument("tables[]"),
-                        help="JSON: one entry of config `tables` (defaults may be left out)")
+                        help="JSON: one entry of config `tables` (defaults may be left out) and the run's "
+                             "`tier` unless it is paper")
     parser.add_argument("--cells", required=True, type=json.loads, help='JSON: {"<row>|<model>": metrics.json}')
     parser.add_argument("--out", required=True)
     parser.add_argument("--provenance", help="also write the table's provenance sidecar (JSON) here")

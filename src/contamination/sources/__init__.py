@@ -22,6 +22,8 @@ def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("classes", help="ImageNet class table: label, wnid, names")
     parser.add_argument("--root", required=True)
     parser.add_argument("--num-classes", type=int, required=True)
+    parser.add_argument("--subset", type=wnid_list,
+                        help="JSON list of the wnids to keep (config sources.imagenet.classes); default: all")
     parser.add_argument("--out", required=True)
     parser.set_defaults(run=run_classes)
 
@@ -29,6 +31,9 @@ def add_commands(subparsers) -> None:
     parser.add_argument("source", choices=SOURCES)
     parser.add_argument("--root", required=True)
     parser.add_argument("--classes", help="ImageNet class table (class datasets)")
+    parser.add_argument("--class-subset", action="store_true",
+                        help="the class table holds a subset of ImageNet's classes (config sources.imagenet.classes): "
+                             "leave out images of other classes instead of refusing them")
     parser.add_argument("--karpathy-json", help="Karpathy split JSON (coco, flickr30k)")
     parser.add_argument("--on-unreadable", choices=["fail", "skip"], default="fail")
     parser.add_argument("--workers", type=int, default=1)
@@ -37,14 +42,24 @@ def add_commands(subparsers) -> None:
     parser.set_defaults(run=run_index)
 
 
+def wnid_list(text: str) -> list:
+    import json
+
+    value = json.loads(text)
+    if not isinstance(value, list) or not all(isinstance(wnid, str) for wnid in value):
+        raise ValueError(f"not a JSON list of wnids: {text}")
+    return value
+
+
 def run_classes(args) -> None:
-    table = class_table(args.root, args.num_classes)
+    table = class_table(args.root, args.num_classes, args.subset)
     write_parquet(table, args.out)
     print(f"{len(table)} ImageNet classes -> {args.out}")
 
 
-def read_source(source: str, root, classes_path=None, karpathy_json=None):
-    """The index rows of ``source`` at ``root``, before the readability check."""
+def read_source(source: str, root, classes_path=None, karpathy_json=None, class_subset=False):
+    """The index rows of ``source`` at ``root``, before the readability check. ``class_subset``:
+    the class table holds some of ImageNet's classes; images of the others are left out."""
     root = os.path.abspath(root)  # the index holds absolute paths; symlinks are kept as given
     if source in CAPTION_SOURCES:
         if karpathy_json is None:
@@ -53,14 +68,14 @@ def read_source(source: str, root, classes_path=None, karpathy_json=None):
         return read(root, karpathy_json)
     classes = read_class_table(classes_path)
     if source == "imagenet":
-        return imagenet.index_imagenet(root, classes)
+        return imagenet.index_imagenet(root, classes, class_subset)
     if source == "webvision":
-        return webvision.index_webvision(root, classes)
+        return webvision.index_webvision(root, classes, class_subset)
     return imagenet.index_class_folders(root, classes, source)
 
 
 def run_index(args) -> None:
-    frame = read_source(args.source, args.root, args.classes, args.karpathy_json)
+    frame = read_source(args.source, args.root, args.classes, args.karpathy_json, args.class_subset)
     # Caption sources have one row per caption: check each image file once.
     paths = list(dict.fromkeys(frame["path"]))
     failures = unreadable_images(paths, args.workers, stop_at_first=args.on_unreadable == "fail")

@@ -12,8 +12,10 @@ Layouts read:
     <root>/LOC_val_solution.csv                            "ILSVRC2012_val_<n>,<wnid> <box> [<wnid> <box>...]"
     <imagenet-a or -r root>/<wnid>/<name>.jpg
 
-Labels are positions in sorted wnid order (torchvision's ImageFolder order), the same for all
-three datasets, so ImageNet-A/-R rows carry 1000-way labels. ImageNet-A/-R copies must hold
+Labels are positions in sorted wnid order (torchvision's ImageFolder order) among the classes of
+the class table, the same for all three datasets: ImageNet-1k labels, or 0..K-1 when the table
+holds a subset of K classes (config ``sources.imagenet.classes``, e.g. ImageNet-100). With a
+subset, the images of other classes are left out of every index. ImageNet-A/-R copies must hold
 exactly their official classes (imagenet_a_wnids.txt, imagenet_r_wnids.txt, shipped with this
 package) among the classes of the ImageNet class table in use.
 """
@@ -38,12 +40,14 @@ META_MAT = DEVKIT_DATA / "meta.mat"
 VAL_GROUND_TRUTH = DEVKIT_DATA / "ILSVRC2012_validation_ground_truth.txt"
 KAGGLE_IMAGES = Path("ILSVRC") / "Data" / "CLS-LOC"
 KAGGLE_VAL_SOLUTION = "LOC_val_solution.csv"
-OFFICIAL_CLASSES = {"imagenet_a": ("ImageNet-A", "imagenet_a_wnids.txt"),
-                    "imagenet_r": ("ImageNet-R", "imagenet_r_wnids.txt")}
+OFFICIAL_CLASSES = {"imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R"}
+# Class lists shipped with this package: <name>_wnids.txt, one wnid per line, '#' comments.
+WNID_LIST_SUFFIX = "_wnids.txt"
 
 
-def class_table(root, num_classes: int):
-    """DataFrame (label, wnid, names): the classes of the ImageNet at ``root``."""
+def class_table(root, num_classes: int, subset=None):
+    """DataFrame (label, wnid, names): the classes of the ImageNet at ``root``, or only those of
+    ``subset`` (wnids, config sources.imagenet.classes), labelled by their positions among them."""
     import pandas as pd
 
     root = Path(root)
@@ -60,7 +64,12 @@ def class_table(root, num_classes: int):
             f"sources.imagenet.num_classes: config says {num_classes} classes but '{source}' "
             f"lists {len(names_by_wnid)}"
         )
-    wnids = sorted(names_by_wnid)
+    if subset is not None:
+        missing = sorted(set(subset) - set(names_by_wnid))
+        if missing:
+            raise ConfigError(f"sources.imagenet.classes: {len(missing)} of its {len(subset)} classes are not "
+                              f"classes of '{source}' (e.g. {', '.join(missing[:3])})")
+    wnids = sorted(names_by_wnid if subset is None else subset)
     return pd.DataFrame(
         {"label": range(len(wnids)), "wnid": wnids, "names": [names_by_wnid[wnid] for wnid in wnids]}
     ).astype({"label": "int64"})
@@ -95,19 +104,22 @@ def read_meta_leaves(path: Path) -> list:
                         f"words, num_children): {error}") from error
 
 
-def index_imagenet(root, classes: dict):
+def index_imagenet(root, classes: dict, subset: bool = False):
+    """Train and val images of the classes in ``classes``; those of other classes are an error
+    (an unknown class folder), or with ``subset`` (a class table of some of the classes) left out."""
     root = Path(root)
     images = image_root(root)
-    rows = wnid_folder_rows(require_dir(images / "train", "ImageNet train"), classes, "train", prefix_wnid=False)
+    train = require_dir(images / "train", "ImageNet train")
+    rows = wnid_folder_rows(train, classes, "train", prefix_wnid=False, folders=folders_in_use(train, classes, subset))
     require_all_classes(rows, classes, images / "train")
     val = require_dir(images / "val", "ImageNet val")
     folders, files = subdirectories(val), image_files(val)
     if folders and files:
         raise DataError(f"ImageNet val '{val}' holds both class folders and images; use one layout")
     if folders:
-        val_rows = wnid_folder_rows(val, classes, "val", prefix_wnid=False)
+        val_rows = wnid_folder_rows(val, classes, "val", prefix_wnid=False, folders=folders_in_use(val, classes, subset))
     elif files:
-        val_rows = flat_val_rows(root, val, files, classes)
+        val_rows = flat_val_rows(root, val, files, classes, subset)
     else:
         raise DataError(f"ImageNet val '{val}' holds no images")
     require_all_classes(val_rows, classes, val)
@@ -116,8 +128,29 @@ def index_imagenet(root, classes: dict):
 
 def official_wnids(source: str) -> list:
     """The 200 wnids of ``source`` (imagenet_a or imagenet_r) as published with the dataset."""
-    text = resources.files(__package__).joinpath(OFFICIAL_CLASSES[source][1]).read_text()
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return shipped_wnids(source)
+
+
+def shipped_class_lists() -> list:
+    """Names of the class lists shipped with this package (imagenet100, imagenet_a, imagenet_r)."""
+    return sorted(entry.name[:-len(WNID_LIST_SUFFIX)] for entry in resources.files(__package__).iterdir()
+                  if entry.name.endswith(WNID_LIST_SUFFIX))
+
+
+def shipped_wnids(name: str) -> list:
+    """The wnids of the shipped class list ``name``, in the file's order."""
+    return wnid_lines(resources.files(__package__).joinpath(name + WNID_LIST_SUFFIX).read_text())
+
+
+def wnid_lines(text: str) -> list:
+    """The entries of a class list file: one per line, blank lines and '#' comments skipped."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def folders_in_use(directory: Path, classes: dict, subset: bool):
+    """The class folders of ``directory`` to index: all (None), or with a class subset those of
+    its classes."""
+    return [wnid for wnid in subdirectories(directory) if wnid in classes] if subset else None
 
 
 def image_root(root: Path) -> Path:
@@ -131,8 +164,8 @@ def index_class_folders(root, classes: dict, source: str):
     """ImageNet-A or ImageNet-R: ``<root>/<wnid>/*.jpg``, all of it the evaluation split; a copy
     must hold every official class of ``source`` that is in the class table, and no other. With a
     class table of fewer classes, the folders of official classes outside it are not indexed."""
-    root = require_dir(root, f"{OFFICIAL_CLASSES[source][0]} class folders")
-    name, official = OFFICIAL_CLASSES[source][0], official_wnids(source)
+    root = require_dir(root, f"{OFFICIAL_CLASSES[source]} class folders")
+    name, official = OFFICIAL_CLASSES[source], official_wnids(source)
     folders = subdirectories(root)
     foreign = sorted(set(folders) - set(official))
     if foreign:
@@ -163,8 +196,9 @@ def wnid_folder_rows(directory: Path, classes: dict, split: str, prefix_wnid: bo
     return rows
 
 
-def flat_val_rows(root: Path, val: Path, files: list, classes: dict) -> list:
-    """Flat val/: labelled by Kaggle's LOC_val_solution.csv if the root has it, else by the devkit."""
+def flat_val_rows(root: Path, val: Path, files: list, classes: dict, subset: bool) -> list:
+    """Flat val/: labelled by Kaggle's LOC_val_solution.csv if the root has it, else by the devkit;
+    with ``subset``, only the images of the class table's classes."""
     solution = root / KAGGLE_VAL_SOLUTION
     if solution.is_file():
         labels_from, wnids = solution, kaggle_val_wnids(solution, val, files)
@@ -173,6 +207,7 @@ def flat_val_rows(root: Path, val: Path, files: list, classes: dict) -> list:
     return [
         class_row(Path(name).stem, val / name, wnid, class_label(classes, wnid, labels_from), "val")
         for name, wnid in zip(files, wnids)
+        if not subset or wnid in classes
     ]
 
 

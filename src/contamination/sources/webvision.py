@@ -9,7 +9,8 @@ Layout read:
     <root>/val_images_256/ (resized release) or <root>/val_images/ (original size)
 
 WebVision labels are mapped to wnids through synsets.txt and then to the ImageNet class table's
-labels, so the two datasets share one label space.
+labels, so the two datasets share one label space; with a class subset (config
+sources.imagenet.classes) the images of other classes are left out.
 """
 
 from pathlib import Path
@@ -22,7 +23,7 @@ VAL_LIST = "val_filelist.txt"
 VAL_IMAGE_DIRS = ("val_images_256", "val_images")
 
 
-def index_webvision(root, classes: dict):
+def index_webvision(root, classes: dict, subset: bool = False):
     root = require_dir(root, "WebVision")
     info = root / "info"
     synsets_path = require_file(info / "synsets.txt", "WebVision synsets")
@@ -30,6 +31,8 @@ def index_webvision(root, classes: dict):
     rows = []
     for list_name in TRAIN_LISTS:
         for relative, wnid in read_file_list(info / list_name, wnids, synsets_path):
+            if subset and wnid not in classes:
+                continue
             item_id = str(Path(relative).with_suffix("")).replace("/", "_")
             label = class_label(classes, wnid, synsets_path)
             rows.append(class_row(item_id, root / relative, wnid, label, "train"))
@@ -37,6 +40,8 @@ def index_webvision(root, classes: dict):
     if val_dir is None:
         raise DataError(f"WebVision val: neither of {[str(root / name) for name in VAL_IMAGE_DIRS]} exists")
     for name, wnid in read_file_list(info / VAL_LIST, wnids, synsets_path):
+        if subset and wnid not in classes:
+            continue
         label = class_label(classes, wnid, synsets_path)
         rows.append(class_row(Path(name).stem, val_dir / name, wnid, label, "val"))
     return index_frame(rows, root)
