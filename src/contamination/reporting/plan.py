@@ -23,6 +23,8 @@ import math
 from pathlib import Path
 
 from contamination import config as cfg
+from contamination.experiments import recursion
+from contamination.experiments.iddpm import shard_numbers
 
 DEFAULT_PROFILE = cfg.PROJECT_ROOT / "profiles" / "slurm"
 PLAN_COLUMNS = ["scope", "rule", "jobs", "gpus_per_job", "gpu_hours", "hours_per_job", "runtime_limit_hours",
@@ -315,6 +317,14 @@ class Costs:
         settings = self.config["iddpm"]
         return min(settings["sample_shard_size"], settings["sample_count"] - shard * settings["sample_shard_size"])
 
+    def recursion_sample_images(self, shard) -> int:
+        return len(shard_numbers(recursion.sample_settings(self.config), int(shard)))
+
+    def recursion_mixture_images(self, policy, generation) -> int:
+        settings = self.config["recursion"]
+        return recursion.mixture_size(policy, int(generation), self.mixture_size(settings["base"])[0],
+                                      settings["sample_count"])
+
     # -- time
     def seconds(self, *parts) -> tuple:
         """(GPU-seconds, note): the sum of units / planning.throughput[keys] over (units, keys)
@@ -348,7 +358,7 @@ class Costs:
                                 (self.source_size("coco", "test"), ("caption_generate",)))
         if rule == "caption_pretrained":
             return self.seconds((self.source_size("coco", "test"), ("caption_generate",)))
-        if rule == "iddpm_train":
+        if rule in ("iddpm_train", "recursion_train"):
             settings = config["iddpm"]
             return self.seconds(((settings["iterations"] * settings["global_batch_size"], ""), ("iddpm_train",)))
         if rule == "iddpm_sample":
@@ -356,6 +366,11 @@ class Costs:
             return self.seconds(((evaluations, ""), ("iddpm_sample",)))
         if rule == "iddpm_sample_features":
             return self.seconds(((config["iddpm"]["sample_count"], ""), ("inception_features",)))
+        if rule == "recursion_sample":
+            evaluations = self.recursion_sample_images(wildcards[-1]) * config["iddpm"]["sample_steps"]
+            return self.seconds(((evaluations, ""), ("iddpm_sample",)))
+        if rule == "recursion_sample_features":
+            return self.seconds(((config["recursion"]["sample_count"], ""), ("inception_features",)))
         if rule == "index_features":
             return self.seconds((self.source_size(wildcards[0], wildcards[1]), ("inception_features",)))
         if rule == "mixture_features":
@@ -401,6 +416,14 @@ class Costs:
             return self.sample_images(wildcards[1]) * size * size * 3
         if rule == "iddpm_sample_features":
             return self.config["iddpm"]["sample_count"] * FEATURE_BYTES
+        if rule == "recursion_mixture":
+            size = self.config["iddpm"]["image_size"]
+            return self.recursion_mixture_images(*wildcards) * size * size * 3
+        if rule == "recursion_sample":
+            size = self.config["iddpm"]["image_size"]
+            return self.recursion_sample_images(wildcards[-1]) * size * size * 3
+        if rule == "recursion_sample_features":
+            return self.config["recursion"]["sample_count"] * FEATURE_BYTES
         if rule == "index_features":
             return self.source_size(wildcards[0], wildcards[1])[0] * FEATURE_BYTES
         if rule == "mixture_features":
