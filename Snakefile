@@ -27,6 +27,7 @@ include: "workflow/rules/detect.smk"
 include: "workflow/rules/figure6.smk"
 include: "workflow/rules/fidelity.smk"
 include: "workflow/rules/iddpm.smk"
+include: "workflow/rules/recursion.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/report.smk"
 

@@ -313,6 +313,7 @@ def settings_cases(config):
     from contamination.experiments import classify
     from contamination.experiments import iddpm
     from contamination.experiments import mae
+    from contamination.experiments import recursion
     from contamination.metrics import spectra
 
     seed = {"seed": config["seed"]}
@@ -334,6 +335,14 @@ def settings_cases(config):
         runtime = cfg.runtime_settings(section, settings, keys) if section in cfg.RUNTIME_KEYS else None
         cases.append((verb, "--spec", dict(cfg.job_settings(section, settings, keys), **seed), runtime,
                       {key: settings[key] for key in keys} | seed))
+    sampling = dict(recursion.sample_settings(config), **seed)
+    cases.append(("iddpm-sample", "--spec", dict(cfg.job_settings("iddpm", sampling, iddpm.SAMPLE_SPEC_KEYS), **seed),
+                  cfg.runtime_settings("iddpm", sampling, iddpm.SAMPLE_SPEC_KEYS),
+                  {key: sampling[key] for key in iddpm.SAMPLE_SPEC_KEYS} | seed))
+    generation = {"policy": "replace", "generation": 2, **seed}
+    cases.append(("recursion-mixture", "--spec",
+                  dict(cfg.job_settings("recursion", config["recursion"], recursion.POLICY_KEYS["replace"]), **generation),
+                  None, {key: config["recursion"][key] for key in recursion.MIXTURE_KEYS} | generation))
     for model, recipe in config["classification"]["models"].items():
         extra = {"model": model, "num_classes": 4, **seed}
         cases.append(("train-classifier", "--spec",
@@ -446,7 +455,7 @@ def test_job_settings_leave_out_every_default_value(paper):
     """With every defaulted section left to its defaults, the settings JSON of every job carries
     only what the rule adds; a value set to something else is kept, with its JSON type."""
     config = copy.deepcopy(paper)
-    defaulted = ("generation", "captioning", "synthetic", "detection", "spectra", "mae", "iddpm")
+    defaulted = ("generation", "captioning", "synthetic", "detection", "spectra", "mae", "iddpm", "recursion")
     for section in defaulted:
         config.pop(section, None)
     config["classification"] = {"models": {model: {} for model in paper["classification"]["models"]}}
@@ -460,6 +469,8 @@ def test_job_settings_leave_out_every_default_value(paper):
         elif verb == "run-config":
             assert not set(sent) & set(defaulted) and "seed" not in sent
             assert all("match" not in m or m["match"] != "label" for m in sent["mixtures"])
+        elif verb == "recursion-mixture":
+            assert set(sent) <= {"seed", "policy", "generation"}, sent
         elif verb not in ("table", "table-report", "prompts"):  # these have no defaults to leave out
             assert set(sent) <= {"seed", "generated"}, (verb, sent)
     smoke = cfg.load(SMOKE_CONFIG)

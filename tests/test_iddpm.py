@@ -203,7 +203,7 @@ def train_command(spec, images, directory):
     if not manifest.exists():
         directory.mkdir(parents=True, exist_ok=True)
         manifest.write_bytes(b"identity of the training data")
-    iddpm.run_train(types.SimpleNamespace(spec=spec, images=str(images), manifest=str(manifest),
+    iddpm.run_train(types.SimpleNamespace(spec=spec, images=str(images), manifest=str(manifest), data_status=None,
                                           checkpoint_dir=str(directory / "checkpoints"), out=str(directory / "model"),
                                           status=str(directory / "training.json")))
     checkpoint = torch.load(directory / "checkpoints" / training.CHECKPOINT_NAME, weights_only=True)
@@ -311,7 +311,7 @@ def test_diverged_training_writes_status_and_empty_samples(tmp_path, images):
     manifest = tmp_path / "manifest.parquet"
     manifest.write_bytes(b"identity of the training data")
     spec = dict(TINY_SPEC, lr=1e30, iterations=20)  # Adam steps of 1e30 make the loss non-finite
-    train_args = types.SimpleNamespace(spec=spec, images=str(images), manifest=str(manifest),
+    train_args = types.SimpleNamespace(spec=spec, images=str(images), manifest=str(manifest), data_status=None,
                                        checkpoint_dir=str(tmp_path / "checkpoint"), out=str(tmp_path / "model"),
                                        status=str(tmp_path / "training.json"))
     iddpm.run_train(train_args)
@@ -338,7 +338,7 @@ def test_trained_model_is_saved_and_sampled_through_from_pretrained(tmp_path, im
     manifest = tmp_path / "manifest.parquet"
     manifest.write_bytes(b"identity of the training data")
     spec = dict(TINY_SPEC, iterations=3)
-    train_args = types.SimpleNamespace(spec=spec, images=str(images), manifest=str(manifest),
+    train_args = types.SimpleNamespace(spec=spec, images=str(images), manifest=str(manifest), data_status=None,
                                        checkpoint_dir=str(tmp_path / "checkpoint"), out=str(tmp_path / "model"),
                                        status=str(tmp_path / "training.json"))
     iddpm.run_train(train_args)

@@ -1,6 +1,6 @@
 """The rules hand the config to the commands: every command of a dry run (smoke config with a
-seed and a neighbourhood size other than the commands' defaults) is parsed by the real CLI parser,
-and its settings equal the config's. A value a rule forgot would leave the command's default,
+seed, a neighbourhood size and a real fraction other than the commands' defaults) is parsed by
+the real CLI parser, and its settings equal the config's. A value a rule forgot would leave the command's default,
 which for --k and --seed is the paper's (5, 0), so only a non-default config shows it."""
 
 import shlex
@@ -17,7 +17,7 @@ from helpers import SMOKE_CONFIG, snakemake, write_yaml
 
 pytestmark = pytest.mark.workflow
 
-OVERLAY = {"seed": 4, "fidelity": {"k": 3}}
+OVERLAY = {"seed": 4, "fidelity": {"k": 3}, "recursion": {"real_fraction": 0.75}}
 
 
 def overlay_with_tables() -> dict:
@@ -90,7 +90,14 @@ def test_training_jobs_get_their_config_sections_and_the_seed(commands):
     for args in jobs(parsed, "iddpm-train"):
         assert args.spec == {key: config["iddpm"][key] for key in iddpm.TRAIN_SPEC_KEYS if key != "seed"} | {"seed": 4}
     for args in jobs(parsed, "iddpm-sample"):
-        assert args.spec == {key: config["iddpm"][key] for key in iddpm.SAMPLE_SPEC_KEYS if key != "seed"} | {"seed": 4}
+        # the recursion's generations make recursion.sample_count samples each
+        count = config["recursion" if "/recursion/" in args.out else "iddpm"]["sample_count"]
+        assert args.spec == {key: config["iddpm"][key] for key in iddpm.SAMPLE_SPEC_KEYS if key != "seed"} | {
+            "seed": 4, "sample_count": count}
+    for args in jobs(parsed, "recursion-mixture"):
+        assert args.spec["seed"] == 4
+        if args.spec["policy"] == "replace":
+            assert args.spec["real_fraction"] == config["recursion"]["real_fraction"]
     for args in jobs(parsed, "mae-pretrain"):
         assert (args.spec["model"], args.spec["pretrain"], args.spec["seed"]) == \
             (config["mae"]["model"], config["mae"]["pretrain"], 4)

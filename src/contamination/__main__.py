@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "contamination.metrics.spectra",
     "contamination.metrics.features",
     "contamination.experiments.iddpm",
+    "contamination.experiments.recursion",
     "contamination.metrics.fidelity",
     "contamination.reporting.tables",
     "contamination.reporting.report",

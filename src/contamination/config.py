@@ -32,7 +32,7 @@ PROMPT_KIND_SOURCE = {"class_template": "imagenet", "class_complex": "imagenet",
 COMPLEX_FIELDS = ("qualifier", "medium", "name", "context")
 # The captioning run of the starting model, without fine-tuning: results/<run>/caption/blip/pretrained/.
 # results/<run>/tables/<name>.csv files that are not tables of the config.
-RESERVED_TABLE_NAMES = ("all_tables", "spectra")
+RESERVED_TABLE_NAMES = ("all_tables", "spectra", "recursion")
 # The schema default of `tier`: a run at the paper's settings, whose tables are compared with the paper.
 PAPER_TIER = "paper"
 # sources.imagenet.classes: every class of the ImageNet root.
@@ -352,6 +352,7 @@ def check(config: dict) -> None:
     check_classification(config)
     check_tables(config)
     check_fidelity_models(config)
+    check_recursion(config)
     check_planning(config)
 
 
@@ -561,6 +562,20 @@ def check_fidelity_models(config: dict) -> None:
             if FIDELITY_ENCODERS[model] == "dinov2" and "dinov2" not in config["models"] and not config["models"]["build_tiny"]:
                 raise ConfigError(f"models.dinov2: tables[{index}] ({table['name']}) compares DINOv2 features; set it "
                                   "to a transformers Dinov2Model directory")
+
+
+def check_recursion(config: dict) -> None:
+    """The recursion's real data is a mixture that holds real images only."""
+    settings = config["recursion"]
+    if settings["generations"] == 0:
+        return
+    mixtures = {mixture["name"]: mixture for mixture in config["mixtures"]}
+    base = mixtures.get(settings["base"])
+    if base is None:
+        raise ConfigError(f"recursion.base: unknown mixture '{settings['base']}'{closest(settings['base'], mixtures)}")
+    if base["kind"] != "subset" or base["base"] not in TRAINING_SOURCES:
+        raise ConfigError(f"recursion.base: mixture '{base['name']}' is not real data: it must be of kind subset "
+                          f"of a real source ({', '.join(TRAINING_SOURCES)})")
 
 
 def check_planning(config: dict) -> None:

@@ -17,6 +17,7 @@ shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(SOURCE_DIR)}${{
 
 from contamination import config as cfg
 from contamination.experiments import iddpm as iddpm_recipe
+from contamination.experiments import recursion
 from contamination.experiments.classify import SPEC_KEYS as CLASSIFIER_KEYS
 from contamination.experiments.mae import MODEL_NAME as MAE_MODEL
 from contamination.experiments.mae import PRETRAIN_SPEC_KEYS as MAE_PRETRAIN_KEYS
@@ -41,6 +42,7 @@ GENERATED = [spec["name"] for spec in config["generated"]]
 MIXTURES = {mixture["name"]: mixture for mixture in config["mixtures"]}
 TABLES = {table["name"]: table for table in config["tables"]}
 CLASSIFIERS = list(config["classification"]["models"])
+RECURSION = config["recursion"]
 # Model names in the paths of runs whose experiment has one model.
 FIDELITY_MODEL = "inception_v3_features"
 DINOV2_MODEL = "dinov2_features"
@@ -56,6 +58,8 @@ wildcard_constraints:
     shard=r"\d{5}",
     split="train|val|test",
     size=r"\d+",
+    policy="|".join((recursion.REAL, *recursion.POLICIES)),
+    generation=r"\d+",
 
 
 # ---- paths: every file and directory the workflow writes, each named once -------------------
@@ -117,6 +121,16 @@ def features_path(kind, name, extractor=EXTRACTOR):
     return RESULTS / "features" / extractor / kind / f"{name}.npy"
 
 
+def recursion_path(chain, generation):
+    """RESULTS/recursion/iddpm/<chain>/generation-<k>/: one generation's training data, model,
+    samples and metrics (chain: its policy, or `real` for generation 0; recursion.chain)."""
+    return run_dir("recursion", IDDPM_MODEL, f"{chain}/generation-{generation}")
+
+
+def recursion_figure_path(policy):
+    return RESULTS / "figures" / f"recursion-{policy}.png"
+
+
 def spectra_path(name, suffix):
     return RESULTS / "spectra" / f"{name}.{suffix}"
 
@@ -157,6 +171,14 @@ def get_spectra_outputs():
     return [SPECTRA_TABLE, FIGURE6] if config["spectra"]["generated"] else []
 
 
+def get_recursion_outputs():
+    """The recursion table, its page and a plot per policy, when config recursion has generations."""
+    if not RECURSION["generations"]:
+        return []
+    return ([table_path(recursion.TABLE), table_page_path(recursion.TABLE)]
+            + [recursion_figure_path(policy) for policy in RECURSION["policies"]])
+
+
 def get_report_files():
     return (
         [table_page_path(name) for name in TABLES]
@@ -164,6 +186,7 @@ def get_report_files():
         + get_spectra_outputs()
         + [examples_page_path(name) for name in GENERATED]
         + [CONFIG_PAGE]
+        + get_recursion_outputs()
     )
 
 
@@ -483,6 +506,92 @@ def get_iddpm_fidelity_input(wildcards):
         "status": run_dir("iddpm", IDDPM_MODEL, wildcards.mixture) / "training.json",
         **reference_features(settings["references"], settings["image_size"]),
     }
+
+
+# ---- recursive contamination -----------------------------------------------------------------
+
+
+def recursion_model(chain, generation):
+    """{"model", "status"} of a generation: generation 0's is the iddpm run on recursion.base."""
+    directory = run_dir("iddpm", IDDPM_MODEL, RECURSION["base"]) if int(generation) == 0 else recursion_path(chain, generation)
+    return {"model": directory / "model", "status": directory / "training.json"}
+
+
+def recursion_sample_shards(chain, generation):
+    return [recursion_path(chain, generation) / "samples" / f"shard-{shard:05d}.npy"
+            for shard in range(recursion.sample_shard_count(config))]
+
+
+def get_recursion_mixture_input(wildcards):
+    inputs = {"real": image_array_path(RECURSION["base"], config["iddpm"]["image_size"])}
+    for source in recursion.source_generations(wildcards.policy, int(wildcards.generation)):
+        chain = recursion.chain(wildcards.policy, source)
+        inputs[f"samples_{source}"] = recursion_sample_shards(chain, source)
+        inputs[f"status_{source}"] = recursion_model(chain, source)["status"]
+    return inputs
+
+
+def get_recursion_sources_argument(wildcards, input):
+    sources = recursion.source_generations(wildcards.policy, int(wildcards.generation))
+    return cfg.as_json({str(source): {"status": str(getattr(input, f"status_{source}")),
+                                      "samples": [str(path) for path in getattr(input, f"samples_{source}")]}
+                        for source in sources})
+
+
+def get_recursion_mixture_spec(wildcards):
+    return cfg.settings_json("recursion", RECURSION, recursion.POLICY_KEYS[wildcards.policy], policy=wildcards.policy,
+                             generation=int(wildcards.generation), seed=config["seed"])
+
+
+def get_recursion_checkpoints(wildcards):
+    return checkpoint_dir("recursion", IDDPM_MODEL, f"{wildcards.policy}/generation-{wildcards.generation}")
+
+
+def get_recursion_model(wildcards):
+    return recursion_model(wildcards.policy, wildcards.generation)
+
+
+def get_recursion_sample_spec():
+    return cfg.settings_json("iddpm", dict(recursion.sample_settings(config), seed=config["seed"]),
+                             iddpm_recipe.SAMPLE_SPEC_KEYS)
+
+
+def get_recursion_sample_shards(wildcards):
+    return recursion_sample_shards(wildcards.policy, wildcards.generation)
+
+
+def get_recursion_fidelity_input(wildcards):
+    settings = config["iddpm"]
+    return {
+        "generated": features_path("recursion", f"{wildcards.policy}/generation-{wildcards.generation}"),
+        "status": recursion_model(wildcards.policy, wildcards.generation)["status"],
+        **reference_features(settings["references"], settings["image_size"]),
+    }
+
+
+def get_recursion_table_input(wildcards):
+    """The metrics.json and training-data summary of every policy's generations 0..K."""
+    cells = {}
+    for policy in RECURSION["policies"]:
+        for generation in range(RECURSION["generations"] + 1):
+            directory = recursion_path(recursion.chain(policy, generation), generation)
+            cells[f"metrics|{policy}|{generation}"] = directory / "metrics.json"
+            cells[f"mixture|{policy}|{generation}"] = (manifest_path(RECURSION["base"]).with_suffix(".json")
+                                                       if generation == 0 else directory / "mixture.json")
+    return cells
+
+
+def get_recursion_table_cells_argument(wildcards, input):
+    cells = {}
+    for key, path in input.items():
+        kind, policy, generation = key.split("|")
+        cells.setdefault(f"{policy}|{generation}", {})[kind] = str(path)
+    return cfg.as_json(cells)
+
+
+def get_recursion_table_spec(wildcards):
+    return cfg.as_json({"policies": RECURSION["policies"], "generations": RECURSION["generations"],
+                        "metrics": iddpm_recipe.table_metrics(config)})
 
 
 # ---- tables and report -----------------------------------------------------------------------

@@ -20,7 +20,8 @@ improved-diffusion's ``microbatch``, when ``max_batch_per_process`` is below a p
 training.batch_split; ``iterations`` counts optimizer steps); training.py provides seeding,
 checkpoint/resume (every ``checkpoint_every`` iterations, every ``checkpoint_every_minutes`` of
 wall time, and on SIGTERM/SIGUSR1, exit 75), divergence handling and the EMA. The output is the EMA UNet (``save_pretrained``) and training.json with the run's
-status. A diverged run saves no weights and its samples are empty; the metrics then say why.
+status. A diverged run saves no weights and its samples are empty; the metrics then say why. So
+does a run whose ``--data-status`` says its images could not be made (recursion.py).
 
 Sampling: 250 respaced steps (``sample_steps``) from the EMA weights, ``sample_count`` images in
 shards of ``sample_shard_size`` (one job each); every image has its own noise seed derived from
@@ -66,6 +67,9 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--manifest", required=True, help="the mixture manifest the array was made from (run identity)")
     parser.add_argument("--out", required=True, help="model directory (the EMA UNet)")
     parser.add_argument("--status", required=True, help="training.json")
+    parser.add_argument("--data-status", help="JSON whose status says whether the image array could be made "
+                                              "(recursion-mixture's summary): any but ok trains nothing and "
+                                              "writes training.json with that status and reason")
     parser.set_defaults(run=run_train)
 
     parser = subparsers.add_parser("iddpm-sample", help="one shard of IDDPM samples as a uint8 array (.npy)")
@@ -204,17 +208,24 @@ def train(spec: dict, images_path, checkpointer, env, stop=None):
 
 
 def run_train(args) -> None:
+    from contamination.io import read_json
+
     spec = args.spec
     with training.distributed_run(spec["device"], args.checkpoint_dir) as env:
         identity = run_identity(spec, args.manifest)
         checkpointer = training.Checkpointer(args.checkpoint_dir, env, records.sha256_of_json(identity),
                                              every_minutes=spec["checkpoint_every_minutes"])
-        status, reason, ema_unet = "ok", "", None
-        try:
-            ema_unet, steps = train(spec, args.images, checkpointer, env)
-        except training.Diverged as error:
-            status, reason, steps = "diverged", f"training diverged: {error}", error.record
+        status, reason, ema_unet, steps = "ok", "", None, None
+        data = read_json(args.data_status) if args.data_status else {"status": "ok"}
+        if data["status"] != "ok":
+            status, reason = data["status"], f"no training images: {data['reason']}"
             training.log(env, reason)
+        else:
+            try:
+                ema_unet, steps = train(spec, args.images, checkpointer, env)
+            except training.Diverged as error:
+                status, reason, steps = "diverged", f"training diverged: {error}", error.record
+                training.log(env, reason)
         if env.is_main:
             write_model(ema_unet, args.out, args.status, status, reason, spec,
                         records.provenance(identity, spec["seed"], env.world_size, env.device.type,

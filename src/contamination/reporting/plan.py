@@ -29,6 +29,7 @@ from contamination.experiments.iddpm import shard_numbers
 from contamination.generation.generate import shard_span
 from contamination.mixtures.manifests import mixture_size
 from contamination.generation import generators
+from contamination.experiments import recursion
 
 DEFAULT_PROFILE = cfg.PROJECT_ROOT / "profiles" / "slurm"
 PLAN_COLUMNS = ["scope", "rule", "jobs", "gpus_per_job", "gpu_hours", "hours_per_job", "runtime_limit_hours",
@@ -135,6 +136,14 @@ class Costs:
     def sample_images(self, shard) -> int:
         return len(shard_numbers(self.config["iddpm"], int(shard)))
 
+    def recursion_sample_images(self, shard) -> int:
+        return len(shard_numbers(recursion.sample_settings(self.config), int(shard)))
+
+    def recursion_mixture_images(self, policy, generation) -> int:
+        settings = self.config["recursion"]
+        return recursion.mixture_size(policy, int(generation), self.mixture_size(settings["base"])[0],
+                                      settings["sample_count"])
+
     # -- time
     def seconds(self, *parts) -> tuple:
         """(GPU-seconds, note): the sum of units / planning.throughput[keys] over (units, keys)
@@ -169,7 +178,7 @@ class Costs:
                 (self.source_size("coco", "test"), ("caption_generate",)))
         if rule == "caption_pretrained":
             return self.seconds((self.source_size("coco", "test"), ("caption_generate",)))
-        if rule == "iddpm_train":
+        if rule in ("iddpm_train", "recursion_train"):
             settings = config["iddpm"]
             return self.seconds(((settings["iterations"] * settings["global_batch_size"], ""), ("iddpm_train",)))
         if rule == "iddpm_sample":
@@ -177,6 +186,11 @@ class Costs:
             return self.seconds(((evaluations, ""), ("iddpm_sample",)))
         if rule == "iddpm_sample_features":
             return self.seconds(((config["iddpm"]["sample_count"], ""), ("inception_features",)))
+        if rule == "recursion_sample":
+            evaluations = self.recursion_sample_images(wildcards["shard"]) * config["iddpm"]["sample_steps"]
+            return self.seconds(((evaluations, ""), ("iddpm_sample",)))
+        if rule == "recursion_sample_features":
+            return self.seconds(((config["recursion"]["sample_count"], ""), ("inception_features",)))
         if rule == "index_features":
             return self.seconds((self.source_size(wildcards["source"], wildcards["split"]), ("inception_features",)))
         if rule == "mixture_features":
@@ -230,6 +244,14 @@ class Costs:
             return self.sample_images(wildcards["shard"]) * size * size * 3
         if rule == "iddpm_sample_features":
             return self.config["iddpm"]["sample_count"] * FEATURE_BYTES
+        if rule == "recursion_mixture":
+            size = self.config["iddpm"]["image_size"]
+            return self.recursion_mixture_images(wildcards["policy"], wildcards["generation"]) * size * size * 3
+        if rule == "recursion_sample":
+            size = self.config["iddpm"]["image_size"]
+            return self.recursion_sample_images(wildcards["shard"]) * size * size * 3
+        if rule == "recursion_sample_features":
+            return self.config["recursion"]["sample_count"] * FEATURE_BYTES
         if rule == "index_features":
             return self.source_size(wildcards["source"], wildcards["split"])[0] * FEATURE_BYTES
         if rule == "mixture_features":

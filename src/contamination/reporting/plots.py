@@ -1,4 +1,5 @@
-"""Plots of the report: each table's metrics against the contamination ratio.
+"""Plots of the report: each table's metrics against the contamination ratio, and the recursion
+table's metrics against generation (plot_generations).
 
 One panel per metric; one colour per model; one line style per contaminating dataset (the
 series of report.contamination_positions). The measured values are lines with filled dots, the
@@ -58,5 +59,32 @@ def plot_table(frame, positions: list, title: str, path) -> None:
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.legend(handles=legend, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    save_png(figure, path)
+    plt.close(figure)
+
+
+def plot_generations(frame, title: str, path) -> None:
+    """``frame``: one policy's rows of the recursion table (experiments/recursion.py); one panel per
+    metric against generation, measured values as a line with dots (a NaN leaves a gap)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(frame["metric"]))
+    columns = min(len(metrics), 3)
+    rows = math.ceil(len(metrics) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for panel, metric in zip(axes.flat, metrics):
+        points = frame[frame["metric"] == metric].sort_values("generation")
+        panel.plot(points["generation"], points["measured"], marker="o", color="C0")
+        panel.set_xticks(sorted(set(points["generation"])))
+        panel.set_title(metric, fontsize=9)
+        panel.set_xlabel("generation")
+        panel.grid(alpha=0.3)
+    for panel in list(axes.flat)[len(metrics):]:
+        panel.set_visible(False)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
     save_png(figure, path)
     plt.close(figure)
