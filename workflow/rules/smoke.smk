@@ -78,3 +78,24 @@ if config["models"]["build_tiny"]:
         shell:
             "python -m contamination tiny-inception {output:q} --seed {params.seed:q}"
             " --resolution {params.resolution:q} > {log:q} 2>&1"
+
+
+    # The frozen encoders of the filtering detectors (models.clip_vision, models.dinov2).
+    for _kind, _key in ENCODER_MODEL_KEYS.items():
+
+        rule:
+            name:
+                f"tiny_{_key}"
+            output:
+                directory(get_model(_key)),
+            log:
+                LOGS / "models" / f"tiny_{_key}.log",
+            params:
+                kind=_kind,
+                image_size=config["synthetic"]["image_size"],
+                seed=config["seed"],
+            conda:
+                ENV
+            shell:
+                "python -m contamination tiny-encoder {output:q} --kind {params.kind:q}"
+                " --image-size {params.image_size:q} --seed {params.seed:q} > {log:q} 2>&1"

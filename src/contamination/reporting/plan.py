@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 from contamination import config as cfg
+from contamination.experiments.filtering import filtered_runs
 
 DEFAULT_PROFILE = cfg.PROJECT_ROOT / "profiles" / "slurm"
 PLAN_COLUMNS = ["scope", "rule", "jobs", "gpus_per_job", "gpu_hours", "hours_per_job", "runtime_limit_hours",
@@ -31,6 +32,9 @@ PLAN_COLUMNS = ["scope", "rule", "jobs", "gpus_per_job", "gpu_hours", "hours_per
 CLASS_SOURCES = ("imagenet", "imagenet_a", "imagenet_r", "webvision")
 PRETRAINED_RUN = "pretrained"
 FEATURE_BYTES = 2048 * 4  # one Inception pool feature vector, float32 (features.py)
+# One feature vector of each filtering extractor, float32: ResNet-50's pool, the projected
+# embedding of CLIP ViT-L/14, the class token of DINOv2 ViT-L/14 (other sizes differ).
+DETECTOR_FEATURE_BYTES = {"resnet50_features": 2048 * 4, "clip_features": 768 * 4, "dinov2_features": 1024 * 4}
 # The tables' experiments and the rule whose job writes a cell's metrics.json.
 EXPERIMENT_RULES = {
     "classify": "train_classifier",
@@ -277,6 +281,7 @@ class Costs:
         self.resources = profile.get("set-resources", {})
         self.default_runtime = profile.get("default-resources", {}).get("runtime")
         self.mixture_specs = {mixture["name"]: mixture for mixture in config["mixtures"]}
+        self.filtered = filtered_runs(config)
 
     def gpus(self, rule) -> int:
         return int(self.resources.get(rule, {}).get("gpu", 0) or 0)
@@ -300,12 +305,22 @@ class Costs:
         return cfg.generated_size(self.config, name), ""
 
     def mixture_size(self, name) -> tuple:
+        # A filtered mixture is priced at the size of the mixture it filters, an upper bound: what a
+        # detector drops is known once it has run.
+        if name in self.filtered:
+            return self.mixture_size(self.filtered[name][0])
         mixture = self.mixture_specs[name]
         base, note = self.dataset_size(mixture["base"])
         if math.isnan(base):
             return base, note
         added = round(mixture["fraction"] * base)
         return {"subset": added, "replace": base, "append": base + added}[mixture["kind"]], note
+
+    def detector_set_size(self, mixture) -> tuple:
+        """Images of a filtering detector set: the mixture's, and those the detector learns from."""
+        size, note = self.mixture_size(mixture)
+        settings = self.config["filtering"]
+        return size + 2 * settings["train_images_per_source"] + settings["calibration_images"], note
 
     def shard_images(self, name, shard) -> int:
         size, shard_size = cfg.generated_size(self.config, name), self.config["generation"]["shard_size"]
@@ -369,6 +384,9 @@ class Costs:
                                 (self.source_size("imagenet", "val"), ("mae_linear_probe",)))
         if rule == "detect":
             return self.seconds(((2 * config["detection"]["images_per_source"], ""), ("detect_features",)))
+        if rule == "detector_features":
+            mixture, features = wildcards
+            return self.seconds((self.detector_set_size(mixture), ("detector_features", features)))
         return None
 
     @staticmethod
@@ -405,6 +423,9 @@ class Costs:
             return self.source_size(wildcards[0], wildcards[1])[0] * FEATURE_BYTES
         if rule == "mixture_features":
             return self.mixture_size(wildcards[0])[0] * FEATURE_BYTES
+        if rule == "detector_features":
+            mixture, features = wildcards
+            return self.detector_set_size(mixture)[0] * DETECTOR_FEATURE_BYTES[features]
         return 0.0
 
 
