@@ -121,7 +121,7 @@ def add_commands(subparsers) -> None:
 
     parser = subparsers.add_parser("filter", help="train a detector, drop the mixture's images above the threshold "
                                                   "(filtered manifest + metrics.json)")
-    add_settings_arguments(parser, "--spec", "filtering", FILTER_KEYS,
+    add_settings_arguments(parser, "--spec", "filtering", FILTER_KEYS, restore_filter_spec,
                            help="config `filtering` (target_fpr) + seed, mixture, generated, detector, recipe "
                                 "(config detection's " + ", ".join(RECIPE_KEYS) + ")")
     parser.add_argument("--items", required=True, help="the detector set (Parquet)")
@@ -133,6 +133,11 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--out-scores", required=True, help="every item's score and role (Parquet)")
     parser.add_argument("--out-metrics", required=True, help="metrics.json")
     parser.set_defaults(run=run_filter)
+
+
+def restore_filter_spec(values: dict) -> dict:
+    spec = with_defaults("filtering", values, FILTER_KEYS)
+    return dict(spec, recipe=with_defaults("detection", spec["recipe"], RECIPE_KEYS))
 
 
 # ---- the detector set -----------------------------------------------------------------------
@@ -312,7 +317,7 @@ def run_filter(args) -> None:
     from contamination.metrics.features import feature_device
 
     spec = args.spec
-    recipe = dict(with_defaults("detection", spec["recipe"], RECIPE_KEYS), seed=spec["seed"])
+    recipe = dict(spec["recipe"], seed=spec["seed"])
     items = read_parquet(args.items)
     check_disjoint(items)
     features = np.load(args.features, mmap_mode="r")
