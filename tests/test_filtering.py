@@ -17,7 +17,7 @@ from contamination.reporting import provenance
 from contamination.smoke import tiny_encoders, tiny_models
 from helpers import SMOKE_CONFIG, cli
 from imagesets import generated_index, source_index, write_images
-from test_mixtures import arrow_table, build_mixture, generated_index as generated_frame, items, real_index, spec
+from test_mixtures import build_mixture, generated_index as generated_frame, items, real_index, spec
 
 # ---- threshold ------------------------------------------------------------------------------
 
