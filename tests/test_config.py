@@ -184,7 +184,7 @@ def test_table_row_naming_an_unknown_mixture_names_the_row(paper):
 
 def test_duplicate_table_name_names_the_second_table(paper):
     change = lambda c: c["tables"].append(dict(c["tables"][3]))  # noqa: E731
-    with pytest.raises(ConfigError, match=r"tables\[12\]\.name: duplicate table name 'table4'"):
+    with pytest.raises(ConfigError, match=rf"tables\[{len(paper['tables'])}\]\.name: duplicate table name 'table4'"):
         validated(mutate(paper, change))
 
 

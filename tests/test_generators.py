@@ -322,7 +322,7 @@ def test_dinov2_features_are_the_normalised_images_class_token_and_feed_fd_dinov
     from contamination.metrics import dinov2
 
     model_dir = tmp_path / "tiny-dinov2"
-    assert main(["tiny-dinov2", str(model_dir), "--seed", "0", "--image-size", "32"]) == 0
+    assert main(["tiny-encoder", str(model_dir), "--kind", "dinov2", "--seed", "0", "--image-size", "32"]) == 0
     rng = np.random.default_rng(0)
     real, generated = (tmp_path / "real.npy", tmp_path / "generated.npy")
     np.save(real, rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8))

@@ -106,3 +106,25 @@ def test_training_jobs_get_their_config_sections_and_the_seed(commands):
     for args in jobs(parsed, "detect"):
         assert {key: args.spec[key] for key in config["detection"]} == config["detection"]
         assert args.spec["seed"] == 4
+
+
+def test_filtering_jobs_get_their_settings_the_detection_recipe_and_the_seed(commands):
+    from contamination.experiments import filtering
+
+    config, parsed = commands
+    settings = config["filtering"]
+    for args in jobs(parsed, "detector-set"):
+        assert {key: args.spec[key] for key in filtering.DETECTOR_SET_KEYS} == \
+            {key: settings[key] for key in filtering.DETECTOR_SET_KEYS}
+        assert args.spec["seed"] == 4 and args.spec["mixture"] in settings["mixtures"]
+    features = [args.spec for args in jobs(parsed, "detector-features")]
+    assert sorted(spec["features"] for spec in features) == sorted(filtering.feature_kinds(config) * len(settings["mixtures"]))
+    for spec in features:
+        assert {key: spec[key] for key in filtering.FEATURE_KEYS} == {key: settings[key] for key in filtering.FEATURE_KEYS}
+        if spec["features"] == "resnet50_features":
+            assert (spec["resize_size"], spec["crop_size"]) == (config["detection"]["resize_size"], config["detection"]["crop_size"])
+    filters = jobs(parsed, "filter")
+    assert len(filters) == len(filtering.filtered_runs(config))
+    for args in filters:
+        assert (args.spec["target_fpr"], args.spec["device"], args.spec["seed"]) == (settings["target_fpr"], settings["device"], 4)
+        assert args.spec["recipe"] == {key: config["detection"][key] for key in filtering.RECIPE_KEYS}

@@ -97,6 +97,8 @@ def test_every_configured_table_cell_has_a_reported_value():
 
     reported = tables.reported_values()
     for table in cfg.load()["tables"]:
+        if not table["reported_table"]:  # beyond the paper
+            continue
         for row in table["rows"]:
             for model in table["models"]:
                 for metric in table["metrics"]:

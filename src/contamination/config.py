@@ -31,8 +31,8 @@ PROMPT_KIND_TARGET = {"class_template": "label", "class_complex": "label", "capt
 PROMPT_KIND_SOURCE = {"class_template": "imagenet", "class_complex": "imagenet", "captions": "coco"}
 COMPLEX_FIELDS = ("qualifier", "medium", "name", "context")
 # The captioning run of the starting model, without fine-tuning: results/<run>/caption/blip/pretrained/.
-# results/<run>/tables/<name>.csv files that are not tables of the config.
-RESERVED_TABLE_NAMES = ("all_tables", "spectra", "recursion")
+# results/<run>/tables/<name>.csv files that are not tables of the config, and the target `filtering`.
+RESERVED_TABLE_NAMES = ("all_tables", "spectra", "recursion", "filtering")
 # The schema default of `tier`: a run at the paper's settings, whose tables are compared with the paper.
 PAPER_TIER = "paper"
 # sources.imagenet.classes: every class of the ImageNet root.
@@ -165,6 +165,7 @@ RUNTIME_KEYS = {
                    "eval_batch_size"),
     "mae": ("device", "num_workers", "print_freq", "keep_checkpoint", "checkpoint_every_minutes"),
     "detection": ("device", "num_workers", "feature_batch_size"),
+    "filtering": ("device", "num_workers", "feature_batch_size"),
     "iddpm": ("device", "num_workers", "log_every", "checkpoint_every", "checkpoint_every_minutes", "keep_checkpoint",
               "sample_batch_size"),
     "fidelity": ("device", "num_workers", "feature_batch_size", "block_size"),
@@ -350,6 +351,7 @@ def check(config: dict) -> None:
     check_generation(config)
     check_spectra(config)
     check_classification(config)
+    check_filtering(config)
     check_tables(config)
     check_fidelity_models(config)
     check_recursion(config)
@@ -521,6 +523,41 @@ def check_classification(config: dict) -> None:
                           "(a CSV map), not both")
 
 
+def check_filtering(config: dict) -> None:
+    """Filtered mixtures replace real class images by generated ones (the replaced images and the
+    generated ones left out train the detector), every detector's extractor is configured, and
+    the tables of filtering runs name configured detectors."""
+    from contamination.experiments.filtering import FEATURES, feature_kinds
+
+    settings = config["filtering"]
+    mixtures = {mixture["name"]: mixture for mixture in config["mixtures"]}
+    generated = [spec["name"] for spec in config["generated"]]
+    for index, name in enumerate(settings["mixtures"]):
+        key = f"filtering.mixtures[{index}]"
+        if name not in mixtures:
+            raise ConfigError(f"{key}: unknown mixture '{name}'{closest(name, mixtures)}")
+        mixture = mixtures[name]
+        if mixture["kind"] != "replace":
+            raise ConfigError(f"{key}: '{name}' is a {mixture['kind']} mixture; filtering needs a replace mixture, "
+                              "whose replaced real images train the detector")
+        if TRAINING_SOURCES.get(mixture["base"]) != "label" or mixture["by"] not in generated:
+            raise ConfigError(f"{key}: '{name}' replaces images of '{mixture['base']}' by '{mixture['by']}'; filtering "
+                              "needs a class dataset's images replaced by a generated dataset's (the classifier "
+                              "retrains on the rest)")
+    if not config["models"]["build_tiny"]:
+        for features in feature_kinds(config):
+            if FEATURES[features] not in config["models"]:
+                raise ConfigError(f"models.{FEATURES[features]}: required by the detectors on {features} "
+                                  "(filtering.detectors)")
+    for index, table in enumerate(config["tables"]):
+        if table["experiment"] != "filter":
+            continue
+        for position, model in enumerate(table["models"]):
+            if model not in settings["detectors"]:
+                raise ConfigError(f"tables[{index}].models[{position}]: '{model}' is not one of filtering.detectors"
+                                  f"{closest(model, settings['detectors'])}")
+
+
 def check_tables(config: dict) -> None:
     """Unique names, rows naming runs the workflow makes, metrics the experiment writes."""
     names = set()
@@ -540,7 +577,8 @@ def check_tables(config: dict) -> None:
         runs = table_runs(config, experiment)
         for position, row in enumerate(table["rows"]):
             if row["mixture"] not in runs:
-                what = "generated dataset" if EXPERIMENTS[experiment]["runs"] == "generated datasets" else "mixture"
+                what = {"generated datasets": "generated dataset",
+                        "filtering mixtures": "mixture of filtering.mixtures"}.get(EXPERIMENTS[experiment]["runs"], "mixture")
                 raise ConfigError(f"{key}.rows[{position}].mixture: unknown {what} '{row['mixture']}' for a "
                                   f"{experiment} table{closest(row['mixture'], runs)}")
         written = table_metrics(config, experiment)
@@ -690,7 +728,7 @@ def results_dir(config: dict) -> Path:
 
 # The tiny models' file names under results/<run>/models/ (config `models.build_tiny`).
 TINY_MODEL_NAMES = {"stable_diffusion": "tiny-sd", "blip": "tiny-blip", "resnet50_detector": "resnet50-random.pth",
-                    "inception": "tiny-inception.pth", "dinov2": "tiny-dinov2"}
+                    "inception": "tiny-inception.pth", "clip_vision": "tiny-clip-vision", "dinov2": "tiny-dinov2"}
 # The models a fidelity table may name: the encoder whose features its runs compare.
 FIDELITY_ENCODERS = {"inception_v3_features": "inception", "dinov2_features": "dinov2"}
 

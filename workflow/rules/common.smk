@@ -16,6 +16,8 @@ sys.path.insert(0, SOURCE_DIR)
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(SOURCE_DIR)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 from contamination import config as cfg
+from contamination.experiments import filtering
+from contamination.experiments.encoders import MODEL_KEYS as ENCODER_MODEL_KEYS
 from contamination.experiments import iddpm as iddpm_recipe
 from contamination.experiments import recursion
 from contamination.experiments.classify import SPEC_KEYS as CLASSIFIER_KEYS
@@ -40,6 +42,8 @@ ENV = "../../envs/contamination.yaml"
 PROFILE = Path(workflow.basedir) / "profiles" / "slurm"
 GENERATED = [spec["name"] for spec in config["generated"]]
 MIXTURES = {mixture["name"]: mixture for mixture in config["mixtures"]}
+# Filtered mixtures, {<mixture>-filtered-<detector>: (mixture, detector)}: manifests experiments train on like MIXTURES.
+FILTERED = filtering.filtered_runs(config)
 TABLES = {table["name"]: table for table in config["tables"]}
 CLASSIFIERS = list(config["classification"]["models"])
 RECURSION = config["recursion"]
@@ -53,7 +57,7 @@ EXTRACTOR = "inception"
 wildcard_constraints:
     source="|".join(cfg.REAL_SOURCES),
     name="|".join(GENERATED),
-    mixture="|".join(MIXTURES),
+    mixture="|".join([*MIXTURES, *FILTERED]),
     table="|".join(TABLES),
     shard=r"\d{5}",
     split="train|val|test",
@@ -97,9 +101,21 @@ def manifest_path(mixture):
     return RESULTS / "mixtures" / f"{mixture}.parquet"
 
 
+def filtered_manifest_path(mixture, detector):
+    return manifest_path(filtering.filtered_run(mixture, detector))
+
+
+def detector_set_path(mixture):
+    return RESULTS / "filtering" / mixture / "detector_set.parquet"
+
+
+def detector_features_path(mixture, features):
+    return RESULTS / "filtering" / mixture / f"{features}.npy"
+
+
 def run_dir(experiment, model, run):
-    """RESULTS/<experiment>/<model>/<run>/: a run is a mixture, a generated dataset (detection)
-    or `pretrained` (captioning without fine-tuning)."""
+    """RESULTS/<experiment>/<model>/<run>/: a run is a mixture (or a filtered one), a generated
+    dataset (detection) or `pretrained` (captioning without fine-tuning)."""
     return RESULTS / experiment / model / run
 
 
@@ -143,6 +159,10 @@ def table_page_path(table):
     return RESULTS / "report" / "tables" / f"{table}.html"
 
 
+def table_plot_path(table):
+    return RESULTS / "figures" / f"{table}-vs-contamination.png"
+
+
 def examples_page_path(name):
     return RESULTS / "report" / "examples" / f"{name}.html"
 
@@ -164,6 +184,12 @@ def get_tables():
 
 def get_spectra():
     return [spectra_path(name, suffix) for name in config["spectra"]["generated"] for suffix in ("csv", "png")]
+
+
+def get_filtering_outputs():
+    """The tables of filtering runs or of filtered mixtures, with their report pages and plots."""
+    names = filtering.filtering_tables(config)
+    return [path for name in names for path in (table_path(name), table_page_path(name), table_plot_path(name))]
 
 
 def get_spectra_outputs():
@@ -425,6 +451,45 @@ def get_spectra_csvs():
     return [path for path in get_spectra() if path.suffix == ".csv"]
 
 
+# ---- filtering -------------------------------------------------------------------------------
+
+
+def get_detector_set_input(wildcards):
+    mixture = MIXTURES[wildcards.mixture]
+    return {"manifest": manifest_path(wildcards.mixture), "base": dataset_index(mixture["base"]),
+            "by": dataset_index(mixture["by"])}
+
+
+def get_detector_set_spec(wildcards):
+    mixture = MIXTURES[wildcards.mixture]
+    return get_settings("filtering", keys=filtering.DETECTOR_SET_KEYS, seed=config["seed"], mixture=wildcards.mixture,
+                        base=mixture["base"], by=mixture["by"])
+
+
+def get_detector_features_input(wildcards):
+    return {"detector_set": detector_set_path(wildcards.mixture), "model": get_model(filtering.FEATURES[wildcards.features])}
+
+
+def get_detector_features_spec(wildcards):
+    # section 6.1's preprocessing for its ResNet-50; the encoders bring their own processors
+    preprocessing = ({key: config["detection"][key] for key in ("resize_size", "crop_size")}
+                     if wildcards.features == "resnet50_features" else {})
+    return get_settings("filtering", keys=filtering.FEATURE_KEYS, features=wildcards.features, **preprocessing)
+
+
+def get_filter_input(wildcards):
+    features = filtering.detector_parts(wildcards.detector)[1]
+    return {"manifest": manifest_path(wildcards.mixture), "detector_set": detector_set_path(wildcards.mixture),
+            "features": detector_features_path(wildcards.mixture, features),
+            "model": get_model(filtering.FEATURES[features])}
+
+
+def get_filter_spec(wildcards):
+    return get_settings("filtering", keys=filtering.FILTER_KEYS, seed=config["seed"], mixture=wildcards.mixture,
+                        generated=MIXTURES[wildcards.mixture]["by"], detector=wildcards.detector,
+                        recipe=cfg.job_settings("detection", config["detection"], filtering.RECIPE_KEYS))
+
+
 # ---- image sets, fidelity and IDDPM ----------------------------------------------------------
 
 
@@ -621,7 +686,8 @@ def get_table_provenance_files():
 
 # Functions, not strings: Snakemake would expand the braces of templates in the JSON as wildcards.
 def get_mixtures_spec(wildcards):
-    return cfg.as_json([cfg.job_settings("mixtures[]", mixture) for mixture in config["mixtures"]])
+    mixtures = filtering.with_filtered_mixtures(config, TABLES[wildcards.table])
+    return cfg.as_json([cfg.job_settings("mixtures[]", mixture) for mixture in mixtures])
 
 
 def get_run_config(wildcards):

@@ -9,6 +9,8 @@ rule mixture:
         summary=manifest_path("{mixture}").with_suffix(".json"),
     log:
         LOGS / "mixtures" / "{mixture}.log",
+    wildcard_constraints:
+        mixture="|".join(MIXTURES),  # not the filtered ones: filtering.smk makes those
     params:
         spec=get_mixture_spec,
         input_arguments=get_mixture_arguments,

@@ -17,7 +17,7 @@ rule table_report:
             labels={"table": "{table}", "content": "table, plot and provenance"},
         ),
         png=report(
-            RESULTS / "figures" / "{table}-vs-contamination.png",
+            table_plot_path("{table}"),
             caption="../report/table_plot.rst",
             category="Plots",
             labels={"table": "{table}", "content": "metrics against contamination ratio"},

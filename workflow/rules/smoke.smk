@@ -52,21 +52,6 @@ if config["models"]["build_tiny"]:
 
 
 
-    rule tiny_dinov2:
-        output:
-            directory(get_model("dinov2")),
-        log:
-            LOGS / "models" / "tiny_dinov2.log",
-        params:
-            seed=config["seed"],
-            image_size=config["fidelity"]["dinov2_image_size"],
-        conda:
-            ENV
-        shell:
-            "python -m contamination tiny-dinov2 {output:q} --seed {params.seed:q} --image-size {params.image_size:q}"
-            " > {log:q} 2>&1"
-
-
     rule tiny_blip:
         input:
             index_path("coco"),
@@ -111,3 +96,25 @@ if config["models"]["build_tiny"]:
         shell:
             "python -m contamination tiny-inception {output:q} --seed {params.seed:q}"
             " --resolution {params.resolution:q} > {log:q} 2>&1"
+
+
+    # The frozen encoders of the filtering detectors (models.clip_vision, models.dinov2), and the
+    # DINOv2 of fidelity tables on dinov2_features.
+    for _kind, _key in ENCODER_MODEL_KEYS.items():
+
+        rule:
+            name:
+                f"tiny_{_key}"
+            output:
+                directory(get_model(_key)),
+            log:
+                LOGS / "models" / f"tiny_{_key}.log",
+            params:
+                kind=_kind,
+                image_size=config["synthetic"]["image_size"],
+                seed=config["seed"],
+            conda:
+                ENV
+            shell:
+                "python -m contamination tiny-encoder {output:q} --kind {params.kind:q}"
+                " --image-size {params.image_size:q} --seed {params.seed:q} > {log:q} 2>&1"

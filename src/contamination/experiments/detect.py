@@ -33,6 +33,7 @@ CLASSIFIERS = {"linear_on_resnet50_features": "linear", "mlp_on_resnet50_feature
 TEST_ACCURACY, TRAIN_ACCURACY = "detection_accuracy", "detection_train_accuracy"
 METRIC_NAMES = (TEST_ACCURACY, TRAIN_ACCURACY)  # what metrics.json of each detector holds
 REAL, GENERATED = 0, 1
+MIN_STD = 1e-6  # the scale standardize_features gives a feature constant over the training rows
 PACKAGES = ("torch", "torchvision", "numpy")
 
 
@@ -140,18 +141,23 @@ def load_feature_extractor(weights_path):
 def extract_features(model, items, spec: dict, device):
     """float32 array (len(items), 2048): the features of every item, in order."""
     import numpy as np
+
+    return np.concatenate(list(feature_batches(model, items, feature_transform(spec), spec, device)))
+
+
+def feature_batches(model, items, transform, spec: dict, device):
+    """The features of ``items`` (a manifest frame of class images) in order, as float32 arrays
+    of up to spec["feature_batch_size"] rows: ``model`` on each image through ``transform``."""
     import torch
 
-    dataset = ManifestDataset(items, feature_transform(spec), target="label")
+    dataset = ManifestDataset(items, transform, target="label")
     loader = torch.utils.data.DataLoader(dataset, batch_size=spec["feature_batch_size"],
                                          num_workers=training.loader_workers(spec["num_workers"]),
                                          pin_memory=device.type == "cuda")
     model = model.to(device)
-    batches = []
     with torch.inference_mode():
         for images, _ in loader:
-            batches.append(model(images.to(device, non_blocking=True)).float().cpu().numpy())
-    return np.concatenate(batches)
+            yield model(images.to(device, non_blocking=True)).float().cpu().numpy()
 
 
 # ---- detectors ------------------------------------------------------------------------------
@@ -176,13 +182,19 @@ def train_and_score(features, targets, is_test, spec: dict, device) -> dict:
     y = torch.as_tensor(np.array(targets, dtype=np.int64), device=device)
     test = torch.as_tensor(np.array(is_test, dtype=bool), device=device)
     if spec["standardize_features"]:
-        mean, std = x[~test].mean(dim=0), x[~test].std(dim=0)
-        x = (x - mean) / std.clamp(min=1e-6)
+        shift, scale = standardizer(x[~test])
+        x = (x - shift) / scale
     results = {}
     for kind in CLASSIFIERS.values():
         detector = train_detector(kind, x[~test], y[~test], spec, device)
         results[kind] = {"train": accuracy(detector, x[~test], y[~test]), "test": accuracy(detector, x[test], y[test])}
     return results
+
+
+def standardizer(x_train):
+    """(shift, scale) that standardize features as (x - shift) / scale: the training features'
+    mean and standard deviation (at least MIN_STD, for constant features)."""
+    return x_train.mean(dim=0), x_train.std(dim=0).clamp(min=MIN_STD)
 
 
 def train_detector(kind: str, x, y, spec: dict, device):

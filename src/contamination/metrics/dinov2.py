@@ -8,8 +8,8 @@ ImageNet mean and standard deviation and the feature is the layer-normalised cla
 (transformers' ``Dinov2Model`` pooler output, DINOv2's ``x_norm_clstoken``), 1024-d for ViT-L.
 
 ``load`` reads a transformers ``Dinov2Model`` directory (config ``models.dinov2``, e.g.
-facebook/dinov2-large saved with save_pretrained); ``build_random`` makes the smoke run's tiny
-random one, saved and loaded through the same from_pretrained code.
+facebook/dinov2-large saved with save_pretrained); the smoke run's tiny random one
+(smoke/tiny_encoders.py) is saved and loaded through the same from_pretrained code.
 """
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,15 +45,3 @@ def load(path, key: str = "models.dinov2"):
             return self.model(pixel_values=(images - self.mean) / self.std).pooler_output
 
     return DINOv2Features().eval()
-
-
-def build_random(seed: int, image_size: int):
-    """A tiny random Dinov2Model (2 layers, 32 wide, patches of 8 px) for ``image_size`` px
-    images; the same seed gives the same weights."""
-    import torch
-    from transformers import Dinov2Config, Dinov2Model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return Dinov2Model(Dinov2Config(image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                        num_attention_heads=4, mlp_ratio=2))

@@ -30,12 +30,16 @@ from contamination.generation.generate import shard_span
 from contamination.mixtures.manifests import mixture_size
 from contamination.generation import generators
 from contamination.experiments import recursion
+from contamination.experiments.filtering import filtered_runs
 
 DEFAULT_PROFILE = cfg.PROJECT_ROOT / "profiles" / "slurm"
 PLAN_COLUMNS = ["scope", "rule", "jobs", "gpus_per_job", "gpu_hours", "hours_per_job", "runtime_limit_hours",
                 "submissions", "storage_bytes", "note"]
 FEATURE_BYTES = 2048 * 4  # one Inception pool feature vector, float32 (features.py)
 DINOV2_FEATURE_BYTES = 1024 * 4  # one DINOv2 ViT-L/14 class token, float32 (dinov2.py)
+# One feature vector of each filtering extractor, float32: ResNet-50's pool, the projected
+# embedding of CLIP ViT-L/14, the class token of DINOv2 ViT-L/14 (other sizes differ).
+DETECTOR_FEATURE_BYTES = {"resnet50_features": 2048 * 4, "clip_features": 768 * 4, "dinov2_features": 1024 * 4}
 
 
 def add_commands(subparsers) -> None:
@@ -89,6 +93,7 @@ class Costs:
         self.planning = config["planning"]
         self.resources = profile.get("set-resources", {})
         self.default_runtime = profile.get("default-resources", {}).get("runtime")
+        self.filtered = filtered_runs(config)
 
     def gpus(self, rule) -> int:
         return int(self.resources.get(rule, {}).get("gpu", 0) or 0)
@@ -110,6 +115,10 @@ class Costs:
         return cfg.generated_size(self.config, name), ""
 
     def mixture_size(self, name) -> tuple:
+        # A filtered mixture is priced at the size of the mixture it filters, an upper bound: what a
+        # detector drops is known once it has run.
+        if name in self.filtered:
+            return self.mixture_size(self.filtered[name][0])
         spec = cfg.mixture_job_spec(self.config, name)
         base, note = self.dataset_size(spec["base"])
         if math.isnan(base):
@@ -128,6 +137,12 @@ class Costs:
         reference = self.planning["generate_reference"]
         passes = settings["steps"] * settings["height"] * settings["width"] * (2 if settings["guidance_scale"] > 1 else 1)
         return ("generate",), passes / (reference["steps"] * reference["height"] * reference["width"] * 2)
+
+    def detector_set_size(self, mixture) -> tuple:
+        """Images of a filtering detector set: the mixture's, and those the detector learns from."""
+        size, note = self.mixture_size(mixture)
+        settings = self.config["filtering"]
+        return size + 2 * settings["train_images_per_source"] + settings["calibration_images"], note
 
     def shard_images(self, name, shard) -> int:
         images, shard_size = cfg.generated_size(self.config, name), cfg.shard_size(self.config, name)
@@ -210,6 +225,9 @@ class Costs:
                                 (self.source_size("imagenet", "val"), ("mae_linear_probe",)))
         if rule == "detect":
             return self.seconds(((2 * config["detection"]["images_per_source"], ""), ("detect_features",)))
+        if rule == "detector_features":
+            mixture, features = wildcards["mixture"], wildcards["features"]
+            return self.seconds((self.detector_set_size(mixture), ("detector_features", features)))
         return None
 
     @staticmethod
@@ -260,6 +278,9 @@ class Costs:
             return self.source_size(wildcards["source"], wildcards["split"])[0] * DINOV2_FEATURE_BYTES
         if rule == "dinov2_mixture_features":
             return self.mixture_size(wildcards["mixture"])[0] * DINOV2_FEATURE_BYTES
+        if rule == "detector_features":
+            return (self.detector_set_size(wildcards["mixture"])[0]
+                    * DETECTOR_FEATURE_BYTES[wildcards["features"]])
         return 0.0
 
 

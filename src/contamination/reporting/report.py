@@ -16,8 +16,10 @@ Contamination ratio (the x axis of the plots): the share of a training set's ite
 from the dataset mixed in. For ``replace`` it is the fraction, for ``append`` fraction / (1 +
 fraction); a ``subset`` of a table's clean base (the base its replace/append rows start from, or
 else a real source) is 0 and belongs to every series; a subset of anything else (SD-ImageNet,
-WebVision) is 1 in the series of that dataset. Rows that are not a mixture ("w/o fine-tuning")
-are in the table but not in the plot.
+WebVision) is 1 in the series of that dataset. A filtered mixture (an entry with
+``filtered_by``: the detector) sits at its mixture's ratio in a series of its own, "<dataset>
+filtered by <detector>". Rows that are not a mixture ("w/o fine-tuning") are in the table but not
+in the plot.
 """
 
 import base64
@@ -105,10 +107,13 @@ def contamination_positions(spec: dict, mixtures: list) -> list:
     placed, shared = [], []
     for dataset, mixture in rows:
         fraction = mixture["fraction"]
+        series = mixture.get("by")
+        if "filtered_by" in mixture:
+            series = f"{series} filtered by {mixture['filtered_by']}"
         if mixture["kind"] == "replace":
-            placed.append({"dataset": dataset, "series": mixture["by"], "ratio": fraction})
+            placed.append({"dataset": dataset, "series": series, "ratio": fraction})
         elif mixture["kind"] == "append":
-            placed.append({"dataset": dataset, "series": mixture["by"], "ratio": fraction / (1 + fraction)})
+            placed.append({"dataset": dataset, "series": series, "ratio": fraction / (1 + fraction)})
         elif mixture["base"] in clean:
             shared.append(dataset)
         else:
@@ -198,7 +203,7 @@ def run_table_report(args) -> None:
     frame = pd.read_csv(args.table, keep_default_na=False, na_values=[""])
     from contamination.reporting.tables import reported_values
 
-    in_paper = any(key[0] == spec["reported_table"] for key in reported_values())
+    in_paper = bool(spec["reported_table"]) and any(key[0] == spec["reported_table"] for key in reported_values())
     source = f"the paper's Table {spec['reported_table']}" if in_paper else "beyond the paper"
     title = f"{spec['name']}: {source} ({spec['experiment']})"
     if tier != PAPER_TIER:

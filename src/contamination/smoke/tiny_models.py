@@ -1,8 +1,9 @@
-"""The smoke run's random stand-ins for the ImageNet ResNet-50 of the detectors, the FID
-Inception-V3 and DINOv2: saved in the formats of the real weights (config models.resnet50_detector,
-models.inception, models.dinov2), so the smoke run loads them through the same code as a real run.
+"""The smoke run's random stand-ins for the ImageNet ResNet-50 of the detectors and the FID
+Inception-V3: saved in the formats of the real weights (config models.resnet50_detector,
+models.inception), so the smoke run loads them through the same code as a real run (the DINOv2
+and CLIP stand-ins are tiny_encoders.py's).
 
-Commands: ``tiny-resnet50``, ``tiny-inception`` and ``tiny-dinov2`` (smoke.smk).
+Commands: ``tiny-resnet50`` and ``tiny-inception`` (smoke.smk).
 """
 
 import io
@@ -24,12 +25,6 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resolution", type=int, default=299, help="input size the statistics are estimated at")
     parser.set_defaults(run=run_tiny_inception)
-
-    parser = subparsers.add_parser("tiny-dinov2", help="build a tiny random DINOv2 (transformers) and save it")
-    parser.add_argument("out", help="model directory, loaded like config models.dinov2")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-size", type=int, default=32, help="the size of the images it will see")
-    parser.set_defaults(run=run_tiny_dinov2)
 
 
 def run_tiny_resnet50(args) -> None:
@@ -65,11 +60,3 @@ def run_tiny_inception(args) -> None:
     network = inception.build_random(args.seed, args.resolution)
     inception.save(network, args.out)
     print(f"random FID Inception (seed {args.seed}, BatchNorm statistics at {args.resolution} px) -> {args.out}")
-
-
-def run_tiny_dinov2(args) -> None:
-    from contamination.io import save_pretrained
-    from contamination.metrics import dinov2
-
-    save_pretrained(dinov2.build_random(args.seed, args.image_size), args.out, owned=True)
-    print(f"random DINOv2 (seed {args.seed}, {args.image_size} px) -> {args.out}")
