@@ -15,6 +15,7 @@ import torch
 
 from contamination import config as cfg
 from contamination.__main__ import main
+from contamination.data import index_rows
 from contamination.errors import ConfigError
 from contamination.experiments import classify, training
 from contamination.formats import GENERATED_COLUMNS
@@ -223,6 +224,6 @@ def test_imagenet_a_and_r_are_scored_over_the_classes_they_share_with_the_subset
     assert metrics["top1_imagenet_a"] == metrics["top1_imagenet_r"] == 50.0
     assert metrics["top5_imagenet_a"] == metrics["top5_imagenet_r"] == 100.0
     assert confusion.shape == (3, 3) and confusion[:, 2].sum() == confusion.sum()
-    labels = classify.official_labels("imagenet_a", indexes["imagenet"], classify.evaluation_rows(
-        indexes["imagenet_a"]), indexes["imagenet_a"])
+    labels = classify.official_labels("imagenet_a", indexes["imagenet"], index_rows(
+        indexes["imagenet_a"], "val"), indexes["imagenet_a"])
     assert labels.tolist() == [0, 1]

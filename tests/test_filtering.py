@@ -13,7 +13,7 @@ from contamination import config as cfg
 from contamination.errors import ConfigError, DataError
 from contamination.experiments import encoders, filtering
 from contamination.formats import MANIFEST_COLUMNS
-from contamination.reporting import provenance
+from contamination import records
 from contamination.smoke import tiny_encoders, tiny_models
 from helpers import SMOKE_CONFIG, cli
 from imagesets import generated_index, source_index, write_images
@@ -279,7 +279,7 @@ def test_commands_filter_out_images_with_a_known_signal(tmp_path, signal_mixture
     mixture_scores = scores[scores["role"] == "mixture"]
     assert set(kept["uri"]) == set(mixture_scores.loc[~mixture_scores["above_threshold"], "uri"])
     assert not set(scores.loc[scores["role"] != "mixture", "uri"]) & set(manifest["uri"])
-    assert record["provenance"]["models"]["features"]["fingerprint"] == provenance.path_fingerprint(model)
+    assert record["provenance"]["models"]["features"]["fingerprint"] == records.path_fingerprint(model)
     summary = json.loads(outputs["filtered.json"].read_text())
     assert summary["name"] == f"in_sd_50-filtered-{detector}" and summary["total"] == len(kept)
     assert sum(summary["dropped"].values()) == len(manifest) - len(kept)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from contamination import config as cfg
+from contamination.dag import Job
 from contamination.errors import ConfigError, DataError
 from contamination.experiments import iddpm, recursion
 from contamination.io import read_json, write_json
@@ -219,8 +220,9 @@ def test_table_has_every_policy_and_generation_with_its_data_and_reasons(tmp_pat
 
 
 def paper_with(**recursion_settings) -> dict:
+    """The paper config with the recursion a site would turn on (3 generations), and these settings."""
     config = cfg.load()
-    config["recursion"].update(recursion_settings)
+    config["recursion"].update({"generations": 3, **recursion_settings})
     return config
 
 
@@ -246,15 +248,15 @@ def test_planner_prices_every_recursion_job_by_its_generation():
     real = costs.mixture_size(config["recursion"]["base"])[0]
     count = config["recursion"]["sample_count"]
     for generation in (1, 3):
-        hours, note = costs.gpu_hours(("recursion_train", "accumulate", generation))
+        hours, note = costs.gpu_hours(Job.of("recursion_train", policy="accumulate", generation=str(generation)))
         assert note == "" and hours == pytest.approx(settings["iterations"] * settings["global_batch_size"]
                                                      / throughput["iddpm_train"] / 3600)
-        assert costs.storage_bytes(("recursion_mixture", "accumulate", generation)) == \
+        assert costs.storage_bytes(Job.of("recursion_mixture", policy="accumulate", generation=str(generation))) == \
             (real + generation * count) * settings["image_size"] ** 2 * 3
-        assert costs.storage_bytes(("recursion_mixture", "replace", generation)) == real * settings["image_size"] ** 2 * 3
+        assert costs.storage_bytes(Job.of("recursion_mixture", policy="replace", generation=str(generation))) == real * settings["image_size"] ** 2 * 3
     shards = recursion.sample_shard_count(config)
-    sampled = sum(costs.gpu_hours(("recursion_sample", "replace", 1, shard))[0] for shard in range(shards))
+    sampled = sum(costs.gpu_hours(Job.of("recursion_sample", policy="replace", generation=str(1), shard=f"{shard:05d}"))[0] for shard in range(shards))
     assert sampled == pytest.approx(count * settings["sample_steps"] / throughput["iddpm_sample"] / 3600)
-    assert costs.gpu_hours(("recursion_sample_features", "replace", 1))[0] == \
+    assert costs.gpu_hours(Job.of("recursion_sample_features", policy="replace", generation=str(1)))[0] == \
         pytest.approx(count / throughput["inception_features"] / 3600)
-    assert costs.gpu_hours(("recursion_fidelity", "replace", 1)) == (config["planning"]["job_hours"]["recursion_fidelity"], "")
+    assert costs.gpu_hours(Job.of("recursion_fidelity", policy="replace", generation=str(1))) == (config["planning"]["job_hours"]["recursion_fidelity"], "")

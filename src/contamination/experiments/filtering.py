@@ -33,7 +33,8 @@ manifest) and ``kept_fraction``; ``generated_share_after``, the contamination ra
 
 from contamination.config import add_settings_arguments, with_defaults
 from contamination.errors import ConfigError, DataError
-from contamination.experiments import detect, training
+from contamination import records
+from contamination.experiments import detect
 from contamination.formats import MANIFEST_COLUMNS
 from contamination.mixtures.manifests import named_rng, read_items
 
@@ -345,6 +346,6 @@ def run_filter(args) -> None:
 
 def write_record(path, metrics: dict, reasons: dict, identity: dict, seed: int, device, model) -> None:
     """metrics.json of a filtering run, with the fingerprint of the feature extractor."""
-    env = training.DistEnv(rank=0, world_size=1, local_rank=0, device=device)
-    training.write_metrics(path, metrics, reasons, "ok",
-                           training.provenance(identity, seed, env, PACKAGES, models={"features": model}))
+    records.write_metrics(path, metrics, reasons, "ok",
+                          records.provenance(identity, seed, world_size=1, device=device.type, packages=PACKAGES,
+                                             models={"features": model}))
