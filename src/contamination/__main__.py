@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "contamination.generation.prompts",
     "contamination.smoke.tiny_sd",
     "contamination.generation.generate",
+    "contamination.generation.format_match",
     "contamination.mixtures.manifests",
     "contamination.experiments.classify",
     "contamination.experiments.confusion",

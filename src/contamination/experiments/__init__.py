@@ -31,6 +31,8 @@ def table_runs(config: dict, experiment: str) -> list:
     """The names a table row's ``mixture`` may take for ``experiment``."""
     runs = EXPERIMENTS[experiment]["runs"]
     if runs == "generated datasets":
-        return [spec["name"] for spec in config["generated"]]
+        from contamination.config import generated_names  # config imports this module
+
+        return generated_names(config)
     mixtures = [mixture["name"] for mixture in config["mixtures"]]
     return mixtures + [PRETRAINED_RUN] if runs == "mixtures and pretrained" else mixtures

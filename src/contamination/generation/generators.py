@@ -209,14 +209,4 @@ def expand_comparison(config: dict) -> bool:
                               f"(config `generators`){cfg.closest(generator, list(config['generators']) or ['none'])}")
     if not comparison["generators"]:
         return False
-    added = False
-    for section, entries in comparison_entries(config).items():
-        existing = {entry["name"]: entry for entry in config[section]}
-        for entry in entries:
-            if entry["name"] not in existing:
-                config[section].append(entry)
-                added = True
-            elif cfg.with_defaults(f"{section}[]", existing[entry["name"]]) != cfg.with_defaults(f"{section}[]", entry):
-                raise ConfigError(f"{section}: '{entry['name']}' is both in the config and made by "
-                                  "generator_comparison, with other settings; rename yours")
-    return added
+    return cfg.add_entries(config, comparison_entries(config), "generator_comparison")
