@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "contamination.smoke.tiny_sd",
     "contamination.generation.generate",
     "contamination.generation.format_match",
+    "contamination.generation.card",
     "contamination.mixtures.manifests",
     "contamination.experiments.classify",
     "contamination.experiments.confusion",
