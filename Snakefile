@@ -19,6 +19,7 @@ include: "workflow/rules/smoke.smk"
 include: "workflow/rules/sources.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/generate.smk"
+include: "workflow/rules/format_control.smk"
 include: "workflow/rules/mixtures.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/caption.smk"
@@ -39,6 +40,7 @@ report: "workflow/report/workflow.rst"
 rule all:
     input:
         get_generated_indexes(),
+        get_generated_cards(),
         get_mixture_manifests(),
         get_tables(),
         FIGURE3,

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from contamination import config as cfg
-from contamination.generation import generators
+from contamination.generation import format_match, generators
 from contamination.errors import ConfigError
 from contamination.experiments import table_metrics
 from helpers import PAPER_CONFIG, SMOKE_CONFIG, cli, paper_config_with_empty_roots, snakemake, write_yaml
@@ -29,10 +29,11 @@ def test_paper_and_smoke_configs_are_valid():
     assert paper["run"] == "paper" and smoke["run"] == "smoke"
     assert smoke["synthetic"]["enabled"] and not paper["synthetic"]["enabled"]
     # the smoke overlay changes sizes and paths, never the list of paper mixtures; its generator
-    # comparison adds its own after them
+    # comparison and format control add their own after them
     paper_mixtures = [m["name"] for m in paper["mixtures"]]
     added = [m["name"] for m in generators.comparison_entries(smoke)["mixtures"]]
-    assert [m["name"] for m in smoke["mixtures"]] == paper_mixtures + added and added
+    matched = [m["name"] for m in format_match.format_control_entries(smoke)["mixtures"]]
+    assert [m["name"] for m in smoke["mixtures"]] == paper_mixtures + added + matched and added and matched
 
 
 def test_defaults_are_filled(paper):

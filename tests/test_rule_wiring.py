@@ -128,3 +128,18 @@ def test_filtering_jobs_get_their_settings_the_detection_recipe_and_the_seed(com
     for args in filters:
         assert (args.spec["target_fpr"], args.spec["device"], args.spec["seed"]) == (settings["target_fpr"], settings["device"], 4)
         assert args.spec["recipe"] == {key: config["detection"][key] for key in filtering.RECIPE_KEYS}
+
+
+def test_format_control_and_card_jobs_get_the_seed_and_their_settings(commands):
+    config, parsed = commands
+    for args in jobs(parsed, "format-profile"):
+        assert (args.source, args.images, args.seed) == (config["format_control"]["real_source"],
+                                                          config["format_control"]["profile_images"], 4)
+    for args in jobs(parsed, "format-match"):
+        assert args.spec == {"name": "sd_imagenet_jpeg", "from": "sd_imagenet",
+                             "real_source": config["format_control"]["real_source"], "seed": 4}
+    cards = jobs(parsed, "generated-card")
+    assert sorted(args.settings["name"] for args in cards) == sorted(cfg.generated_names(config))
+    for args in cards:
+        assert args.settings == generators.effective_settings(config, args.settings["name"])
+        assert args.settings["seed"] == 4

@@ -76,6 +76,15 @@ def test_changed_generation_steps_rerun_exactly_the_shards_and_their_dependents(
     assert job_counts(output) == {"generate_shard": 2, "merge_generated": 1, "mixture": 1, "total": 4}, output
 
 
+def test_a_stated_licence_remakes_the_card_and_nothing_else(finished_run, tmp_path):
+    project, configs = finished_run
+    licence = write_yaml(tmp_path / "licence.yaml", {"licenses": {"stable_diffusion": "CreativeML OpenRAIL-M"}})
+    card = f"results/smoke/generated/{GENERATED}/card.json"
+    snakemake(project, "--cores", "1", card, *configs)
+    output = snakemake(project, "-n", *TARGETS, card, *configs, licence)
+    assert job_counts(output) == {"generated_card": 1, "total": 1}, output
+
+
 # ---- run-time settings: how a job runs, not what it computes ----------------------------------
 TABLE1 = "results/smoke/tables/table1.csv"
 

@@ -52,6 +52,9 @@ def test_smoke_dry_run_builds_tiny_models_and_synthetic_data(tmp_path):
     assert counts["synthetic_sources"] == 1 and counts["tiny_sd"] == 1
     smoke = cfg.load(SMOKE_CONFIG)
     assert counts["generate_shard"] == sum(cfg.shard_count(smoke, g["name"]) for g in smoke["generated"])
+    # format_control: SD-ImageNet re-stored shard by shard; every generated dataset gets a card.
+    assert counts["format_match_shard"] == cfg.shard_count(smoke, "sd_imagenet") and counts["format_profile"] == 1
+    assert counts["merge_generated"] == counts["generated_card"] == len(cfg.generated_names(smoke))
 
 
 def test_lint_is_clean():

@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "contamination.generation.prompts",
     "contamination.smoke.tiny_sd",
     "contamination.generation.generate",
+    "contamination.generation.format_match",
+    "contamination.generation.card",
     "contamination.mixtures.manifests",
     "contamination.experiments.classify",
     "contamination.experiments.confusion",

@@ -30,6 +30,8 @@ TRAINING_SOURCES = {"imagenet": "label", "webvision": "label", "coco": "caption"
 PROMPT_KIND_TARGET = {"class_template": "label", "class_complex": "label", "captions": "caption"}
 PROMPT_KIND_SOURCE = {"class_template": "imagenet", "class_complex": "imagenet", "captions": "coco"}
 COMPLEX_FIELDS = ("qualifier", "medium", "name", "context")
+# format_control: a generated dataset re-stored as JPEG in a real source's formats is <name>_jpeg.
+FORMAT_MATCHED_SUFFIX = "_jpeg"
 # The captioning run of the starting model, without fine-tuning: results/<run>/caption/blip/pretrained/.
 # results/<run>/tables/<name>.csv files that are not tables of the config, and the target `filtering`.
 RESERVED_TABLE_NAMES = ("all_tables", "spectra", "recursion", "filtering")
@@ -87,14 +89,34 @@ def read_config_file(path) -> dict:
 
 
 def validate(config: dict) -> None:
-    """Schema validation (filling defaults in place), the entries `generator_comparison` adds
-    (validated in turn), then the semantic checks."""
-    from contamination.generation import generators
+    """Schema validation (filling defaults in place), the entries `generator_comparison` and
+    `format_control` add (validated in turn), then the semantic checks."""
+    from contamination.generation import format_match, generators
 
     validate_schema(config)
-    if generators.expand_comparison(config):
+    added = generators.expand_comparison(config)
+    added = format_match.expand_format_control(config) or added
+    if added:
         validate_schema(config)
     check(config)
+
+
+def add_entries(config: dict, entries: dict, made_by: str) -> bool:
+    """Add ``entries`` ({"generated" | "mixtures" | "tables": [entry, ...]}) that config section
+    ``made_by`` makes to the config's lists, in place. An entry already there (a run's saved
+    config validated again) is kept if it is the same, an error if it differs. Returns whether
+    anything was added."""
+    added = False
+    for section, new_entries in entries.items():
+        existing = {entry["name"]: entry for entry in config[section]}
+        for entry in new_entries:
+            if entry["name"] not in existing:
+                config[section].append(entry)
+                added = True
+            elif with_defaults(f"{section}[]", existing[entry["name"]]) != with_defaults(f"{section}[]", entry):
+                raise ConfigError(f"{section}: '{entry['name']}' is both in the config and made by "
+                                  f"{made_by}, with other settings; rename yours")
+    return added
 
 
 @functools.lru_cache(maxsize=None)
@@ -346,6 +368,8 @@ def check(config: dict) -> None:
     check_user_paths(config)
     class_subset(config)
     check_generated(config)
+    check_format_control(config)
+    check_licenses(config)
     check_complex_prompts(config)
     check_mixtures(config)
     check_generation(config)
@@ -424,6 +448,29 @@ def check_generated(config: dict) -> None:
             raise ConfigError(f"{key}.captions_per_image: required for prompts 'captions'")
 
 
+def check_format_control(config: dict) -> None:
+    """Each dataset to re-store is an entry of `generated`, and its copy's name is free."""
+    generated = [spec["name"] for spec in config["generated"]]
+    seen = set(TRAINING_SOURCES) | set(generated)
+    for index, name in enumerate(config["format_control"]["generated"]):
+        key = f"format_control.generated[{index}]"
+        if name not in generated:
+            raise ConfigError(f"{key}: '{name}' is not an entry of `generated`{closest(name, generated)}")
+        if f"{name}{FORMAT_MATCHED_SUFFIX}" in seen:
+            raise ConfigError(f"{key}: its copy's name '{name}{FORMAT_MATCHED_SUFFIX}' is taken (or '{name}' is listed twice)")
+        seen.add(f"{name}{FORMAT_MATCHED_SUFFIX}")
+
+
+def check_licenses(config: dict) -> None:
+    from contamination.generation.generators import PAPER_GENERATOR
+
+    known = [PAPER_GENERATOR, *config["generators"]]
+    for generator in config["licenses"]:
+        if generator not in known:
+            raise ConfigError(f"licenses.{generator}: no generator of that name (the paper's '{PAPER_GENERATOR}' "
+                              f"or a key of `generators`){closest(generator, known)}")
+
+
 def check_complex_prompts(config: dict) -> None:
     template = config["complex_prompts"]["template"]
     for field in COMPLEX_FIELDS:
@@ -435,14 +482,13 @@ def dataset_target(config: dict, name: str):
     """'label' or 'caption' for a dataset a mixture can draw from; None if there is none so named."""
     if name in TRAINING_SOURCES:
         return TRAINING_SOURCES[name]
-    for spec in config["generated"]:
-        if spec["name"] == name:
-            return PROMPT_KIND_TARGET[spec["prompts"]]
+    if name in generated_names(config):
+        return PROMPT_KIND_TARGET[origin_spec(config, name)["prompts"]]
     return None
 
 
 def check_mixtures(config: dict) -> None:
-    known = sorted(list(TRAINING_SOURCES) + [spec["name"] for spec in config["generated"]])
+    known = sorted(list(TRAINING_SOURCES) + generated_names(config))
     names = set()
     for index, mixture in enumerate(config["mixtures"]):
         key = f"mixtures[{index}]"
@@ -488,7 +534,7 @@ def check_generation(config: dict) -> None:
 
 
 def check_spectra(config: dict) -> None:
-    generated = [spec["name"] for spec in config["generated"]]
+    generated = generated_names(config)
     for index, name in enumerate(config["spectra"]["generated"]):
         if name not in generated:
             raise ConfigError(f"spectra.generated[{index}]: '{name}' is not a generated dataset{closest(name, generated)}")
@@ -695,27 +741,48 @@ def generated_spec(config: dict, name: str) -> dict:
     raise ConfigError(f"generated: no generated dataset named '{name}'")
 
 
+def format_matched(config: dict) -> dict:
+    """{copy: the `generated` entry it re-stores} of config format_control."""
+    return {f"{name}{FORMAT_MATCHED_SUFFIX}": name for name in config["format_control"]["generated"]}
+
+
+def generated_names(config: dict) -> list:
+    """Every generated dataset: the entries of `generated`, then the format-matched copies."""
+    return [spec["name"] for spec in config["generated"]] + list(format_matched(config))
+
+
+def origin_name(config: dict, name: str) -> str:
+    """The `generated` entry that made the images of generated dataset ``name``: itself, or the
+    one a format-matched copy re-stores."""
+    return format_matched(config).get(name, name)
+
+
+def origin_spec(config: dict, name: str) -> dict:
+    return generated_spec(config, origin_name(config, name))
+
+
 def generated_from(config: dict, name: str):
     """The real source a generated dataset's prompts come from, or None for a real source."""
-    for spec in config["generated"]:
-        if spec["name"] == name and spec["prompts"] == "captions":
-            return spec["source"]
-    return None
+    if name not in generated_names(config):
+        return None
+    spec = origin_spec(config, name)
+    return spec["source"] if spec["prompts"] == "captions" else None
 
 
 def generated_size(config: dict, name: str) -> int:
     """Number of images of a generated dataset, known from the config alone (the DAG is static)."""
-    spec = generated_spec(config, name)
+    spec = origin_spec(config, name)
     if spec["prompts"] == "captions":
         return config["sources"]["coco"]["train_images"] * spec["captions_per_image"]
     return class_count(config) * spec["per_class"]
 
 
 def shard_size(config: dict, name: str) -> int:
-    """Images per generation job of generated dataset ``name`` (its generator's or generation's)."""
+    """Images per generation job of generated dataset ``name`` (its generator's or generation's);
+    a format-matched copy has a shard per shard of the dataset it re-stores."""
     from contamination.generation import generators
 
-    return generators.generation_settings(config, name)["shard_size"]
+    return generators.generation_settings(config, origin_name(config, name))["shard_size"]
 
 
 def shard_count(config: dict, name: str) -> int:

@@ -4,6 +4,7 @@
 # Shell commands quote every placeholder ({input.x:q}, {params.spec:q}, ...) except params named
 # `launcher` or `*arguments`: those hold several arguments, each already quoted (shlex.join) by
 # their function here (tests/test_workflow_dag.py checks the convention).
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from contamination.experiments.mae import MODEL_NAME as MAE_MODEL
 from contamination.experiments.mae import PRETRAIN_SPEC_KEYS as MAE_PRETRAIN_KEYS
 from contamination.experiments.mae import PROBE_SPEC_KEYS as MAE_PROBE_KEYS
 from contamination.generation import generators
+from contamination.generation.format_match import SPEC_KEYS as FORMAT_MATCH_KEYS
 from contamination.launch import launcher_command
 from contamination.metrics.spectra import SPEC_KEYS as SPECTRA_KEYS
 
@@ -39,8 +41,17 @@ if cfg.stand_in_warning(config):
     logger.warning(cfg.stand_in_warning(config))
 
 ENV = "../../envs/contamination.yaml"
+
+
+def any_of(names):
+    """A wildcard constraint matching exactly ``names``; none if there are none (Snakemake takes
+    an empty constraint for no constraint)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
+
+
 PROFILE = Path(workflow.basedir) / "profiles" / "slurm"
-GENERATED = [spec["name"] for spec in config["generated"]]
+GENERATED = [spec["name"] for spec in config["generated"]]  # made by prompts and generation
+FORMAT_MATCHED = list(cfg.format_matched(config))  # re-stored by format_control.smk
 MIXTURES = {mixture["name"]: mixture for mixture in config["mixtures"]}
 # Filtered mixtures, {<mixture>-filtered-<detector>: (mixture, detector)}: manifests experiments train on like MIXTURES.
 FILTERED = filtering.filtered_runs(config)
@@ -56,7 +67,7 @@ EXTRACTOR = "inception"
 
 wildcard_constraints:
     source="|".join(cfg.REAL_SOURCES),
-    name="|".join(GENERATED),
+    name="|".join(GENERATED + FORMAT_MATCHED),
     mixture="|".join([*MIXTURES, *FILTERED]),
     table="|".join(TABLES),
     shard=r"\d{5}",
@@ -95,6 +106,19 @@ def shard_path(name, shard):
 
 def generated_index_path(name):
     return RESULTS / "generated" / name / "index.parquet"
+
+
+def card_json_path(name):
+    """The card of a generated dataset, as data (generation/card.py) and as text (card_readme_path)."""
+    return RESULTS / "generated" / name / "card.json"
+
+
+def card_readme_path(name):
+    return RESULTS / "generated" / name / "README.md"
+
+
+def format_profile_path(source):
+    return RESULTS / "format_control" / f"{source}-profile.parquet"
 
 
 def manifest_path(mixture):
@@ -171,7 +195,11 @@ def examples_page_path(name):
 
 
 def get_generated_indexes():
-    return [generated_index_path(name) for name in GENERATED]
+    return [generated_index_path(name) for name in GENERATED + FORMAT_MATCHED]
+
+
+def get_generated_cards():
+    return [path(name) for name in GENERATED + FORMAT_MATCHED for path in (card_json_path, card_readme_path)]
 
 
 def get_mixture_manifests():
@@ -210,7 +238,7 @@ def get_report_files():
         [table_page_path(name) for name in TABLES]
         + [ALL_TABLES]
         + get_spectra_outputs()
-        + [examples_page_path(name) for name in GENERATED]
+        + [examples_page_path(name) for name in GENERATED + FORMAT_MATCHED]
         + [CONFIG_PAGE]
         + get_recursion_outputs()
     )
@@ -352,6 +380,24 @@ def get_generation_runtime(wildcards, threads):
 
 def get_generated_shards(wildcards):
     return [shard_path(wildcards.name, f"{shard:05d}") for shard in range(cfg.shard_count(config, wildcards.name))]
+
+
+def get_card_settings(wildcards):
+    return cfg.as_json(generators.effective_settings(config, wildcards.name))
+
+
+# ---- format control --------------------------------------------------------------------------
+
+
+def get_format_match_input(wildcards):
+    origin = cfg.origin_name(config, wildcards.name)
+    return {"shard": shard_path(origin, wildcards.shard),
+            "profile": format_profile_path(config["format_control"]["real_source"])}
+
+
+def get_format_match_spec(wildcards):
+    return get_settings("format_control", keys=FORMAT_MATCH_KEYS, name=wildcards.name,
+                        **{"from": cfg.origin_name(config, wildcards.name)}, seed=config["seed"])
 
 
 # ---- mixtures --------------------------------------------------------------------------------

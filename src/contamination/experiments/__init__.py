@@ -36,7 +36,9 @@ def table_runs(config: dict, experiment: str) -> list:
 
     runs = EXPERIMENTS[experiment]["runs"]
     if runs == "generated datasets":
-        return [spec["name"] for spec in config["generated"]]
+        from contamination.config import generated_names  # config imports this module
+
+        return generated_names(config)
     if runs == "filtering mixtures":
         return list(config["filtering"]["mixtures"])
     mixtures = [mixture["name"] for mixture in config["mixtures"]] + list(filtered_runs(config))

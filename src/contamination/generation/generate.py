@@ -4,7 +4,8 @@ A prompt table is cut into shards of ``generation.shard_size`` rows; one job mak
 row r is in shard r // shard_size. Each image's initial noise comes from its own
 ``torch.Generator`` seeded with the row's seed (drawn on the CPU), so an image does not depend on
 the batch it was made in, the shard size or the number of GPUs; regenerated alone it equals its
-shard's pixels up to float rounding (~1e-6 across batch compositions). The pipeline is any
+shard's pixels up to float rounding (~1e-6 across batch compositions and thread counts, which
+every row records: ROUNDING_COLUMNS). The pipeline is any
 diffusers text-to-image pipeline of PIPELINE_CLASSES (generators.py says which one a generated
 dataset uses); the paper's is Stable Diffusion v1.1 with the CompVis PLMS sampler.
 """
@@ -64,6 +65,12 @@ IMAGE_FORMATS = {"png": ("PNG", "png"), "jpeg": ("JPEG", "jpg"), "webp": ("WEBP"
 SAMPLER_COLUMNS = ["scheduler", "steps", "guidance_scale", "negative_prompt", "height", "width", "dtype",
                    "matmul_precision", "channels_last", "compile"]
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+# Besides its inputs, what the float rounding of an image made on the CPU depends on (a few pixels
+# move by one 8-bit level): the batch it is made in (rows [k * batch_size, ...) of its shard), the
+# thread count and the kernels' instruction set. Every row records them, so verify-generated can
+# remake an image bit for bit (generation/card.py).
+ROUNDING_COLUMNS = ("batch_size", "torch_threads", "cpu_capability")
+VERSIONED_PACKAGES = ["contamination", "torch", "diffusers", "transformers", "pillow"]
 
 
 def add_commands(subparsers) -> None:
@@ -303,9 +310,9 @@ def write_generated_shard(pipeline, rows, settings: dict, provenance: dict, out)
 
 
 def generation_provenance(pipeline_dir, settings: dict, device, scheduler_class: str = None) -> dict:
-    """What made the images, stored with every row: sampler, model, device and package versions;
-    for a generator of config `generators` also its name, pipeline class, call arguments and the
-    scheduler class it sampled with."""
+    """What made the images, stored with every row: sampler, float rounding (ROUNDING_COLUMNS),
+    model, device and package versions; for a generator of config `generators` also its name,
+    pipeline class, call arguments and the scheduler class it sampled with."""
     import torch
 
     provenance = {column: settings[column] for column in SAMPLER_COLUMNS}
@@ -314,13 +321,16 @@ def generation_provenance(pipeline_dir, settings: dict, device, scheduler_class:
                           call_arguments=json.dumps(settings["call_arguments"], sort_keys=True),
                           scheduler_class=scheduler_class)
     provenance["image_format"] = settings["image_format"]
+    provenance.update(batch_size=settings["batch_size"], torch_threads=torch.get_num_threads(),
+                      cpu_capability=torch.backends.cpu.get_cpu_capability())
     provenance["model_fingerprint"] = model_fingerprint(pipeline_dir)
     provenance["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    packages = ["contamination", "torch", "diffusers", "transformers", "pillow"]
-    provenance["versions"] = json.dumps(
-        {"python": platform.python_version(), **{package: version(package) for package in packages}}, sort_keys=True
-    )
+    provenance["versions"] = json.dumps(generation_versions(), sort_keys=True)
     return provenance
+
+
+def generation_versions() -> dict:
+    return {"python": platform.python_version(), **{package: version(package) for package in VERSIONED_PACKAGES}}
 
 
 def run_merge(args) -> None:

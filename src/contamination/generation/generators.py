@@ -10,7 +10,8 @@ watermark; RUN_WIDE_KEYS) hold for every generator; ``batch_size`` and ``shard_s
 a generator sets its own (a slow generator's shards must fit the profile's wall time).
 
 ``generation_settings`` is what the generate job receives; ``generator_settings`` adds where the
-pipeline is read from: the full effective settings of a generated dataset, for records and cards.
+pipeline is read from: the full effective settings of a generated dataset, for records;
+``effective_settings`` what a dataset's card states (generation/card.py).
 """
 
 from contamination import config as cfg
@@ -24,6 +25,11 @@ GENERATOR_KEYS = ("class", "scheduler", "steps", "guidance_scale", "negative_pro
                   "call_arguments", "batch_size", "shard_size")
 RUN_WIDE_KEYS = ("matmul_precision", "channels_last", "compile", "safety_checker", "watermark", "image_format",
                  "image_quality")
+# A card's settings (effective_settings): how images are stored; the generator's keys that are
+# not sampling settings; the licence of a generator the config `licenses` does not name.
+STORAGE_KEYS = ("image_format", "image_quality", "shard_size")
+NOT_SAMPLING = ("generator", "pipeline", "pipeline_path", "batch_size", *STORAGE_KEYS)
+UNSTATED_LICENSE = "unstated"
 
 
 def generator_name(spec: dict) -> str:
@@ -51,6 +57,29 @@ def generator_settings(config: dict, name: str) -> dict:
     settings = cfg.with_defaults("generation", generation_settings(config, name))
     configured = pipeline_setting(config, generator)
     return dict(settings, generator=generator, pipeline=configured, pipeline_path=pipeline_location(config, generator))
+
+
+def effective_settings(config: dict, name: str) -> dict:
+    """How generated dataset ``name`` is made, as its card records it and verify-generated
+    regenerates it (generation/card.py): the generator (name, the pipeline directory the workflow
+    reads, class, licence as config `licenses` states it), its sampling settings, how its images are
+    stored, the prompt recipe (the `generated` entry that made them) and the run's seed; for a
+    format-matched copy also how it is re-stored (config `format_control`)."""
+    origin = cfg.origin_name(config, name)
+    spec = cfg.generated_spec(config, origin)
+    settings = generator_settings(config, origin)
+    recipe = dict(spec, complex_prompts=config["complex_prompts"]) if spec["prompts"] == "class_complex" else spec
+    return {
+        "name": name,
+        "generator": {"name": settings["generator"], "pipeline": settings["pipeline_path"], "class": settings["class"],
+                      "license": config["licenses"].get(settings["generator"], UNSTATED_LICENSE)},
+        "sampling": {key: value for key, value in settings.items() if key not in NOT_SAMPLING},
+        "storage": {key: settings[key] for key in STORAGE_KEYS},
+        "prompts": recipe,
+        "seed": config["seed"],
+        "format_control": None if name == origin else {
+            "from": origin, **{key: config["format_control"][key] for key in ("real_source", "profile_images")}},
+    }
 
 
 def pipeline_setting(config: dict, generator: str) -> str:
@@ -209,14 +238,4 @@ def expand_comparison(config: dict) -> bool:
                               f"(config `generators`){cfg.closest(generator, list(config['generators']) or ['none'])}")
     if not comparison["generators"]:
         return False
-    added = False
-    for section, entries in comparison_entries(config).items():
-        existing = {entry["name"]: entry for entry in config[section]}
-        for entry in entries:
-            if entry["name"] not in existing:
-                config[section].append(entry)
-                added = True
-            elif cfg.with_defaults(f"{section}[]", existing[entry["name"]]) != cfg.with_defaults(f"{section}[]", entry):
-                raise ConfigError(f"{section}: '{entry['name']}' is both in the config and made by "
-                                  "generator_comparison, with other settings; rename yours")
-    return added
+    return cfg.add_entries(config, comparison_entries(config), "generator_comparison")

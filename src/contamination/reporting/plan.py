@@ -254,6 +254,8 @@ class Costs:
             reference = self.planning["generate_reference"]
             pixels = settings["height"] * settings["width"] / (reference["height"] * reference["width"])
             return self.shard_images(wildcards["name"], wildcards["shard"]) * pixels * self.planning["bytes_per_generated_image"]
+        if rule == "format_match_shard":
+            return self.shard_images(wildcards["name"], wildcards["shard"]) * self.planning["bytes_per_format_matched_image"]
         if rule == "image_array":
             size = int(wildcards["size"])
             return self.mixture_size(wildcards["mixture"])[0] * size * size * 3
