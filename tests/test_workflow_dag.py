@@ -98,8 +98,12 @@ def test_subset_sizes_reach_the_mixture_and_table4_jobs(tmp_path):
     assert specs["in_wv_20"]["subsample"] == specs["webvision"]["subsample"] == {"webvision": 32}
     # Defaults are left out of params (cfg.job_settings): the command restores them.
     assert "subsample" not in specs["co_sd_20"] and cfg.with_defaults("mixtures[]", specs["co_sd_20"])["unit"] == "image"
-    table4 = [line for line in commands if " fidelity --kind dataset " in line]
-    assert len(table4) == len(smoke["tables"][3]["rows"]) == 3
+    # Table 4's runs (the generator comparison's and the format control's fidelity runs come on top)
+    table4_mixtures = {row["mixture"] for row in smoke["tables"][3]["rows"]}
+    table4 = [line for line in commands if " fidelity --kind dataset " in line
+              and line.split("--generated ", 1)[1].split()[0].strip("'").split("/")[-3:-1] == ["inception", "mixtures"]
+              and any(f"/mixtures/{mixture}-" in line.split("--generated ", 1)[1].split()[0] for mixture in table4_mixtures)]
+    assert smoke["tables"][3]["name"] == "table4" and len(table4) == len(table4_mixtures) == 3
     assert all("--sample-size 48 --seed 0" in line for line in table4)
     assert not any("--sample-size" in line for line in commands if " fidelity --kind samples " in line)
 
