@@ -2,6 +2,7 @@
 the mixture it filters, the filtered manifest and its metrics, the frozen encoders, and the
 commands end to end on images with a known signal."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -15,7 +16,7 @@ from contamination.experiments import encoders, filtering
 from contamination.formats import MANIFEST_COLUMNS
 from contamination import records
 from contamination.smoke import tiny_encoders, tiny_models
-from helpers import SMOKE_CONFIG, cli
+from helpers import SMOKE_CONFIG, cli, paper_config_with_empty_roots
 from imagesets import generated_index, source_index, write_images
 from test_mixtures import build_mixture, generated_index as generated_frame, items, real_index, spec
 
@@ -395,10 +396,13 @@ def test_a_table_beyond_the_paper_is_titled_so(tmp_path):
     assert "<h1>filtering_detection: beyond the paper (filter)</h1>" in html.read_text()
 
 
-def test_the_plan_prices_detector_features_and_retraining_on_filtered_mixtures():
+def test_the_plan_prices_detector_features_and_retraining_on_filtered_mixtures(tmp_path):
     from contamination.reporting import plan
 
-    frame = plan.build_plan(PAPER, plan.read_profile(plan.DEFAULT_PROFILE)).set_index(["scope", "rule"])
+    config = cfg.load(paper_config_with_empty_roots(tmp_path))  # the paper, with paths the DAG finds
+    with contextlib.chdir(tmp_path):
+        dag = plan.workflow_jobs(config)
+    frame = plan.build_plan(config, plan.read_profile(plan.DEFAULT_PROFILE), dag).set_index(["scope", "rule"])
     imagenet = PAPER["planning"]["dataset_sizes"]["imagenet"]["train"]
     settings, speed = PAPER["filtering"], PAPER["planning"]["throughput"]
     images = imagenet + 2 * settings["train_images_per_source"] + settings["calibration_images"]

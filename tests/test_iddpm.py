@@ -328,7 +328,7 @@ def test_diverged_training_writes_status_and_empty_samples(tmp_path, images):
     fidelity.run_fidelity(types.SimpleNamespace(
         generated=str(tmp_path / "generated.npy"), reference=[f"imagenet64_val={tmp_path / 'real.npy'}"],
         kind="samples", k=5, block_size=8, device="cpu", training=train_args.status, sample_size=None, seed=0,
-        out=str(tmp_path / "m.json")))
+        fd_name=None, out=str(tmp_path / "m.json")))
     metrics = read_json(tmp_path / "m.json")
     assert metrics["status"] == "diverged" and metrics["metrics"]["FID_vs_imagenet64_val"] is None
     assert "non-finite training loss" in metrics["reasons"]["recall@5_vs_imagenet64_val"]
