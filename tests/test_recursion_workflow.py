@@ -74,7 +74,7 @@ def test_the_plan_prices_every_job_of_the_recursion(paper):
     later = {key: hours for key, hours in per_generation.items() if key[1] > 0}
     assert len(set(round(hours, 6) for hours in later.values())) == 1
     assert per_generation[("real", 0)] < min(later.values())  # generation 0's training is the iddpm run's
-    sizes = [costs.storage_bytes(("recursion_mixture", "accumulate", generation)) for generation in (1, 2, 3)]
+    sizes = [costs.storage_bytes(Job.of("recursion_mixture", policy="accumulate", generation=str(generation))) for generation in (1, 2, 3)]
     assert sizes[0] < sizes[1] < sizes[2]
 
 
