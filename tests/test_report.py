@@ -333,7 +333,8 @@ def test_report_pieces_are_outputs_of_the_run(smoke_report):
     config = cfg.load(SMOKE_CONFIG, smoke_report / "fast.yaml")
     plan = pd.read_csv(run / "plan.csv")
     shards = plan.loc[(plan["scope"] == "all") & (plan["rule"] == "generate_shard"), "jobs"].item()
-    assert shards == sum(cfg.shard_count(config, spec["name"]) for spec in config["generated"]) == 1 + 1 + 8
+    # FAST's three datasets (1 + 1 + 8 shards) and those the smoke config's generator comparison adds
+    assert shards == sum(cfg.shard_count(config, spec["name"]) for spec in config["generated"]) > 1 + 1 + 8
 
 
 @needs_chromium
