@@ -116,7 +116,7 @@ def test_features_of_a_manifest_and_of_its_image_array_are_equal(tmp_path, weigh
     images = np.load(tmp_path / "images.npy")
     assert images.shape == (5, 24, 24, 3) and images.dtype == np.uint8
     # Batches of 5 in both runs: the same batch composition gives bit-identical features.
-    extract = dict(extractor=str(weights), resolution=RESOLUTION, batch_size=5, device="cpu", **common)
+    extract = dict(extractor=str(weights), encoder="inception", resolution=RESOLUTION, batch_size=5, device="cpu", **common)
     features.run_features(types.SimpleNamespace(manifest=str(tmp_path / "manifest.parquet"), images=None,
                                                 out=str(tmp_path / "from_manifest.npy"), **extract))
     features.run_features(types.SimpleNamespace(manifest=None, images=[str(tmp_path / "images.npy")] * 2,

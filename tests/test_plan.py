@@ -300,6 +300,7 @@ def test_the_plan_job_of_a_run_plans_the_runs_config(checkout_with_a_new_rule, t
     assert planned == dry_run_counts("--forceall", *configs, cwd=work, snakefile=checkout / "Snakefile")
     run_config = cfg.load(checkout / "config" / "smoke.yaml", overlay)
     shards = sum(cfg.shard_count(run_config, spec["name"]) for spec in run_config["generated"])
-    assert planned["generate_shard"] == shards == 7  # 20 with the smoke config's own shard size
+    assert planned["generate_shard"] == shards < sum(cfg.shard_count(cfg.load(checkout / "config" / "smoke.yaml"), spec["name"])
+                                                     for spec in run_config["generated"])  # the smoke config's own shard size
     result = snakemake("-n", "results/smoke/plan.csv", *configs, cwd=work, snakefile=checkout / "Snakefile")
     assert "Nothing to be done" in result.stdout + result.stderr
