@@ -37,6 +37,22 @@ def user_paths(config: dict) -> dict:
     return paths
 
 
+def generator_pipelines(directory: Path) -> dict:
+    """Overlay giving each `tiny:` generator of the smoke config a pipeline directory of its own,
+    and its DINOv2 tables and filtering encoders models.dinov2 and models.clip_vision (without
+    tiny models they must be the user's)."""
+    models = {key: str(directory / "models" / key) for key in ("dinov2", "clip_vision")}
+    for path in models.values():
+        Path(path).mkdir(parents=True, exist_ok=True)
+    generators = {}
+    for name, settings in cfg.load(SMOKE_CONFIG)["generators"].items():
+        if str(settings["pipeline"]).startswith("tiny:"):
+            pipeline = directory / "models" / name
+            pipeline.mkdir(parents=True, exist_ok=True)
+            generators[name] = {"pipeline": str(pipeline)}
+    return {"generators": generators, "models": models}
+
+
 def overlap(path_a: Path, path_b: Path) -> bool:
     """One path is the other or lies inside it."""
     return path_a == path_b or path_a in path_b.parents or path_b in path_a.parents
@@ -142,12 +158,16 @@ def test_no_configured_dataset_or_model_path_is_an_output_of_the_whole_dag(tmp_p
         overlay = yaml.safe_load(site.read_text())
         del overlay["sources"]["imagenet"]["num_classes"], overlay["sources"]["coco"]["train_images"]
         write_yaml(site, overlay)
-    switches = write_yaml(tmp_path / "switches.yaml", NO_SYNTHETIC if mode == "no_synthetic" else WITH_SYNTHETIC)
+    switches = NO_SYNTHETIC if mode == "no_synthetic" else WITH_SYNTHETIC
+    if base == "smoke" and mode == "no_synthetic":
+        pipelines = generator_pipelines(tmp_path / AWKWARD)
+        switches = {**switches, **pipelines, "models": {**switches["models"], **pipelines["models"]}}
+    switches = write_yaml(tmp_path / "switches.yaml", switches)
     configfiles = [SMOKE_CONFIG if base == "smoke" else PAPER_CONFIG, site, switches]
     config = cfg.load(*configfiles)
     outputs = [(tmp_path / output).resolve() for output in dag_outputs(tmp_path, *configfiles)]
     assert len(outputs) > 100 and any("index" in output.parts for output in outputs)
-    for key, path in user_paths(config).items():
+    for key, path in cfg.user_paths(config).items():
         path = (tmp_path / path).resolve()
         assert path.exists()
         clashes = [str(output) for output in outputs if overlap(output, path)]
@@ -214,8 +234,10 @@ def assert_intact(guarded: dict, tmp_path: Path, step: str) -> None:
 @pytest.mark.parametrize("switches", [NO_SYNTHETIC, WITH_SYNTHETIC], ids=["no_synthetic", "with_synthetic"])
 def test_sentinels_survive_forceall_forcerun_and_delete_all_output(tmp_path, switches):
     overlay, guarded = write_site(tmp_path / AWKWARD)
-    site = write_yaml(tmp_path / "site.yaml", {**overlay, "synthetic": switches["synthetic"],
-                                                "models": {**overlay["models"], **switches["models"]}})
+    pipelines = generator_pipelines(tmp_path / AWKWARD) if not switches["models"]["build_tiny"] else {}
+    site = write_yaml(tmp_path / "site.yaml", {**overlay, **pipelines, "synthetic": switches["synthetic"],
+                                                "models": {**overlay["models"], **pipelines.get("models", {}),
+                                                           **switches["models"]}})
     arguments = ["--configfile", SMOKE_CONFIG, site]
     rules = rule_names(tmp_path, SMOKE_CONFIG, site)
     # -R of a rule adds all its jobs to the run: here those that make the indexes (every rule's
