@@ -9,6 +9,15 @@ import pytest
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Module-scoped fixtures are built before a test's own fixtures run: they too get one thread,
+    so what they make equals what a test remakes (the thread count moves pixels)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def isolated_process_state():
     """Torch work runs on one thread, so results do not depend on the core count and tests do not

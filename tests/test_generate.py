@@ -209,10 +209,12 @@ def test_a_second_generator_of_a_shard_stops_and_leaves_the_first_intact(
 ):
     out = tmp_path / "shards" / "shard-00000.zip"
     ready, go = tmp_path / "ready", tmp_path / "go"
+    # The thread count moves pixels and is recorded per row: the first generator uses the fixture's.
+    threads = str(read_metadata(shards[0])["torch_threads"].iloc[0])
     first = subprocess.Popen(
         [sys.executable, "-c", PAUSED_GENERATOR, str(ready), str(go), "generate", "--prompts", str(prompt_table),
          "--pipeline", str(pipeline_dir), "--shard", "0", "--settings", json.dumps(settings), "--out", str(out)],
-        env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=environment() | {"OMP_NUM_THREADS": threads}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
         deadline = time.monotonic() + 300
