@@ -15,6 +15,8 @@ rule caption_finetune:
         captions=run_dir("caption", "blip", "{mixture}") / "captions.json",
     log:
         LOGS / "caption" / "blip" / "{mixture}.log",
+    benchmark:
+        BENCHMARKS / "caption" / "blip" / "{mixture}.tsv"
     params:
         launcher=get_launcher,
         settings=get_settings("captioning"),
@@ -40,6 +42,8 @@ rule caption_pretrained:
         captions=run_dir("caption", "blip", cfg.PRETRAINED_RUN) / "captions.json",
     log:
         LOGS / "caption" / "blip" / "pretrained.log",
+    benchmark:
+        BENCHMARKS / "caption" / "blip" / "pretrained.tsv"
     params:
         launcher=get_launcher,
         settings=get_settings("captioning"),

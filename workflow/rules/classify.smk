@@ -15,6 +15,8 @@ rule train_classifier:
         confusion=run_dir("classify", "{model}", "{mixture}") / "confusion.npy",
     log:
         LOGS / "classify" / "{model}" / "{mixture}.log",
+    benchmark:
+        BENCHMARKS / "classify" / "{model}" / "{mixture}.tsv"
     wildcard_constraints:
         model="|".join(CLASSIFIERS),
     params:
@@ -38,6 +40,8 @@ rule figure3:
         report(FIGURE3, caption="../report/figure3.rst", category="Figures"),
     log:
         LOGS / "figures" / "figure3.log",
+    benchmark:
+        BENCHMARKS / "figures" / "figure3.tsv"
     params:
         arguments=get_figure3_arguments,
     conda:

@@ -81,6 +81,7 @@ wildcard_constraints:
 # Call them with a wildcard ("{mixture}") in a rule's input/output, with a name in a function.
 RESULTS = cfg.results_dir(config)
 LOGS = RESULTS / "logs"
+BENCHMARKS = RESULTS / "benchmarks"  # Snakemake benchmark: files, one TSV per job (wall and CPU seconds, memory)
 CLASS_TABLE = RESULTS / "index" / "imagenet_classes.parquet"
 RUN_CONFIG = RESULTS / "config.yaml"
 PLAN = RESULTS / "plan.csv"

@@ -13,6 +13,8 @@ rule detect:
         mlp=metrics_path("detect", "mlp_on_resnet50_features", "{name}"),
     log:
         LOGS / "detect" / "{name}.log",
+    benchmark:
+        BENCHMARKS / "detect" / "{name}.tsv"
     params:
         spec=get_detection_spec,
         runtime=get_runtime("detection"),

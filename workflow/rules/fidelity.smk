@@ -13,6 +13,8 @@ rule index_features:
         features_path("index", "{source}-{split}-{size}px"),
     log:
         LOGS / "features" / "index" / "{source}-{split}-{size}px.log",
+    benchmark:
+        BENCHMARKS / "features" / "index" / "{source}-{split}-{size}px.tsv"
     params:
         setting_arguments=get_feature_arguments,
         runtime_arguments=get_feature_runtime_arguments,
@@ -32,6 +34,8 @@ rule mixture_features:
         features_path("mixtures", "{mixture}-{size}px"),
     log:
         LOGS / "features" / "mixtures" / "{mixture}-{size}px.log",
+    benchmark:
+        BENCHMARKS / "features" / "mixtures" / "{mixture}-{size}px.tsv"
     params:
         setting_arguments=get_feature_arguments,
         runtime_arguments=get_feature_runtime_arguments,
@@ -50,6 +54,8 @@ rule dataset_fidelity:
         metrics_path("fidelity", FIDELITY_MODEL, "{mixture}"),
     log:
         LOGS / "fidelity" / "{mixture}.log",
+    benchmark:
+        BENCHMARKS / "fidelity" / "{mixture}.tsv"
     params:
         reference_arguments=get_reference_arguments,
         setting_arguments=get_dataset_fidelity_arguments(),
@@ -69,6 +75,8 @@ rule dinov2_index_features:
         features_path("index", "{source}-{split}-{size}px", "dinov2"),
     log:
         LOGS / "features" / "dinov2" / "index" / "{source}-{split}-{size}px.log",
+    benchmark:
+        BENCHMARKS / "features" / "dinov2" / "index" / "{source}-{split}-{size}px.tsv"
     params:
         runtime_arguments=get_feature_runtime_arguments,
         option_arguments=get_image_set_arguments,
@@ -88,6 +96,8 @@ rule dinov2_mixture_features:
         features_path("mixtures", "{mixture}-{size}px", "dinov2"),
     log:
         LOGS / "features" / "dinov2" / "mixtures" / "{mixture}-{size}px.log",
+    benchmark:
+        BENCHMARKS / "features" / "dinov2" / "mixtures" / "{mixture}-{size}px.tsv"
     params:
         runtime_arguments=get_feature_runtime_arguments,
         option_arguments=get_image_set_arguments,
@@ -105,6 +115,8 @@ rule dinov2_dataset_fidelity:
         metrics_path("fidelity", DINOV2_MODEL, "{mixture}"),
     log:
         LOGS / "fidelity" / DINOV2_MODEL / "{mixture}.log",
+    benchmark:
+        BENCHMARKS / "fidelity" / DINOV2_MODEL / "{mixture}.tsv"
     params:
         reference_arguments=get_reference_arguments,
         setting_arguments=get_dinov2_fidelity_arguments(),

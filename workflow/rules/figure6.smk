@@ -12,6 +12,8 @@ rule power_spectra:
         png=spectra_path("{name}", "png"),
     log:
         LOGS / "spectra" / "{name}.log",
+    benchmark:
+        BENCHMARKS / "spectra" / "{name}.tsv"
     params:
         spec=get_spectra_spec,
     conda:
@@ -35,6 +37,8 @@ rule spectra_table:
         png=report(FIGURE6, caption="../report/figure6.rst", category="Figures"),
     log:
         LOGS / "report" / "spectra.log",
+    benchmark:
+        BENCHMARKS / "report" / "spectra.tsv"
     conda:
         ENV
     shell:

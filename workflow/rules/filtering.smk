@@ -14,6 +14,8 @@ rule detector_set:
         detector_set_path("{mixture}"),
     log:
         LOGS / "filtering" / "{mixture}" / "detector_set.log",
+    benchmark:
+        BENCHMARKS / "filtering" / "{mixture}" / "detector_set.tsv"
     wildcard_constraints:
         mixture="|".join(config["filtering"]["mixtures"]),
     params:
@@ -32,6 +34,8 @@ rule detector_features:
         detector_features_path("{mixture}", "{features}"),
     log:
         LOGS / "filtering" / "{mixture}" / "{features}.log",
+    benchmark:
+        BENCHMARKS / "filtering" / "{mixture}" / "{features}.tsv"
     wildcard_constraints:
         mixture="|".join(config["filtering"]["mixtures"]),
         features="|".join(filtering.feature_kinds(config)),
@@ -55,6 +59,8 @@ rule filter_mixture:
         metrics=metrics_path("filter", "{detector}", "{mixture}"),
     log:
         LOGS / "filtering" / "{mixture}" / "{detector}.log",
+    benchmark:
+        BENCHMARKS / "filtering" / "{mixture}" / "{detector}.tsv"
     wildcard_constraints:
         mixture="|".join(config["filtering"]["mixtures"]),
         detector="|".join(config["filtering"]["detectors"]),

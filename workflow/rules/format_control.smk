@@ -13,6 +13,8 @@ rule format_profile:
         format_profile_path("{source}"),
     log:
         LOGS / "format_control" / "{source}-profile.log",
+    benchmark:
+        BENCHMARKS / "format_control" / "{source}-profile.tsv"
     params:
         images=config["format_control"]["profile_images"],
         seed=config["seed"],
@@ -32,6 +34,8 @@ rule format_match_shard:
         shard_path("{name}", "{shard}"),
     log:
         LOGS / "format_control" / "{name}" / "shard-{shard}.log",
+    benchmark:
+        BENCHMARKS / "format_control" / "{name}" / "shard-{shard}.tsv"
     params:
         spec=get_format_match_spec,
     conda:

@@ -13,6 +13,8 @@ rule generate_shard:
         shard_path("{name}", "{shard}"),
     log:
         LOGS / "generate" / "{name}" / "shard-{shard}.log",
+    benchmark:
+        BENCHMARKS / "generate" / "{name}" / "shard-{shard}.tsv"
     params:
         settings=get_generation_settings,
         runtime=get_generation_runtime,
@@ -30,6 +32,8 @@ rule merge_generated:
         generated_index_path("{name}"),
     log:
         LOGS / "generate" / "{name}" / "merge.log",
+    benchmark:
+        BENCHMARKS / "generate" / "{name}" / "merge.tsv"
     conda:
         ENV
     shell:
@@ -45,6 +49,8 @@ rule generated_card:
         readme=card_readme_path("{name}"),
     log:
         LOGS / "generate" / "{name}" / "card.log",
+    benchmark:
+        BENCHMARKS / "generate" / "{name}" / "card.tsv"
     params:
         settings=get_card_settings,
     conda:

@@ -11,6 +11,8 @@ rule image_array:
         image_array_path("{mixture}", "{size}"),
     log:
         LOGS / "images" / "{mixture}-{size}px.log",
+    benchmark:
+        BENCHMARKS / "images" / "{mixture}-{size}px.tsv"
     params:
         runtime_arguments=get_image_array_runtime_arguments,
         option_arguments=get_image_set_arguments,
@@ -30,6 +32,8 @@ rule iddpm_train:
         status=run_dir("iddpm", IDDPM_MODEL, "{mixture}") / "training.json",
     log:
         LOGS / "iddpm" / "{mixture}" / "train.log",
+    benchmark:
+        BENCHMARKS / "iddpm" / "{mixture}" / "train.tsv"
     params:
         spec=get_iddpm_spec(iddpm_recipe.TRAIN_SPEC_KEYS),
         runtime=get_runtime("iddpm", iddpm_recipe.TRAIN_SPEC_KEYS),
@@ -51,6 +55,8 @@ rule iddpm_sample:
         run_dir("iddpm", IDDPM_MODEL, "{mixture}") / "samples" / "shard-{shard}.npy",
     log:
         LOGS / "iddpm" / "{mixture}" / "sample-{shard}.log",
+    benchmark:
+        BENCHMARKS / "iddpm" / "{mixture}" / "sample-{shard}.tsv"
     params:
         spec=get_iddpm_spec(iddpm_recipe.SAMPLE_SPEC_KEYS),
         runtime=get_runtime("iddpm", iddpm_recipe.SAMPLE_SPEC_KEYS),
@@ -69,6 +75,8 @@ rule iddpm_sample_features:
         features_path("iddpm", "{mixture}"),
     log:
         LOGS / "features" / "iddpm" / "{mixture}.log",
+    benchmark:
+        BENCHMARKS / "features" / "iddpm" / "{mixture}.tsv"
     params:
         setting_arguments=get_feature_arguments,
         runtime_arguments=get_feature_runtime_arguments,
@@ -86,6 +94,8 @@ rule iddpm_fidelity:
         metrics_path("iddpm", IDDPM_MODEL, "{mixture}"),
     log:
         LOGS / "iddpm" / "{mixture}" / "fidelity.log",
+    benchmark:
+        BENCHMARKS / "iddpm" / "{mixture}" / "fidelity.tsv"
     params:
         reference_arguments=get_reference_arguments,
         setting_arguments=get_fidelity_arguments(),

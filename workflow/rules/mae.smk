@@ -11,6 +11,8 @@ rule mae_pretrain:
         summary=run_dir("mae", MAE_MODEL, "{mixture}") / "pretrain.json",
     log:
         LOGS / "mae" / "{mixture}" / "pretrain.log",
+    benchmark:
+        BENCHMARKS / "mae" / "{mixture}" / "pretrain.tsv"
     params:
         spec=get_mae_pretrain_spec(),
         runtime=get_runtime("mae", MAE_PRETRAIN_KEYS),
@@ -32,6 +34,8 @@ rule mae_linear_probe:
         metrics_path("mae", MAE_MODEL, "{mixture}"),
     log:
         LOGS / "mae" / "{mixture}" / "linear_probe.log",
+    benchmark:
+        BENCHMARKS / "mae" / "{mixture}" / "linear_probe.tsv"
     params:
         spec=get_mae_probe_spec(),
         runtime=get_runtime("mae", MAE_PROBE_KEYS),

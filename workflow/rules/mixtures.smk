@@ -9,6 +9,8 @@ rule mixture:
         summary=manifest_path("{mixture}").with_suffix(".json"),
     log:
         LOGS / "mixtures" / "{mixture}.log",
+    benchmark:
+        BENCHMARKS / "mixtures" / "{mixture}.tsv"
     wildcard_constraints:
         mixture="|".join(MIXTURES),  # not the filtered ones: filtering.smk makes those
     params:

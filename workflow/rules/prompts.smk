@@ -8,6 +8,8 @@ rule prompts:
         prompts_path("{name}"),
     log:
         LOGS / "prompts" / "{name}.log",
+    benchmark:
+        BENCHMARKS / "prompts" / "{name}.tsv"
     params:
         spec=get_prompts_spec,
     conda:

@@ -18,6 +18,8 @@ rule recursion_mixture:
         generation=r"[1-9]\d*",
     log:
         LOGS / "recursion" / "{policy}" / "generation-{generation}" / "mixture.log",
+    benchmark:
+        BENCHMARKS / "recursion" / "{policy}" / "generation-{generation}" / "mixture.tsv"
     params:
         spec=get_recursion_mixture_spec,
         sources=get_recursion_sources_argument,
@@ -40,6 +42,8 @@ rule recursion_train:
         generation=r"[1-9]\d*",
     log:
         LOGS / "recursion" / "{policy}" / "generation-{generation}" / "train.log",
+    benchmark:
+        BENCHMARKS / "recursion" / "{policy}" / "generation-{generation}" / "train.tsv"
     params:
         spec=get_iddpm_spec(iddpm_recipe.TRAIN_SPEC_KEYS),
         runtime=get_runtime("iddpm", iddpm_recipe.TRAIN_SPEC_KEYS),
@@ -60,6 +64,8 @@ rule recursion_sample:
         recursion_path("{policy}", "{generation}") / "samples" / "shard-{shard}.npy",
     log:
         LOGS / "recursion" / "{policy}" / "generation-{generation}" / "sample-{shard}.log",
+    benchmark:
+        BENCHMARKS / "recursion" / "{policy}" / "generation-{generation}" / "sample-{shard}.tsv"
     params:
         spec=get_recursion_sample_spec(),
         runtime=get_runtime("iddpm", iddpm_recipe.SAMPLE_SPEC_KEYS),
@@ -78,6 +84,8 @@ rule recursion_sample_features:
         features_path("recursion", "{policy}/generation-{generation}"),
     log:
         LOGS / "features" / "recursion" / "{policy}" / "generation-{generation}.log",
+    benchmark:
+        BENCHMARKS / "features" / "recursion" / "{policy}" / "generation-{generation}.tsv"
     params:
         setting_arguments=get_feature_arguments,
         runtime_arguments=get_feature_runtime_arguments,
@@ -95,6 +103,8 @@ rule recursion_fidelity:
         recursion_path("{policy}", "{generation}") / "metrics.json",
     log:
         LOGS / "recursion" / "{policy}" / "generation-{generation}" / "fidelity.log",
+    benchmark:
+        BENCHMARKS / "recursion" / "{policy}" / "generation-{generation}" / "fidelity.tsv"
     params:
         reference_arguments=get_reference_arguments,
         setting_arguments=get_fidelity_arguments(),
@@ -114,6 +124,8 @@ rule recursion_table:
         provenance=table_path(recursion.TABLE, "provenance.json"),
     log:
         LOGS / "tables" / f"{recursion.TABLE}.log",
+    benchmark:
+        BENCHMARKS / "tables" / f"{recursion.TABLE}.tsv"
     params:
         spec=get_recursion_table_spec,
         cells=get_recursion_table_cells_argument,
@@ -138,6 +150,8 @@ rule recursion_plot:
         policy="|".join(recursion.POLICIES),
     log:
         LOGS / "report" / "recursion-{policy}.log",
+    benchmark:
+        BENCHMARKS / "report" / "recursion-{policy}.tsv"
     conda:
         ENV
     shell:
@@ -158,6 +172,8 @@ rule recursion_report:
         ),
     log:
         LOGS / "report" / "recursion.log",
+    benchmark:
+        BENCHMARKS / "report" / "recursion.tsv"
     conda:
         ENV
     shell:

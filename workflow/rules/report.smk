@@ -24,6 +24,8 @@ rule table_report:
         ),
     log:
         LOGS / "report" / "{table}.log",
+    benchmark:
+        BENCHMARKS / "report" / "{table}.tsv"
     params:
         spec=get_table_spec,
         mixtures=get_mixtures_spec,
@@ -49,6 +51,8 @@ rule concatenate_tables:
         provenance=table_path("all_tables", "provenance.json"),
     log:
         LOGS / "report" / "all_tables.log",
+    benchmark:
+        BENCHMARKS / "report" / "all_tables.tsv"
     conda:
         ENV
     shell:
@@ -68,6 +72,8 @@ rule generated_examples:
         ),
     log:
         LOGS / "report" / "examples-{name}.log",
+    benchmark:
+        BENCHMARKS / "report" / "examples-{name}.tsv"
     params:
         examples=config["report"]["examples"],
         thumbnail=config["report"]["thumbnail_size"],
@@ -87,6 +93,8 @@ rule run_config:
         differences=report(DIFFERENCES_PAGE, caption="../report/differences.rst", category="Configuration"),
     log:
         LOGS / "report" / "config.log",
+    benchmark:
+        BENCHMARKS / "report" / "config.tsv"
     params:
         config=get_run_config,
     conda:
@@ -104,6 +112,8 @@ rule plan:
         report(PLAN, caption="../report/plan.rst", category="Planning"),
     log:
         LOGS / "report" / "plan.log",
+    benchmark:
+        BENCHMARKS / "report" / "plan.tsv"
     params:
         profile=PROFILE,
     conda:

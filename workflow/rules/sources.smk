@@ -10,6 +10,8 @@ rule imagenet_classes:
         CLASS_TABLE,
     log:
         LOGS / "index" / "imagenet_classes.log",
+    benchmark:
+        BENCHMARKS / "index" / "imagenet_classes.tsv"
     params:
         arguments=get_classes_arguments(),
     conda:
@@ -26,6 +28,8 @@ rule index_source:
         report=index_path("{source}").with_suffix(".report.json"),
     log:
         LOGS / "index" / "{source}.log",
+    benchmark:
+        BENCHMARKS / "index" / "{source}.tsv"
     params:
         arguments=get_index_arguments,
         class_arguments=get_index_class_arguments,

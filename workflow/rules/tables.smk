@@ -12,6 +12,8 @@ rule table:
         provenance=table_path("{table}", "provenance.json"),
     log:
         LOGS / "tables" / "{table}.log",
+    benchmark:
+        BENCHMARKS / "tables" / "{table}.tsv"
     params:
         spec=get_table_spec,
         cells=get_table_cells_argument,
