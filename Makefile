@@ -39,6 +39,7 @@ smoke: install
 	snakemake --cores all --configfile config/smoke.yaml --report results/smoke/report.html --report-after-run
 	snakemake --cores all --configfile config/budget.yaml config/smoke.yaml config/smoke-budget.yaml \
 	    --report results/smoke-budget/report.html --report-after-run
+	python -m contamination timings --benchmarks results/smoke/benchmarks
 
 test: install test-system-packages
 	python -m pytest

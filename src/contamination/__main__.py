@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "contamination.reporting.tables",
     "contamination.reporting.report",
     "contamination.reporting.plan",
+    "contamination.reporting.timings",
     "contamination.config",
     "contamination.launch",
 ]
