@@ -1,7 +1,7 @@
 """GPU throughput the planner can use: Stable Diffusion v1's UNet and VAE decoder at the real
 shapes, and one training step of every recipe's model at its per-GPU batch.
 
-    python -m benchmarks.gpu                            # on a GPU node; about 6 minutes, no downloads
+    python -m benchmarks.gpu                            # on a GPU node, no downloads (~6 min: an estimate)
     python -m benchmarks.gpu --device cpu --tiny        # the smoke run's tiny models: tries the code path
     python -m contamination plan --throughput benchmarks/results/<name>.json ...
 
