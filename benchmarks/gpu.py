@@ -492,6 +492,8 @@ def main(argv=None) -> int:
                      "--device cpu --tiny to try the code path")
     device = torch.device("cuda" if args.device == "auto" else args.device)
     if device.type == "cuda":
+        # An index throughout: torch.cuda.set_device rejects a bare "cuda".
+        device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
         torch.cuda.set_device(device)
     overlays = ([cfg.PROJECT_ROOT / "config" / "smoke.yaml"] if args.tiny else []) + args.configfile
     config = cfg.load(*overlays)

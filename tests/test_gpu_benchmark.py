@@ -22,15 +22,29 @@ MEASURED_KEYS = {"generate", *(f"train_classifier.{name}" for name in SMOKE["cla
                  "caption_train", "caption_generate", "iddpm_train", "iddpm_sample", "mae_pretrain", "mae_linear_probe"}
 
 
+def gpu_benchmark(*arguments):
+    env = dict(environment(), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT), str(PROJECT / "src"), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "benchmarks.gpu", *map(str, arguments)], cwd=PROJECT, env=env,
+                          capture_output=True, text=True)
+
+
 @pytest.fixture(scope="module")
 def result_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu") / "cpu-tiny.json"
-    env = dict(environment(), OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT), str(PROJECT / "src"), os.environ.get("PYTHONPATH")])))
-    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--tiny", "--no-compile",
-                          "--out", str(out)], cwd=PROJECT, env=env, capture_output=True, text=True)
+    run = gpu_benchmark("--device", "cpu", "--tiny", "--no-compile", "--out", out)
     assert run.returncode == 0, run.stdout + run.stderr
     return out
+
+
+def test_without_a_gpu_the_default_device_is_an_error_that_says_what_to_do(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the default run would measure it")
+    run = gpu_benchmark("--out", tmp_path / "none.json")
+    assert run.returncode == 2 and "no GPU here" in run.stderr and "--device cpu --tiny" in run.stderr
+    assert not (tmp_path / "none.json").exists()
 
 
 @pytest.fixture(scope="module")
