@@ -186,12 +186,12 @@ def synchronize(device) -> None:
 
 
 def calls_per_second(function, device, seconds: float) -> float:
-    """How often ``function()`` runs per second, after one warm-up call."""
+    """How often ``function()`` runs per second, after one warm-up call (at least one timed call)."""
     now = clock(device)
     function()
     synchronize(device)
     calls, start = 0, now()
-    while now() - start < seconds:
+    while calls == 0 or now() - start < seconds:
         function()
         calls += 1
         synchronize(device)

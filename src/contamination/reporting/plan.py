@@ -18,6 +18,8 @@ from the code that makes them: mixture sizes from mixtures.manifests.mixture_siz
 shards from generate.shard_span, IDDPM sample shards from iddpm.shard_numbers. Storage counts the
 bulky outputs: generation shards, image arrays, IDDPM samples and feature files. What cannot be
 estimated (a rule with GPUs but no assumption) is NaN with the planning key it needs.
+``--throughput <json>`` takes measured values (``python -m benchmarks.gpu``) in place of the
+assumptions they name, and the output says which values are measured and which assumed.
 """
 
 import math
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from contamination import config as cfg
 from contamination.dag import Job, closure, workflow_dag
+from contamination.errors import ConfigError
 from contamination.experiments.iddpm import shard_numbers
 from contamination.generation.generate import shard_span
 from contamination.mixtures.manifests import mixture_size
@@ -48,6 +51,8 @@ def add_commands(subparsers) -> None:
                         help="overlays on config/config.yaml, in order (as Snakemake's --configfile)")
     parser.add_argument("--profile", default=str(DEFAULT_PROFILE), help="Snakemake profile directory with config.yaml")
     parser.add_argument("--out", help="also write the plan as CSV")
+    parser.add_argument("--throughput", metavar="JSON",
+                        help="measured throughputs (`python -m benchmarks.gpu`) in place of planning.throughput's")
     parser.set_defaults(run=run_plan)
 
 
@@ -73,8 +78,6 @@ def read_profile(profile) -> dict:
 
     path = Path(profile) / "config.yaml"
     if not path.is_file():
-        from contamination.errors import ConfigError
-
         raise ConfigError(f"--profile: no config.yaml in '{profile}'")
     with open(path) as handle:
         if "__use_yte__: true" in path.read_text():
@@ -286,6 +289,91 @@ class Costs:
         return 0.0
 
 
+# ---- measured throughputs ---------------------------------------------------------------------
+
+
+def throughput_keys(throughput: dict, prefix: str = "") -> dict:
+    """{dotted key: value} of every number in planning.throughput."""
+    keys = {}
+    for name, value in throughput.items():
+        if isinstance(value, dict):
+            keys.update(throughput_keys(value, f"{prefix}{name}."))
+        else:
+            keys[f"{prefix}{name}"] = value
+    return keys
+
+
+def read_measured_throughput(path, config: dict) -> dict:
+    """The measurements of a benchmarks.gpu result file: {"measured": {dotted planning.throughput
+    key: value}, "failed": {key: reason}, "device", "tiny"}. A row names the key it measures in
+    ``planning_key``; a row whose status is not "ok" leaves its key assumed. ConfigError naming the
+    file for a file that is not such a result, a key planning.throughput does not have, a key
+    measured twice or a value that is not a positive number."""
+    import json
+
+    where = f"--throughput '{path}'"
+    try:
+        result = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{where}: not a readable JSON file ({error})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
+        raise ConfigError(f"{where}: not a result of `python -m benchmarks.gpu` (no list of rows)")
+    known = throughput_keys(config["planning"]["throughput"])
+    measured, failed = {}, {}
+    for number, entry in enumerate(result["rows"]):
+        key = entry.get("planning_key") if isinstance(entry, dict) else None
+        if key is None:
+            continue
+        case = entry.get("case", f"row {number}")
+        if key not in known:
+            raise ConfigError(f"{where}: row '{case}' measures planning.throughput.{key}, which the config does not "
+                              f"have (its keys: {', '.join(sorted(known))})")
+        if key in measured or key in failed:
+            raise ConfigError(f"{where}: planning.throughput.{key} is measured by more than one row")
+        if entry.get("status") != "ok":
+            failed[key] = f"{entry.get('status')}: {entry.get('note', '')}"
+            continue
+        value = entry.get("ours")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(f"{where}: row '{case}' gives planning.throughput.{key} the value {value!r}; "
+                              "a throughput is a positive number")
+        measured[key] = value
+    return {"measured": measured, "failed": failed, "device": result.get("device", "unknown device"),
+            "tiny": bool(result.get("settings", {}).get("tiny"))}
+
+
+def with_measured_throughput(config: dict, measured: dict) -> dict:
+    """A copy of ``config`` whose planning.throughput holds the ``measured`` values."""
+    import copy
+
+    config = copy.deepcopy(config)
+    for key, value in measured.items():
+        *parents, leaf = key.split(".")
+        target = config["planning"]["throughput"]
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+def throughput_sources(config: dict, measurements, path) -> str:
+    """Which planning.throughput values are measured (from which file) and which are assumed."""
+    keys = throughput_keys(config["planning"]["throughput"])
+    measured = measurements["measured"] if measurements else {}
+    lines = []
+    if measurements:
+        tiny = " (--tiny: the smoke run's tiny models, not for planning)" if measurements["tiny"] else ""
+        lines.append(f"throughputs measured on {measurements['device']}, from {path}{tiny}:")
+        lines += [f"  {key} = {value:.4g} (assumed {keys[key]:.4g})" for key, value in sorted(measured.items())]
+    assumed = [key for key in sorted(keys) if key not in measured]
+    failed = measurements["failed"] if measurements else {}
+    lines.append(f"throughputs assumed (config planning.throughput, for {config['planning']['gpu']}): "
+                 + ", ".join(f"{key} (measurement {failed[key]})" if key in failed else key for key in assumed))
+    return "\n".join(lines)
+
+
 # ---- the plan -------------------------------------------------------------------------------
 
 
@@ -383,8 +471,13 @@ def run_plan(args) -> None:
 
     config = cfg.load(*args.configfile)
     profile = read_profile(args.profile)
+    measurements = read_measured_throughput(args.throughput, config) if args.throughput else None
+    sources = throughput_sources(config, measurements, args.throughput)
+    if measurements:
+        config = with_measured_throughput(config, measurements["measured"])
     plan = build_plan(config, profile, workflow_jobs(config))
-    print(f"run '{config['run']}', profile {args.profile}, throughputs for {config['planning']['gpu']}")
+    print(f"run '{config['run']}', profile {args.profile}")
+    print(sources)
     if cfg.stand_in_warning(config):
         print(cfg.stand_in_warning(config))
     print(format_plan(plan, profile.get("retries", 0)))
