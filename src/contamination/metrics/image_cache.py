@@ -62,6 +62,16 @@ def add_commands(subparsers) -> None:
     parser.set_defaults(run=run_gather_rows)
 
 
+def mixture_datasets(config: dict, mixture: str) -> list:
+    """The datasets mixture ``mixture`` (or the one a filtered mixture filters) draws from."""
+    from contamination.experiments.filtering import filtered_runs
+
+    filtered = filtered_runs(config)
+    name = filtered[mixture][0] if mixture in filtered else mixture
+    spec = next(spec for spec in config["mixtures"] if spec["name"] == name)
+    return [spec["base"]] + ([spec["by"]] if spec["kind"] != "subset" else [])
+
+
 # ---- caches ---------------------------------------------------------------------------------
 
 
