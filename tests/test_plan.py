@@ -100,6 +100,16 @@ def test_generation_costs_follow_images_throughput_and_bytes(paper):
     assert row["storage_bytes"] == pytest.approx(images * PAPER["planning"]["bytes_per_generated_image"])
 
 
+def test_each_dataset_of_the_iddpm_mixtures_is_prepared_once_at_64_px(paper):
+    frame = plan.build_plan(PAPER, PROFILE, paper[1])
+    caches = {job.wildcard_items for job in paper[1] if job.rule == "image_cache"}
+    assert caches == {(("dataset", name), ("size", "64")) for name in ("imagenet", "sd_imagenet")}
+    images = PAPER["planning"]["dataset_sizes"]["imagenet"]["train"] + cfg.generated_size(PAPER, "sd_imagenet")
+    assert scope_row(frame, "all", "image_cache")["storage_bytes"] == pytest.approx(images * 64 * 64 * 3)
+    # Table 3's mixtures gather their arrays from those two caches
+    assert scope_row(frame, "table3", "image_cache")["jobs"] == 2
+
+
 def test_training_costs_follow_epochs_mixture_sizes_and_throughput(paper):
     frame = plan.build_plan(PAPER, PROFILE, paper[1])
     recipe, speed = PAPER["classification"]["models"], PAPER["planning"]["throughput"]["train_classifier"]

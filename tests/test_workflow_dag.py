@@ -80,8 +80,9 @@ def test_reduced_jpeg_decode_reaches_the_jobs_that_decode_images(tmp_path):
 
 
 def decodes_images(command: str) -> bool:
-    """An image-array job, or a features job over a manifest or an index (not over sample arrays)."""
-    return " image-array " in command or (" features " in command and ("--manifest" in command or "--index" in command))
+    """An image-cache or image-array job, or a features job over a manifest or an index (not over
+    sample arrays)."""
+    return " image-cache " in command or " image-array " in command or (" features " in command and ("--manifest" in command or "--index" in command))
 
 
 def test_subset_sizes_reach_the_mixture_and_table4_jobs(tmp_path):

@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "contamination.smoke.tiny_encoders",
     "contamination.metrics.spectra",
     "contamination.metrics.features",
+    "contamination.metrics.image_cache",
     "contamination.experiments.iddpm",
     "contamination.experiments.recursion",
     "contamination.metrics.fidelity",

@@ -28,6 +28,7 @@ from contamination.experiments.mae import PROBE_SPEC_KEYS as MAE_PROBE_KEYS
 from contamination.generation import generators
 from contamination.generation.format_match import SPEC_KEYS as FORMAT_MATCH_KEYS
 from contamination.launch import launcher_command
+from contamination.metrics import image_cache
 from contamination.metrics.spectra import SPEC_KEYS as SPECTRA_KEYS
 
 # The schema, its defaults and every semantic check, as `python -m contamination check-config` runs
@@ -155,6 +156,11 @@ def checkpoint_dir(stage, model, run):
 
 def image_array_path(mixture, size):
     return RESULTS / "images" / f"{mixture}-{size}px.npy"
+
+
+def image_cache_path(dataset, size, suffix="npy"):
+    """A dataset's images prepared once at one size (npy), and the URI of each row (parquet)."""
+    return RESULTS / "image_cache" / f"{dataset}-{size}px.{suffix}"
 
 
 def features_path(kind, name, extractor=EXTRACTOR):
@@ -546,7 +552,7 @@ def get_feature_arguments(wildcards):
 
 get_feature_runtime_arguments = get_runtime_arguments(
     "fidelity", {"--batch-size": "feature_batch_size", "--workers": "num_workers", "--device": "device"})
-get_image_array_runtime_arguments = get_runtime_arguments("iddpm", {"--workers": "num_workers"})
+get_image_cache_runtime_arguments = get_runtime_arguments("iddpm", {"--workers": "num_workers"})
 get_fidelity_runtime_arguments = get_runtime_arguments("fidelity", {"--block-size": "block_size", "--device": "device"})
 
 
@@ -556,6 +562,31 @@ def get_image_set_arguments(wildcards):
 
 def get_fidelity_arguments():
     return shlex.join(["--k", str(config["fidelity"]["k"])])
+
+
+def get_image_cache_input(wildcards):
+    return {"index": dataset_index(wildcards.dataset)}
+
+
+def get_image_cache_arguments(wildcards):
+    """The rows mixtures keep of the dataset (sources.<name>.train_subset, drawn with the seed)."""
+    subset = cfg.train_subset(config, wildcards.dataset)
+    return shlex.join(["--dataset", wildcards.dataset]
+                      + ([] if subset is None else ["--train-subset", str(subset), "--seed", str(config["seed"])]))
+
+
+def get_image_array_input(wildcards):
+    caches = {}
+    for dataset in image_cache.mixture_datasets(config, wildcards.mixture):
+        caches[f"cache_{dataset}"] = image_cache_path(dataset, wildcards.size)
+        caches[f"uris_{dataset}"] = image_cache_path(dataset, wildcards.size, "parquet")
+    return {"manifest": manifest_path(wildcards.mixture), **caches}
+
+
+def get_image_array_cache_arguments(wildcards, input):
+    return shlex.join(argument for dataset in image_cache.mixture_datasets(config, wildcards.mixture)
+                      for argument in ("--cache", dataset, str(input[f"cache_{dataset}"]),
+                                       str(input[f"uris_{dataset}"])))
 
 
 def get_dataset_fidelity_arguments():

@@ -1,12 +1,35 @@
-# Tables 3 and 10: improved DDPM trained on the 64x64 version of each mixture a table asks for,
+# Tables 3 and 10: improved DDPM trained on the 64x64 version of each mixture a table asks for
+# (gathered from the 64x64 images of each dataset it draws from, prepared once: image_cache.py),
 # sampled in shards, scored by FID and precision/recall against the 64x64 reference sets. The
 # training job runs one process per GPU (torchrun) when the profile gives it GPUs; stopped by a
 # signal it checkpoints and exits 75, and its retry resumes from results/<run>/checkpoints/.
 
 
+rule image_cache:
+    input:
+        unpack(get_image_cache_input),
+    output:
+        images=image_cache_path("{dataset}", "{size}"),
+        uris=image_cache_path("{dataset}", "{size}", "parquet"),
+    wildcard_constraints:
+        dataset=any_of([*cfg.TRAINING_SOURCES, *GENERATED, *FORMAT_MATCHED]),
+    log:
+        LOGS / "images" / "cache" / "{dataset}-{size}px.log",
+    params:
+        setting_arguments=get_image_cache_arguments,
+        runtime_arguments=get_image_cache_runtime_arguments,
+        option_arguments=get_image_set_arguments,
+    conda:
+        ENV
+    shell:
+        "python -m contamination image-cache --index {input.index:q} {params.setting_arguments} --size {wildcards.size:q}"
+        " {params.option_arguments} {params.runtime_arguments} --out {output.images:q} --out-uris {output.uris:q}"
+        " > {log:q} 2>&1"
+
+
 rule image_array:
     input:
-        manifest_path("{mixture}"),
+        unpack(get_image_array_input),
     output:
         image_array_path("{mixture}", "{size}"),
     log:
@@ -14,13 +37,12 @@ rule image_array:
     benchmark:
         BENCHMARKS / "images" / "{mixture}-{size}px.tsv"
     params:
-        runtime_arguments=get_image_array_runtime_arguments,
-        option_arguments=get_image_set_arguments,
+        cache_arguments=get_image_array_cache_arguments,
     conda:
         ENV
     shell:
-        "python -m contamination image-array --manifest {input:q} --size {wildcards.size:q} {params.option_arguments}"
-        " {params.runtime_arguments} --out {output:q} > {log:q} 2>&1"
+        "python -m contamination gather-rows --manifest {input.manifest:q} {params.cache_arguments} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule iddpm_train:

@@ -259,6 +259,11 @@ class Costs:
             return self.shard_images(wildcards["name"], wildcards["shard"]) * pixels * self.planning["bytes_per_generated_image"]
         if rule == "format_match_shard":
             return self.shard_images(wildcards["name"], wildcards["shard"]) * self.planning["bytes_per_format_matched_image"]
+        if rule == "image_cache":
+            size, dataset = int(wildcards["size"]), wildcards["dataset"]
+            subset = cfg.train_subset(self.config, dataset)
+            images = self.dataset_size(dataset)[0]
+            return (images if subset is None else min(images, subset)) * size * size * 3
         if rule == "image_array":
             size = int(wildcards["size"])
             return self.mixture_size(wildcards["mixture"])[0] * size * size * 3
