@@ -15,6 +15,8 @@ rule image_cache:
         dataset=any_of([*cfg.TRAINING_SOURCES, *GENERATED, *FORMAT_MATCHED]),
     log:
         LOGS / "images" / "cache" / "{dataset}-{size}px.log",
+    benchmark:
+        BENCHMARKS / "images" / "cache" / "{dataset}-{size}px.tsv"
     params:
         setting_arguments=get_image_cache_arguments,
         runtime_arguments=get_image_cache_runtime_arguments,
