@@ -7,7 +7,7 @@ real 2048-d features, the size of NVlabs' pr50k3 protocol, within this machine's
 
 Random features (a ReLU of correlated Gaussians, like Inception pool features: non-negative,
 correlated); the cost does not depend on the values. Prints, and optionally writes as JSON, the
-wall time of each phase, the peak resident memory and ``distances_per_second``: the pair
+wall and CPU time of each phase, the peak resident memory and ``distances_per_second``: the pair
 distances the metric needs (real^2 + generated^2 + 2 real x generated; within a set each pair is
 computed once and serves both points) divided by the metric's wall time.
 
@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=fidelity.DEFAULT_BLOCK)
     parser.add_argument("--resident-bytes", type=int, default=fidelity.DEFAULT_RESIDENT_BYTES)
     parser.add_argument("--baseline", action="store_true", help="also the loops before panels, alternately")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each compared phase (medians reported)")
     parser.add_argument("--project", nargs="*", default=[], metavar="REAL:GENERATED",
                         help="also the rows converted at these set sizes (e.g. 1281167:50000)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -171,41 +172,46 @@ def main() -> None:
 
 
 def measure_phases(real, generated, args) -> dict:
-    """Today's phases (and with ``args.baseline`` the baseline's, each phase run by the baseline
-    first, then by today's code): seconds and rows read per phase, and the result."""
+    """Today's phases (and with ``args.baseline`` the baseline's, alternately, the first case
+    rotating with each of ``args.repeats`` runs): median seconds and rows read per phase, and the
+    result."""
+    import statistics
+
     import torch
 
     device, dtype = torch.device(args.device), torch.float32
-    timings, reads, values = {}, {}, {}
+    runs, cpu_runs, reads, values = {}, {}, {}, {}
 
     def phase(name, function, *arguments):
-        begun, read_before = time.perf_counter(), real.rows_read + generated.rows_read
-        value = function(*arguments)
-        timings[name] = time.perf_counter() - begun
+        begun, cpu_begun = time.perf_counter(), time.process_time()
+        read_before = real.rows_read + generated.rows_read
+        values[name] = function(*arguments)
+        runs.setdefault(name, []).append(time.perf_counter() - begun)
+        cpu_runs.setdefault(name, []).append(time.process_time() - cpu_begun)
         reads[name] = real.rows_read + generated.rows_read - read_before
-        print(f"{name}: {timings[name]:.1f} s, {reads[name]:,} rows read, peak memory {peak_memory_gib():.2f} GiB",
-              flush=True)
-        return value
+        print(f"{name}: {runs[name][-1]:.1f} s ({cpu_runs[name][-1]:.1f} CPU s), {reads[name]:,} rows read, "
+              f"peak memory {peak_memory_gib():.2f} GiB", flush=True)
+        return values[name]
+
+    def compared(name, baseline, ours, *arguments):
+        cases = [(f"baseline_{name}", baseline), (name, ours)] if args.baseline else [(name, ours)]
+        for repeat in range(args.repeats):
+            shift = repeat % len(cases)
+            for case_name, function in cases[shift:] + cases[:shift]:
+                phase(case_name, function, *arguments)
+        if args.baseline and not torch.equal(torch.as_tensor(values[f"baseline_{name}"]), torch.as_tensor(values[name])):
+            raise AssertionError(f"{name}: {values[name]} differs from the baseline's {values[f'baseline_{name}']}")
+        return values[name]
 
     real_blocks = phase("norms_real", fidelity.FeatureBlocks, real, args.block_size, device, dtype, args.resident_bytes)
     generated_blocks = phase("norms_generated", fidelity.FeatureBlocks, generated, args.block_size, device, dtype,
                              args.resident_bytes)
-    radii = {}
-    for name, blocks in (("real", real_blocks), ("generated", generated_blocks)):
-        if args.baseline:
-            values[f"baseline_radii_{name}"] = phase(f"baseline_radii_{name}", streamed_radii, blocks, args.k)
-        radii[name] = phase(f"radii_{name}", fidelity.neighbourhood_radii, blocks, args.k)
-        if args.baseline and not torch.equal(values[f"baseline_radii_{name}"], radii[name]):
-            raise AssertionError(f"the {name} radii differ from the baseline's")
-    if args.baseline:
-        values["baseline_coverage"] = phase("baseline_coverage", streamed_covered_counts, real_blocks,
-                                            generated_blocks, radii["real"], radii["generated"])
-    precision_count, recall_count = phase(
-        "coverage", fidelity.covered_counts, real_blocks, generated_blocks, radii["real"], radii["generated"]
-    )
-    if args.baseline and values["baseline_coverage"] != (precision_count, recall_count):
-        raise AssertionError(f"coverage {precision_count, recall_count} differs from the baseline's "
-                             f"{values['baseline_coverage']}")
+    radii = {name: compared(f"radii_{name}", streamed_radii, fidelity.neighbourhood_radii, blocks, args.k)
+             for name, blocks in (("real", real_blocks), ("generated", generated_blocks))}
+    precision_count, recall_count = compared("coverage", streamed_covered_counts, fidelity.covered_counts,
+                                             real_blocks, generated_blocks, radii["real"], radii["generated"])
+    timings = {name: statistics.median(seconds) for name, seconds in runs.items()}
+    cpu_timings = {name: statistics.median(seconds) for name, seconds in cpu_runs.items()}
     metric_seconds = sum(seconds for name, seconds in timings.items() if not name.startswith("baseline_"))
     # Self distances by symmetric blocks (about half of n^2 each), cross distances once.
     distances = (args.real**2 + args.generated**2) // 2 + args.real * args.generated
@@ -217,6 +223,8 @@ def measure_phases(real, generated, args) -> dict:
         "features": "float32 .npy files read through memory maps (in the page cache)",
         "precision": precision_count / args.generated, "recall": recall_count / args.real,
         "seconds": {name: round(seconds, 2) for name, seconds in timings.items()},
+        "cpu_seconds": {name: round(seconds, 2) for name, seconds in cpu_timings.items()},
+        "repeats": args.repeats, "runs_cpu_seconds": {name: [round(s, 2) for s in seconds] for name, seconds in cpu_runs.items()},
         "metric_seconds": round(metric_seconds, 1),
         "distances_per_second": round(distances / metric_seconds),
         "feature_gib": round((args.real + args.generated) * row_bytes / 2**30, 2),
