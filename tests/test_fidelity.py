@@ -166,6 +166,15 @@ def test_coverage_holds_panels_of_one_set_and_streams_the_other_once_per_panel(f
     assert rows_read([real, generated], 16, one_block, "coverage") < 160 + 10 * 48
 
 
+def test_coverage_holds_the_smaller_set_when_either_costs_the_same_copies(feature_sets):
+    real, generated = feature_sets[0][:160], feature_sets[1][:48]
+    points = [fidelity.FeatureBlocks(features, 16, torch.device("cpu"), torch.float32, 2**20)
+              for features in (real, generated)]  # both sets fit: each converted once whichever is held
+    pairs = [(row_start, column_start) for row_start, _, column_start, _ in fidelity.cross_block_pairs(*points)]
+    # The generated blocks stay resident while each real block streams past them.
+    assert pairs == [(row_start, column_start) for row_start in range(0, 160, 16) for column_start in (0, 16, 32)]
+
+
 def test_precision_recall_equal_prdc(feature_sets):
     import prdc  # the reference implementation, pinned in requirements.lock
 

@@ -200,11 +200,11 @@ def covered_counts(real: FeatureBlocks, generated: FeatureBlocks, real_radii, ge
 def cross_block_pairs(rows: FeatureBlocks, columns: FeatureBlocks):
     """(row start, row block, column start, column block) for every pair of a row block and a
     column block, once: panels of one set stay resident while the other set's blocks stream past
-    each panel, the set held chosen for the fewer rows converted."""
-    def converted_rows(held, streamed):
-        return len(held) + len(streamed) * held.panel_count()
+    each panel, the set held chosen for the fewer rows converted, then for the fewer rows held."""
+    def cost(held, streamed):
+        return len(held) + len(streamed) * held.panel_count(), len(held)
 
-    rows_held = converted_rows(rows, columns) <= converted_rows(columns, rows)
+    rows_held = cost(rows, columns) <= cost(columns, rows)
     held, streamed = (rows, columns) if rows_held else (columns, rows)
     for panel in held.panels():
         for streamed_start, streamed_block in streamed.blocks():
