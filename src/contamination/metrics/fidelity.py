@@ -22,7 +22,7 @@ ImageNet training images against 50k, Table 4). Converting a block (a copy out o
 memory-mapped feature file, to the device) is not free either: a panel of as many consecutive
 row blocks as fit in ``resident_bytes`` stays resident while the other blocks stream past it once
 per panel, so a set that fits is converted once per pass, and 1.28M x 2048 float32 features are
-copied about 3 times for the radii (2 GiB panels: 31 GB) instead of once per block pair (2.1 TB). Same
+copied about 3 times for the radii (2 GiB panels: 31 GB) instead of once per block pair (2.7 TB). Same
 numbers for any block size and any ``resident_bytes`` (the same block pairs are computed, and the
 k+1 smallest distances do not depend on the order they arrive in). Runs on the GPU when there is
 one.
