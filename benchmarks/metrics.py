@@ -178,13 +178,15 @@ def radius_row(path, count: int, repeats: int):
                          "ours": case("ours", fidelity.neighbourhood_radii)}, repeats)
     same = torch.equal(radii["baseline"], radii["ours"])
     return row(GROUP, f"precision/recall k-NN radii, {count:,} x 2048, memory map", unit="s",
-               baseline_label="column blocks copied per block pair", baseline=median_of(results["baseline"], "cpu_seconds"),
+               baseline_label="column blocks copied per block pair",
+               baseline=median_of(results["baseline"], "cpu_seconds"),
                ours=median_of(results["ours"], "cpu_seconds"), higher_is_better=False,
                baseline_peak_mib=peak_of(results["baseline"]), ours_peak_mib=peak_of(results["ours"]),
                note=(f"rows copied {rows_read['baseline']:,} before, {rows_read['ours']:,} with panels "
                      f"(blocks of {fidelity.DEFAULT_BLOCK:,}, default resident_bytes); "
                      f"radii {'bit-identical' if same else 'DIFFERENT'}"),
-               rows_read=rows_read, same_radii=same, wall={name: median_of(runs, "seconds") for name, runs in results.items()})
+               rows_read=rows_read, same_radii=same,
+               wall={name: median_of(runs, "seconds") for name, runs in results.items()})
 
 
 def run_group(workdir, quick: bool, long: bool):

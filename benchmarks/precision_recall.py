@@ -199,8 +199,9 @@ def measure_phases(real, generated, args) -> dict:
             shift = repeat % len(cases)
             for case_name, function in cases[shift:] + cases[:shift]:
                 phase(case_name, function, *arguments)
-        if args.baseline and not torch.equal(torch.as_tensor(values[f"baseline_{name}"]), torch.as_tensor(values[name])):
-            raise AssertionError(f"{name}: {values[name]} differs from the baseline's {values[f'baseline_{name}']}")
+        baseline_value = values.get(f"baseline_{name}")
+        if args.baseline and not torch.equal(torch.as_tensor(baseline_value), torch.as_tensor(values[name])):
+            raise AssertionError(f"{name}: {values[name]} differs from the baseline's {baseline_value}")
         return values[name]
 
     real_blocks = phase("norms_real", fidelity.FeatureBlocks, real, args.block_size, device, dtype, args.resident_bytes)
@@ -224,7 +225,8 @@ def measure_phases(real, generated, args) -> dict:
         "precision": precision_count / args.generated, "recall": recall_count / args.real,
         "seconds": {name: round(seconds, 2) for name, seconds in timings.items()},
         "cpu_seconds": {name: round(seconds, 2) for name, seconds in cpu_timings.items()},
-        "repeats": args.repeats, "runs_cpu_seconds": {name: [round(s, 2) for s in seconds] for name, seconds in cpu_runs.items()},
+        "repeats": args.repeats,
+        "runs_cpu_seconds": {name: [round(seconds, 2) for seconds in each] for name, each in cpu_runs.items()},
         "metric_seconds": round(metric_seconds, 1),
         "distances_per_second": round(distances / metric_seconds),
         "feature_gib": round((args.real + args.generated) * row_bytes / 2**30, 2),
