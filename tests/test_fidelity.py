@@ -1,7 +1,10 @@
-"""FID against scipy's sqrtm formula; improved precision/recall against brute force and prdc;
-the metrics.json a fidelity run writes."""
+"""FID against scipy's sqrtm formula; improved precision/recall against brute force and prdc, and
+against the block loops before panels (benchmarks.precision_recall); the metrics.json a fidelity
+run writes."""
 
+import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,10 @@ import torch
 
 from contamination.metrics import fidelity
 from contamination.io import read_json, write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
+
+from benchmarks.precision_recall import ReadCounter, streamed_covered_counts, streamed_radii  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -91,6 +98,83 @@ def test_precision_recall_do_not_depend_on_the_block_size(feature_sets):
     assert all(0 < count < total for count, total in zip(counts.pop(), (len(generated), len(real))))
 
 
+def block_bytes(features, block_size):
+    return block_size * features.shape[1] * 4  # float32
+
+
+@pytest.mark.parametrize("panel_blocks", [1, 3, 4, 100])
+def test_panels_give_the_radii_and_counts_of_the_block_loops_before_them(feature_sets, panel_blocks):
+    real, generated = feature_sets[0][:150], feature_sets[1][:70]
+    size = 16  # real: 10 blocks, the last one short; generated: 5 blocks
+
+    def blocks(features, resident_bytes):
+        return fidelity.FeatureBlocks(features, size, torch.device("cpu"), torch.float32, resident_bytes)
+
+    before = [blocks(features, block_bytes(features, size)) for features in (real, generated)]
+    after = [blocks(features, panel_blocks * block_bytes(features, size)) for features in (real, generated)]
+    radii_before = [streamed_radii(points, 5) for points in before]
+    radii_after = [fidelity.neighbourhood_radii(points, 5) for points in after]
+    assert all(torch.equal(old, new) for old, new in zip(radii_before, radii_after))  # bit for bit
+    counts = fidelity.covered_counts(*after, *radii_after)
+    assert counts == streamed_covered_counts(*before, *radii_before)
+    assert 0 < counts[0] < len(generated) and 0 < counts[1] < len(real)
+
+
+def test_resident_bytes_do_not_change_precision_and_recall(feature_sets):
+    real, generated = feature_sets
+    results = [fidelity.precision_recall(real, generated, k=5, block_size=32, resident_bytes=budget)
+               for budget in (1, block_bytes(real, 32) * 3, block_bytes(real, 32) * 5, 2**30)]
+    assert all(result == results[0] for result in results), results
+    assert 0 < results[0]["precision_count"] < len(generated) and 0 < results[0]["recall_count"] < len(real)
+
+
+def rows_read(features, block_size, resident_bytes, phase):
+    """Rows ``phase`` (radii of ``features[0]``, or coverage of the two sets) reads out of the feature
+    files; the norms pass, and the radii coverage needs, not included."""
+    counters = [ReadCounter(array) for array in features]
+    points = [fidelity.FeatureBlocks(counter, block_size, torch.device("cpu"), torch.float32, resident_bytes)
+              for counter in counters]
+    radii = [fidelity.neighbourhood_radii(blocks, 5) for blocks in points] if phase == "coverage" else None
+    before = sum(counter.rows_read for counter in counters)
+    if phase == "radii":
+        fidelity.neighbourhood_radii(points[0], 5)
+    else:
+        fidelity.covered_counts(*points, *radii)
+    return sum(counter.rows_read for counter in counters) - before
+
+
+def test_radii_read_each_block_once_per_panel_before_it_not_once_per_block_pair(feature_sets):
+    real = feature_sets[0][:160]  # 10 blocks of 16 rows
+    one_block = block_bytes(real, 16)
+    # Before panels: each row block, then every block from it on, anew: 160 + 16 * (10 + 9 + ... + 1) = 1040.
+    # Panels of one block: each block, then the blocks after it: 160 + 16 * (9 + 8 + ... + 0).
+    assert rows_read([real], 16, one_block, "radii") == 160 + 16 * 45
+    # Panels of 4 blocks (rows 0-63, 64-127, 128-159): each panel once, then the 6 and 2 blocks after the first two.
+    assert rows_read([real], 16, 4 * one_block, "radii") == 160 + 16 * (6 + 2)
+    # The whole set fits: every row converted once.
+    assert rows_read([real], 16, 10 * one_block, "radii") == 160
+
+
+def test_coverage_holds_panels_of_one_set_and_streams_the_other_once_per_panel(feature_sets):
+    real, generated = feature_sets[0][:160], feature_sets[1][:48]  # 10 and 3 blocks of 16 rows
+    one_block = block_bytes(real, 16)
+    # One block resident: the generated set is held block by block, the real set streams 3 times.
+    assert rows_read([real, generated], 16, one_block, "coverage") == 48 + 3 * 160
+    # 3 blocks: all generated rows stay resident, the real set streams once.
+    assert rows_read([real, generated], 16, 3 * one_block, "coverage") == 48 + 160
+    # Before panels the generated set was converted anew for each of the 10 real blocks.
+    assert rows_read([real, generated], 16, one_block, "coverage") < 160 + 10 * 48
+
+
+def test_coverage_holds_the_smaller_set_when_either_costs_the_same_copies(feature_sets):
+    real, generated = feature_sets[0][:160], feature_sets[1][:48]
+    points = [fidelity.FeatureBlocks(features, 16, torch.device("cpu"), torch.float32, 2**20)
+              for features in (real, generated)]  # both sets fit: each converted once whichever is held
+    pairs = [(row_start, column_start) for row_start, _, column_start, _ in fidelity.cross_block_pairs(*points)]
+    # The generated blocks stay resident while each real block streams past them.
+    assert pairs == [(row_start, column_start) for row_start in range(0, 160, 16) for column_start in (0, 16, 32)]
+
+
 def test_precision_recall_equal_prdc(feature_sets):
     import prdc  # the reference implementation, pinned in requirements.lock
 
@@ -116,6 +200,7 @@ def run_fidelity(tmp_path, generated, references, kind, training=None, sample_si
     args = types.SimpleNamespace(
         generated=str(paths["generated"]), reference=[f"{name}={paths[name]}" for name in references], kind=kind,
         k=5, block_size=32, device="cpu", training=training, out=str(out), sample_size=sample_size, seed=seed, fd_name=None,
+        resident_bytes=2 * 32 * 24 * 4,  # panels of 2 blocks of the 24-wide test features
     )
     fidelity.run_fidelity(args)
     return read_json(out)

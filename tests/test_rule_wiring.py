@@ -12,6 +12,7 @@ import yaml
 from contamination import config as cfg
 from contamination.experiments import iddpm
 from contamination.generation import generators
+from contamination.metrics import fidelity
 from contamination.__main__ import build_parser
 from helpers import SMOKE_CONFIG, snakemake, write_yaml
 
@@ -56,6 +57,7 @@ def test_fidelity_jobs_get_the_configured_k_and_block_size(commands):
     for args in jobs(parsed, "fidelity"):
         assert args.k == 3, "fidelity.k not passed to the fidelity command (its default 5 is the paper's)"
         assert args.block_size == config["fidelity"]["block_size"]
+        assert args.resident_bytes == config["fidelity"]["resident_bytes"] != fidelity.DEFAULT_RESIDENT_BYTES
         assert args.device == config["fidelity"]["device"]
 
 

@@ -190,7 +190,7 @@ RUNTIME_KEYS = {
     "filtering": ("device", "num_workers", "feature_batch_size"),
     "iddpm": ("device", "num_workers", "log_every", "checkpoint_every", "checkpoint_every_minutes", "keep_checkpoint",
               "sample_batch_size"),
-    "fidelity": ("device", "num_workers", "feature_batch_size", "block_size"),
+    "fidelity": ("device", "num_workers", "feature_batch_size", "block_size", "resident_bytes"),
 }
 
 

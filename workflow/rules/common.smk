@@ -553,7 +553,9 @@ def get_feature_arguments(wildcards):
 get_feature_runtime_arguments = get_runtime_arguments(
     "fidelity", {"--batch-size": "feature_batch_size", "--workers": "num_workers", "--device": "device"})
 get_image_cache_runtime_arguments = get_runtime_arguments("iddpm", {"--workers": "num_workers"})
-get_fidelity_runtime_arguments = get_runtime_arguments("fidelity", {"--block-size": "block_size", "--device": "device"})
+get_fidelity_runtime_arguments = get_runtime_arguments(
+    "fidelity", {"--block-size": "block_size", "--resident-bytes": "resident_bytes", "--device": "device"}
+)
 
 
 def get_image_set_arguments(wildcards):

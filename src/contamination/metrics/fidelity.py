@@ -17,9 +17,15 @@ recall = share of real points covered by the generated set.
 Distances are computed in row x column blocks of ``block_size`` (squared distances via
 ``|x|^2 + |y|^2 - 2 x.y``, in float32 by default, float64 on request): every point keeps its k+1
 smallest squared distances while the blocks pass by (within a set each pair of blocks is
-computed once and serves both), so memory is a few blocks however large the sets are (1.28M
-ImageNet training images against 50k, Table 4). Same numbers for any block size. Runs on the
-GPU when there is one.
+computed once and serves both), so memory is bounded however large the sets are (1.28M
+ImageNet training images against 50k, Table 4). Converting a block (a copy out of the
+memory-mapped feature file, to the device) is not free either: a panel of as many consecutive
+row blocks as fit in ``resident_bytes`` stays resident while the other blocks stream past it once
+per panel, so a set that fits is converted once per pass, and 1.28M x 2048 float32 features are
+copied about 3 times for the radii (2 GiB panels: 31 GB) instead of once per block pair (2.7 TB). Same
+numbers for any block size and any ``resident_bytes`` (the same block pairs are computed, and the
+k+1 smallest distances do not depend on the order they arrive in). Runs on the GPU when there is
+one.
 
 Command: ``fidelity`` writes a run's metrics.json (records.write_metrics contract). With
 ``--sample-size`` each set larger than it is cut to a seeded random subsample first (Table 4:
@@ -36,6 +42,7 @@ from contamination.mixtures.manifests import named_rng
 
 DINOV2_FD = "FD_DINOv2"  # the Fréchet distance on DINOv2 features (Stein et al., 2023)
 DEFAULT_BLOCK = 2500  # rows per distance block: 25 MB of float32 distances, well cached
+DEFAULT_RESIDENT_BYTES = 2 * 2**30  # converted feature blocks held at once: a panel of rows
 STATISTICS_BLOCK = 8192
 
 
@@ -83,15 +90,18 @@ def fid(features_1, features_2) -> float:
 
 class FeatureBlocks:
     """Row blocks of a feature matrix (numpy array or memory map) as tensors on ``device``,
-    with the squared norms of all rows."""
+    with the squared norms of all rows; blocks are held in panels of at most ``resident_bytes``
+    (at least one block)."""
 
-    def __init__(self, features, block_size: int, device, dtype):
+    def __init__(self, features, block_size: int, device, dtype, resident_bytes: int = DEFAULT_RESIDENT_BYTES):
         import torch
 
         self.features = features
         self.block_size = block_size
         self.device = device
         self.dtype = dtype
+        block_bytes = block_size * features.shape[1] * torch.finfo(dtype).bits // 8
+        self.panel_rows = block_size * max(1, resident_bytes // max(1, block_bytes))
         self.norms = torch.cat([(block * block).sum(dim=1) for _, block in self.blocks()]) if len(self) else None
 
     def __len__(self) -> int:
@@ -99,15 +109,31 @@ class FeatureBlocks:
 
     def blocks(self, first_row: int = 0):
         """(first row, block tensor) pairs covering every row from ``first_row`` (a block
-        start) on, in order."""
+        start) on, in order, each converted as it comes."""
+        for start in range(first_row, len(self.features), self.block_size):
+            yield start, self.block(start)
+
+    def block(self, start: int):
         import numpy as np
         import torch
 
         numpy_dtype = {torch.float32: np.float32, torch.float64: np.float64}[self.dtype]
-        for start in range(first_row, len(self.features), self.block_size):
-            # A copy: memory-mapped feature files are read-only, which torch does not accept.
-            block = np.array(self.features[start:start + self.block_size], dtype=numpy_dtype, order="C", copy=True)
-            yield start, torch.from_numpy(block).to(self.device)
+        # A copy: memory-mapped feature files are read-only, which torch does not accept.
+        block = np.array(self.features[start:start + self.block_size], dtype=numpy_dtype, order="C", copy=True)
+        return torch.from_numpy(block).to(self.device)
+
+    def panels(self):
+        """Lists of consecutive (first row, block tensor) pairs of at most ``panel_rows`` rows,
+        covering every row in order."""
+        for panel_start in range(0, len(self), self.panel_rows):
+            panel_end = min(panel_start + self.panel_rows, len(self))
+            panel = [(start, self.block(start)) for start in range(panel_start, panel_end, self.block_size)]
+            yield panel
+            # The caller's loop variable still holds this list while the next panel is loaded.
+            panel.clear()
+
+    def panel_count(self) -> int:
+        return -(-len(self) // self.panel_rows)
 
 
 def squared_distances(rows, row_norms, columns, column_norms):
@@ -121,7 +147,8 @@ def neighbourhood_radii(points: FeatureBlocks, k: int):
     itself counting as the 0th), as a tensor on the points' device.
 
     Distances are symmetric, so each pair of blocks is computed once (the upper triangle) and
-    updates the nearest neighbours of both its row and its column points.
+    updates the nearest neighbours of both its row and its column points. The pairs within a
+    panel come from the panel; the blocks after it are converted once per panel.
     """
     import torch
 
@@ -134,16 +161,24 @@ def neighbourhood_radii(points: FeatureBlocks, k: int):
         rows = slice(first, first + len(candidates))
         nearest[rows] = torch.cat([nearest[rows], candidates], dim=1).topk(k + 1, dim=1, largest=False).values
 
-    for row_start, rows in points.blocks():
-        row_norms = points.norms[row_start:row_start + len(rows)]
-        for column_start, columns in points.blocks(first_row=row_start):
-            distances = squared_distances(rows, row_norms, columns, points.norms[column_start:column_start + len(columns)])
-            if column_start == row_start:
-                # The point itself is at distance exactly 0 (the expansion leaves round-off there).
-                distances.fill_diagonal_(0.0)
-            merge(row_start, distances.topk(min(k + 1, len(columns)), dim=1, largest=False).values)
-            if column_start != row_start:
-                merge(column_start, distances.topk(min(k + 1, len(rows)), dim=0, largest=False).values.T)
+    def pair(row_start, rows, column_start, columns):
+        distances = squared_distances(rows, points.norms[row_start:row_start + len(rows)],
+                                      columns, points.norms[column_start:column_start + len(columns)])
+        if column_start == row_start:
+            # The point itself is at distance exactly 0 (the expansion leaves round-off there).
+            distances.fill_diagonal_(0.0)
+        merge(row_start, distances.topk(min(k + 1, len(columns)), dim=1, largest=False).values)
+        if column_start != row_start:
+            merge(column_start, distances.topk(min(k + 1, len(rows)), dim=0, largest=False).values.T)
+
+    for panel in points.panels():
+        for index, (row_start, rows) in enumerate(panel):
+            for column_start, columns in panel[index:]:
+                pair(row_start, rows, column_start, columns)
+        panel_end = panel[-1][0] + len(panel[-1][1])
+        for column_start, columns in points.blocks(first_row=panel_end):
+            for row_start, rows in panel:
+                pair(row_start, rows, column_start, columns)
     return nearest[:, k].contiguous()
 
 
@@ -154,24 +189,41 @@ def covered_counts(real: FeatureBlocks, generated: FeatureBlocks, real_radii, ge
 
     generated_covered = torch.zeros(len(generated), dtype=torch.bool, device=generated.device)
     real_covered = torch.zeros(len(real), dtype=torch.bool, device=real.device)
-    for row_start, rows in real.blocks():
-        row_end = row_start + len(rows)
-        for column_start, columns in generated.blocks():
-            column_end = column_start + len(columns)
-            distances = squared_distances(rows, real.norms[row_start:row_end], columns, generated.norms[column_start:column_end])
-            generated_covered[column_start:column_end] |= (distances <= real_radii[row_start:row_end, None]).any(dim=0)
-            real_covered[row_start:row_end] |= (distances <= generated_radii[None, column_start:column_end]).any(dim=1)
+    for row_start, rows, column_start, columns in cross_block_pairs(real, generated):
+        row_end, column_end = row_start + len(rows), column_start + len(columns)
+        distances = squared_distances(rows, real.norms[row_start:row_end], columns, generated.norms[column_start:column_end])
+        generated_covered[column_start:column_end] |= (distances <= real_radii[row_start:row_end, None]).any(dim=0)
+        real_covered[row_start:row_end] |= (distances <= generated_radii[None, column_start:column_end]).any(dim=1)
     return int(generated_covered.sum()), int(real_covered.sum())
 
 
-def precision_recall(real, generated, k: int = 5, block_size: int = DEFAULT_BLOCK, device="cpu", dtype=None):
+def cross_block_pairs(rows: FeatureBlocks, columns: FeatureBlocks):
+    """(row start, row block, column start, column block) for every pair of a row block and a
+    column block, once: panels of one set stay resident while the other set's blocks stream past
+    each panel, the set held chosen for the fewer rows converted, then for the fewer rows held."""
+    def cost(held, streamed):
+        return len(held) + len(streamed) * held.panel_count(), len(held)
+
+    rows_held = cost(rows, columns) <= cost(columns, rows)
+    held, streamed = (rows, columns) if rows_held else (columns, rows)
+    for panel in held.panels():
+        for streamed_start, streamed_block in streamed.blocks():
+            for held_start, held_block in panel:
+                if rows_held:
+                    yield held_start, held_block, streamed_start, streamed_block
+                else:
+                    yield streamed_start, streamed_block, held_start, held_block
+
+
+def precision_recall(real, generated, k: int = 5, block_size: int = DEFAULT_BLOCK, device="cpu", dtype=None,
+                     resident_bytes: int = DEFAULT_RESIDENT_BYTES):
     """{"precision", "recall", "precision_count", "recall_count"} of ``generated`` against
     ``real`` (feature matrices, rows = images)."""
     import torch
 
     dtype = torch.float32 if dtype is None else dtype
-    real_blocks = FeatureBlocks(real, block_size, torch.device(device), dtype)
-    generated_blocks = FeatureBlocks(generated, block_size, torch.device(device), dtype)
+    real_blocks = FeatureBlocks(real, block_size, torch.device(device), dtype, resident_bytes)
+    generated_blocks = FeatureBlocks(generated, block_size, torch.device(device), dtype, resident_bytes)
     precision_count, recall_count = covered_counts(
         real_blocks, generated_blocks, neighbourhood_radii(real_blocks, k), neighbourhood_radii(generated_blocks, k)
     )
@@ -197,7 +249,8 @@ def metric_names(kind: str, reference: str, k: int, fd_name=None) -> dict:
     return {**names, "precision": f"precision_vs_{reference}", "recall": f"recall_vs_{reference}"}
 
 
-def evaluate(generated, references: dict, kind: str, k: int, block_size: int, device, dtype=None, fd_name=None):
+def evaluate(generated, references: dict, kind: str, k: int, block_size: int, device, dtype=None, fd_name=None,
+             resident_bytes: int = DEFAULT_RESIDENT_BYTES):
     """(metrics, reasons) of ``generated`` features against each named reference feature set."""
     metrics, reasons = {}, {}
     for reference, real in references.items():
@@ -210,7 +263,7 @@ def evaluate(generated, references: dict, kind: str, k: int, block_size: int, de
             continue
         if "fid" in names:
             metrics[names["fid"]] = fid(generated, real)
-        scores = precision_recall(real, generated, k, block_size, device, dtype)
+        scores = precision_recall(real, generated, k, block_size, device, dtype, resident_bytes)
         metrics[names["precision"]] = scores["precision"]
         metrics[names["recall"]] = scores["recall"]
     return metrics, reasons
@@ -239,6 +292,8 @@ def add_commands(subparsers) -> None:
                         help="samples: FID, precision@k, recall@k (Table 3); dataset: precision, recall (Table 4)")
     parser.add_argument("--k", type=int, default=5, help="neighbourhood size")
     parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK, help="rows and columns per distance block")
+    parser.add_argument("--resident-bytes", type=int, default=DEFAULT_RESIDENT_BYTES,
+                        help="converted feature blocks held at once (a panel of row blocks; at least one block)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--sample-size", type=int, help="compare a seeded random subsample of this many "
                                                           "items of each larger set (default: whole sets)")
@@ -294,7 +349,7 @@ def run_fidelity(args) -> None:
                   for name, path in references.items()}
         set_sizes = {"generated": len(generated), **{name: len(real) for name, real in loaded.items()}}
         metrics, reasons = evaluate(generated, loaded, args.kind, args.k, args.block_size, device, torch.float32,
-                                    args.fd_name)
+                                    args.fd_name, args.resident_bytes)
     record = dict(records.provenance(spec, args.seed, world_size=1, device=device.type), set_sizes=set_sizes)
     records.write_metrics(args.out, metrics, reasons, status, record)
     print(json.dumps({"status": status, "metrics": metrics}))
