@@ -1,5 +1,6 @@
 """Workflow overhead: the dry run of the paper DAG (time, job count), the start-up of CLI jobs,
-and (with --long) the wall time of the whole smoke workflow.
+and (with --long) the wall time of the whole `make smoke` against its 6-minute target, with the
+smoke run's job time per stage.
 
 Baselines: for the dry run, Snakemake planning a one-rule workflow with the same number of jobs
 (what Snakemake itself costs per job, so the speed-up says what our Snakefile's input functions
@@ -129,20 +130,39 @@ def startup_rows(workdir, repeats: int):
     return rows
 
 
+# What `make smoke` runs after set-up (Makefile), its reports left out: the smoke run, then the budget tier in miniature.
+SMOKE_RUNS = {
+    "smoke": ["--configfile", PROJECT / "config" / "smoke.yaml"],
+    "smoke-budget": ["--configfile", *(PROJECT / "config" / name for name in ("budget.yaml", "smoke.yaml", "smoke-budget.yaml"))],
+}
+SMOKE_TARGET_SECONDS = 6 * 60
+
+
 def smoke_row(workdir):
-    """`make smoke` after set-up: the smoke workflow from nothing, in a fresh directory."""
+    """`make smoke` after set-up, from nothing in a fresh directory: its wall time against the
+    6-minute target, and the smoke run's job time per stage (reporting/timings.py)."""
+    from contamination.reporting.timings import read_benchmarks, stage_table
+
     directory = workdir / "smoke"
     directory.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "snakemake", "-s", SNAKEFILE, "--cores", "1", "--configfile",
-               PROJECT / "config" / "smoke.yaml"]
-    result = run_command(command, cwd=directory, env=project_environment(), check=False)
-    jobs = result["stdout"].count("Finished jobid") + result["stderr"].count("Finished jobid")
-    note = f"{jobs} jobs; CPU {result['cpu_seconds']:.0f} s (with the jobs' processes)"
-    if result["returncode"] != 0:
-        note += f"; FAILED (exit {result['returncode']}): {result['stderr'][-300:]}"
-    return row(GROUP, "make smoke (snakemake --cores 1, config/smoke.yaml, fresh directory)", unit="s",
-               basis="wall", baseline_label="-", baseline=None, ours=result["seconds"], higher_is_better=False,
-               ours_peak_mib=result["peak_mib"], note=note, returncode=result["returncode"])
+    seconds = cpu_seconds = jobs = 0
+    peak, failures = 0.0, []
+    for name, configs in SMOKE_RUNS.items():
+        command = [sys.executable, "-m", "snakemake", "-s", SNAKEFILE, "--cores", "all", *configs]
+        result = run_command(command, cwd=directory, env=project_environment(), check=False)
+        seconds += result["seconds"]
+        cpu_seconds += result["cpu_seconds"]
+        peak = max(peak, result["peak_mib"] or 0.0)
+        jobs += result["stdout"].count("Finished jobid") + result["stderr"].count("Finished jobid")
+        if result["returncode"] != 0:
+            failures.append(f"{name} FAILED (exit {result['returncode']}): {result['stderr'][-300:]}")
+    stages = stage_table(read_benchmarks(directory / "results" / "smoke" / "benchmarks"))
+    note = "; ".join([f"{jobs} jobs; CPU {cpu_seconds:.0f} s (with the jobs' processes)", *failures])
+    return row(GROUP, "make smoke (the smoke run, then smoke-budget; --cores all, fresh directory)", unit="s",
+               basis="wall", baseline_label="-", baseline=None, ours=seconds, higher_is_better=False,
+               ours_peak_mib=peak, target=f"{SMOKE_TARGET_SECONDS // 60} min",
+               target_met=not failures and seconds <= SMOKE_TARGET_SECONDS, note=note,
+               returncode=1 if failures else 0, stages=stages.to_dict(orient="records"))
 
 
 def run_group(workdir, quick: bool, long: bool):

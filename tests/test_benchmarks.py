@@ -105,3 +105,27 @@ def test_the_generation_benchmark_builds_and_loads_the_tiny_pipeline(tmp_path):
     assert generation.tiny_pipeline_dir(tmp_path) == directory
     pipeline = load_pipeline(directory, config.load()["generation"])
     assert pipeline.unet.config.sample_size > 0
+
+
+def test_the_smoke_row_adds_both_runs_against_the_six_minute_target_and_a_failure_misses_it(tmp_path, monkeypatch):
+    from benchmarks import workflow
+
+    def finished_run(argv, cwd=None, env=None, check=True):
+        stage = Path(cwd) / "results" / "smoke" / "benchmarks" / "classify"
+        stage.mkdir(parents=True, exist_ok=True)
+        (stage / "resnet50-in.tsv").write_text("s\th:m:s\tmax_rss\tcpu_time\n100.0\t0:01:40\t900\t150.0\n")
+        failed = "smoke-budget.yaml" in " ".join(map(str, argv)) and fail
+        return {"seconds": 200.0, "cpu_seconds": 300.0, "peak_mib": 900.0, "returncode": 1 if failed else 0,
+                "stdout": "Finished jobid: 1\nFinished jobid: 2\n", "stderr": "boom" if failed else ""}
+
+    monkeypatch.setattr(workflow, "run_command", finished_run)
+    fail = False
+    result = workflow.smoke_row(tmp_path)
+    assert result["ours"] == 400.0 and result["target"] == "6 min" and result["target_met"] is False
+    assert result["note"].startswith("4 jobs; CPU 600 s")
+    assert result["stages"][0]["stage"] == "classify" and result["stages"][0]["cpu_seconds"] == 150.0
+    monkeypatch.setattr(workflow, "SMOKE_TARGET_SECONDS", 400)
+    assert workflow.smoke_row(tmp_path)["target_met"] is True
+    fail = True
+    failed = workflow.smoke_row(tmp_path)
+    assert failed["target_met"] is False and "smoke-budget FAILED (exit 1): boom" in failed["note"]
