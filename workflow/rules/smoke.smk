@@ -11,6 +11,8 @@ if config["synthetic"]["enabled"]:
             [directory(root) for root in get_synthetic_roots()],
         log:
             LOGS / "synthetic_sources.log",
+        benchmark:
+            BENCHMARKS / "synthetic_sources.tsv"
         params:
             spec=get_synthetic_spec(),
         conda:
@@ -26,6 +28,8 @@ if config["models"]["build_tiny"]:
             directory(get_model("stable_diffusion")),
         log:
             LOGS / "models" / "tiny_sd.log",
+        benchmark:
+            BENCHMARKS / "models" / "tiny_sd.tsv"
         params:
             seed=config["seed"],
         conda:
@@ -41,6 +45,8 @@ if config["models"]["build_tiny"]:
                 directory(generators.tiny_pipeline_location(config, "{family}")),
             log:
                 LOGS / "models" / "tiny_pipeline_{family}.log",
+            benchmark:
+                BENCHMARKS / "models" / "tiny_pipeline_{family}.tsv"
             params:
                 seed=config["seed"],
             wildcard_constraints:
@@ -59,6 +65,8 @@ if config["models"]["build_tiny"]:
             directory(get_model("blip")),
         log:
             LOGS / "models" / "tiny_blip.log",
+        benchmark:
+            BENCHMARKS / "models" / "tiny_blip.tsv"
         params:
             prompt=config["captioning"]["prompt"],
             image_size=config["captioning"]["image_size"],
@@ -75,6 +83,8 @@ if config["models"]["build_tiny"]:
             get_model("resnet50_detector"),
         log:
             LOGS / "models" / "tiny_resnet50.log",
+        benchmark:
+            BENCHMARKS / "models" / "tiny_resnet50.tsv"
         params:
             seed=config["seed"],
         conda:
@@ -88,6 +98,8 @@ if config["models"]["build_tiny"]:
             get_model("inception"),
         log:
             LOGS / "models" / "tiny_inception.log",
+        benchmark:
+            BENCHMARKS / "models" / "tiny_inception.tsv"
         params:
             seed=config["seed"],
             resolution=config["fidelity"]["inception_resolution"],
@@ -109,6 +121,8 @@ if config["models"]["build_tiny"]:
                 directory(get_model(_key)),
             log:
                 LOGS / "models" / f"tiny_{_key}.log",
+            benchmark:
+                BENCHMARKS / "models" / f"tiny_{_key}.tsv"
             params:
                 kind=_kind,
                 image_size=config["synthetic"]["image_size"],
