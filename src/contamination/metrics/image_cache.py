@@ -32,6 +32,11 @@ Commands: ``image-cache`` and ``gather-rows``.
 """
 
 from contamination.errors import ConfigError, DataError
+from contamination.experiments.filtering import filtered_runs
+from contamination.formats import MANIFEST_COLUMNS
+from contamination.io import write_parquet
+from contamination.metrics.features import ImagesOnly, image_batches, write_rows
+from contamination.mixtures.manifests import read_items, subsampled
 
 GATHER_ROWS = 4096  # manifest rows gathered per write: 48 MiB at 64 px
 
@@ -64,7 +69,6 @@ def add_commands(subparsers) -> None:
 
 def mixture_datasets(config: dict, mixture: str) -> list:
     """The datasets mixture ``mixture`` (or the one a filtered mixture filters) draws from."""
-    from contamination.experiments.filtering import filtered_runs
 
     filtered = filtered_runs(config)
     name = filtered[mixture][0] if mixture in filtered else mixture
@@ -82,9 +86,6 @@ def cache_items(index, dataset: str, train_subset=None, seed=None):
     import numpy as np
     import pyarrow as pa
 
-    from contamination.formats import MANIFEST_COLUMNS
-    from contamination.mixtures.manifests import read_items, subsampled
-
     if (train_subset is None) != (seed is None):
         raise ConfigError("image-cache: --train-subset and --seed go together")
     items = read_items(index, dataset)
@@ -99,9 +100,6 @@ def cache_items(index, dataset: str, train_subset=None, seed=None):
 
 def run_image_cache(args) -> None:
     import pyarrow as pa
-
-    from contamination.io import write_parquet
-    from contamination.metrics.features import ImagesOnly, image_batches, write_rows
 
     items = cache_items(args.index, args.dataset, args.train_subset, args.seed)
     images = ImagesOnly(items, args.size, args.reduced_jpeg_decode)
@@ -167,8 +165,6 @@ def gathered_batches(arrays: list, which, rows):
 
 def run_gather_rows(args) -> None:
     import numpy as np
-
-    from contamination.metrics.features import write_rows
 
     caches = {}
     for name, array_path, uris_path in args.cache:
