@@ -274,6 +274,16 @@ def test_non_finite_weights_are_divergence(scaled):
         amp_step(model, optimizer, watch, 1.0)  # found before the next update
 
 
+def test_a_step_with_a_finite_loss_does_not_read_the_weights():
+    model, optimizer, watch = amp_run()
+    with torch.no_grad():
+        model.weight[0, 0] = math.nan  # the forward pass below never uses it
+    model.forward = lambda inputs: model.bias.expand(len(inputs), 2)
+    amp_step(model, optimizer, watch, 1.0)  # its loss is finite: no pass over the weights
+    with pytest.raises(training.Diverged, match="non-finite weights at optimizer step 1"):
+        watch.check_weights(CPU)  # the check at the end of training finds them
+
+
 def test_without_a_scaler_a_non_finite_loss_diverges_before_the_update():
     model, optimizer, _ = amp_run()
     watch = training.StepWatch(model)
