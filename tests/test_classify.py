@@ -81,8 +81,17 @@ def test_a_tiny_model_learns_a_separable_set_well_above_chance(image_sets, tmp_p
     assert set(metrics) == set(classify.METRIC_NAMES)
 
 
+def test_a_run_shorter_than_the_checkpoint_interval_saves_once_at_its_end(image_sets, tmp_path, monkeypatch):
+    saved, real_save = [], training.Checkpointer.save
+    monkeypatch.setattr(training.Checkpointer, "save",
+                        lambda self, position, **objects: (saved.append(position), real_save(self, position, **objects)))
+    run(tiny_spec(), image_sets, tmp_path)  # 3 epochs in seconds, checkpoint_every_minutes 30
+    assert saved == [training.Position(3, 0)]
+    assert final_checkpoint(tmp_path)["position"] == {"epoch": 3, "step": 0}
+
+
 def test_resume_after_a_crash_at_an_epoch_end_gives_identical_weights(image_sets, tmp_path, monkeypatch):
-    spec = tiny_spec()
+    spec = dict(tiny_spec(), checkpoint_every_minutes=0)  # due at every epoch end (and step)
     run(spec, image_sets, tmp_path / "straight")
     straight = final_checkpoint(tmp_path / "straight")
 

@@ -204,11 +204,13 @@ def cancel_after_first_checkpoint(cluster, run_id: str, checkpoint: Path, proces
 
 def smaller_smoke_config() -> dict:
     """An overlay on the smoke config that keeps the test short: SD-ImageNet in two shards (one
-    of them fails once), a ResNet-50 trained for two epochs (cancelled in the second)."""
+    of them fails once), a ResNet-50 trained for two epochs that checkpoints after every step (a
+    wall-time interval of 0.06 s), so it is cancelled with a checkpoint to resume from."""
     smoke = yaml.safe_load(SMOKE_CONFIG.read_text())
     generated = [dict(spec, per_class=8) if spec["name"] == "sd_imagenet" else spec for spec in smoke["generated"]]
     model, _ = TRAINING
-    return {"generated": generated, "classification": {"models": {model: {"epochs": 2}}}}
+    return {"generated": generated,
+            "classification": {"checkpoint_every_minutes": 0.001, "models": {model: {"epochs": 2}}}}
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +318,8 @@ def test_cancelled_training_resumes_from_its_checkpoint_on_the_retry(smoke_run):
     model, mixture = TRAINING
     directory = smoke_run["results"]
     log = (directory / "logs" / "classify" / model / f"{mixture}.log").read_text()
-    assert re.search(r"resuming from \S+checkpoint.pt at epoch [1-9]", log), log[-3000:]
+    resumed = re.search(r"resuming from \S+checkpoint.pt at epoch (\d+), step (\d+)", log)
+    assert resumed and resumed.groups() != ("0", "0"), log[-3000:]
     metrics = json.loads((directory / "classify" / model / mixture / "metrics.json").read_text())
     assert metrics["provenance"]["world_size"] == TEST_MAX_GPUS  # torchrun: a process per GPU
 

@@ -180,6 +180,19 @@ def test_stop_signal_sets_the_flag_and_check_step_reports_it(restore_signal_hand
     assert training.check_step(torch.tensor(1.0), stop, CPU) is training.StepEnd.STOP
 
 
+def test_an_epoch_end_saves_only_when_the_interval_has_passed_or_the_run_ends(tmp_path):
+    clock, model = FakeClock(), small_model()
+    checkpointer = training.Checkpointer(tmp_path, CPU, "x", every_minutes=30, clock=clock)
+    clock.now += 30 * 60 - 1
+    checkpointer.end_epoch(training.Position(1, 0), False, model=model)
+    assert not checkpointer.path.exists()
+    clock.now += 1
+    checkpointer.end_epoch(training.Position(2, 0), False, model=model)
+    assert torch.load(checkpointer.path, weights_only=True)["position"] == {"epoch": 2, "step": 0}
+    checkpointer.end_epoch(training.Position(3, 0), True, model=model)  # the last epoch: always
+    assert torch.load(checkpointer.path, weights_only=True)["position"] == {"epoch": 3, "step": 0}
+
+
 def test_a_checkpoint_is_due_after_its_wall_time_and_each_save_restarts_the_clock(tmp_path):
     clock, loss, model = FakeClock(), torch.tensor(1.0), small_model()
     checkpointer = training.Checkpointer(tmp_path, CPU, "x", every_minutes=30, clock=clock)
@@ -475,23 +488,27 @@ import torch
 from contamination.experiments import training
 
 env = training.setup_distributed("cpu")
-times = iter([0.0, 0.0 if env.rank == 0 else 3600.0])  # construction, then the step: only rank 1 is due
+due = 0.0 if env.rank == 0 else 3600.0
+times = iter([0.0, due, due])  # construction, the step, the epoch's end: only rank 1 is due (then the save)
 
 
 class NoStop:
     requested = False
 
 
-checkpointer = training.Checkpointer(sys.argv[1], env, "abc", every_minutes=30, clock=lambda: next(times))
+checkpointer = training.Checkpointer(sys.argv[1], env, "abc", every_minutes=30, clock=lambda: next(times, 7200.0))
 end = training.check_step(torch.tensor(1.0), NoStop(), env, checkpointer=checkpointer)
+checkpointer.end_epoch(training.Position(1, 0), False, model=torch.nn.Linear(1, 1))
+saved = torch.load(checkpointer.path, weights_only=True)["position"]
 with open(f"{sys.argv[2]}-{env.rank}", "w") as handle:
-    json.dump(end.name, handle)
+    json.dump([end.name, saved], handle)
 training.teardown_distributed(env)
 """
 
 
 def test_one_ranks_checkpoint_timer_makes_every_rank_checkpoint(tmp_path):
-    """save() is collective: all ranks must agree that a wall-time checkpoint is due."""
+    """save() is collective: all ranks must agree that a wall-time checkpoint is due, mid-epoch
+    (check_step) and at an epoch's end (end_epoch)."""
     script = tmp_path / "timer.py"
     script.write_text(TIMER_TWO_RANKS)
     torchrun = pathlib.Path(sys.executable).parent / "torchrun"
@@ -499,4 +516,5 @@ def test_one_ranks_checkpoint_timer_makes_every_rank_checkpoint(tmp_path):
                              str(tmp_path / "checkpoints"), str(tmp_path / "report")],
                             env=environment() | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [json.loads((tmp_path / f"report-{rank}").read_text()) for rank in (0, 1)] == ["CHECKPOINT"] * 2
+    assert [json.loads((tmp_path / f"report-{rank}").read_text()) for rank in (0, 1)] == \
+        [["CHECKPOINT", {"epoch": 1, "step": 0}]] * 2

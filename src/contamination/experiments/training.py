@@ -23,7 +23,8 @@ captioning, IDDPM, MAE) uses it the same way::
                 loss.backward(); watch.step(optimizer)          # through the AMP GradScaler if any
                 checkpointer.after_step(end, training.Position(epoch, step + 1), model=model, ...)
             scheduler.step()
-            checkpointer.save(training.Position(epoch + 1, 0), model=model, ...)
+            checkpointer.save(training.Position(epoch + 1, 0), model=model, ...)  # or end_epoch(...,
+            #   last=epoch + 1 == epochs): only when due or last (classification)
         watch.check_weights(env)
     except training.Diverged as error:
         metrics, reasons = records.unavailable(METRIC_NAMES, str(error))    # -> status "diverged"
@@ -405,6 +406,12 @@ class Checkpointer:
                 torch.save(payload, temporary)
         barrier(self.env)
         self.last_saved = self.clock()
+
+    def end_epoch(self, position: Position, last: bool, **objects) -> None:
+        """At an epoch's end, save if it was the run's ``last`` epoch or if ``due()`` on any rank
+        (collective, like save): the wall-time interval, not the epoch, sets how much is written."""
+        if last or all_reduce_max([float(self.due())], self.env)[0]:
+            self.save(position, **objects)
 
     def after_step(self, end: "StepEnd", position: Position, **objects) -> None:
         """Finish a training step that check_step returned ``end`` for: save at ``position`` (the
