@@ -390,7 +390,7 @@ def test_commands_restore_the_exact_settings_from_job_settings(overlay):
 
 def test_runtime_keys_travel_apart_from_the_compared_settings():
     """In the smoke config some run-time keys are away from their defaults (no loader workers,
-    print every step): the compared settings JSON has none of them, --runtime has them, and
+    print every step, checkpoints not kept): the compared settings JSON has none of them, --runtime has them, and
     --runtime refuses a key that shapes outputs."""
     from contamination.experiments import classify
 
@@ -403,7 +403,7 @@ def test_runtime_keys_travel_apart_from_the_compared_settings():
             keys = set(cfg.RUNTIME_KEYS[runtime_sections[verb]])
             assert not set(sent) & keys and set(runtime) <= keys, (verb, sent, runtime)
     classification = cfg.runtime_settings("classification", smoke["classification"], classify.SPEC_KEYS)
-    assert classification == {"num_workers": 0, "print_freq": 1}
+    assert classification == {"num_workers": 0, "print_freq": 1, "keep_checkpoint": False}
     spec = {"model": "resnet50", "recipe": {}, "num_classes": 4, "seed": 0}
     with pytest.raises(SystemExit):
         received_settings("train-classifier", "--spec", spec, {"num_workers": 0, "recipe": {"lr": 1.0}})
