@@ -292,7 +292,10 @@ def test_a_step_with_a_finite_loss_does_not_read_the_weights():
     with torch.no_grad():
         model.weight[0, 0] = math.nan  # the forward pass below never uses it
     model.forward = lambda inputs: model.bias.expand(len(inputs), 2)
+    weights_finite = watch.weights_finite
+    watch.weights_finite = lambda: pytest.fail("a step with a finite loss read the weights")
     amp_step(model, optimizer, watch, 1.0)  # its loss is finite: no pass over the weights
+    watch.weights_finite = weights_finite
     with pytest.raises(training.Diverged, match="non-finite weights at optimizer step 1"):
         watch.check_weights(CPU)  # the check at the end of training finds them
 

@@ -186,8 +186,8 @@ def train(spec: dict, manifest, checkpointer, env):
         train_one_epoch(trained, criterion, optimizer, loader, sampler.skipped_batches, epoch, recipe,
                         env, ema, watch, stop, checkpointer, state, spec["print_freq"])
         scheduler.step()
-        # Full-size weights, EMA and optimizer after every epoch: 57 GB written by the smoke run;
-        # check_step's interval already bounds what a kill without warning loses.
+        # Not after every epoch: full-size weights, EMA and optimizer per epoch were at least 57 GB
+        # of writes in the smoke run; check_step's interval bounds what a kill without warning loses.
         checkpointer.end_epoch(training.Position(epoch + 1, 0), epoch + 1 == recipe["epochs"], **state)
     watch.check_weights(env)
     return {"raw": model} | ({"ema": ema.module} if ema is not None else {}), watch

@@ -57,7 +57,7 @@ Pieces:
   warning signal (node failure, hard time limit) loses at most that much.
 - ``StopRequest`` + ``check_step``: signals only set a flag. After each forward pass one
   all-reduce tells every rank whether any loss is non-finite, whether the weights are (with a
-  ``StepWatch``), whether any rank was signalled and whether any rank's checkpoint timer ran
+  ``StepWatch``, read only on a step whose loss is not finite), whether any rank was signalled and whether any rank's checkpoint timer ran
   out; it returns a ``StepEnd``, and ``Checkpointer.after_step`` then finishes the step: it
   checkpoints before the next batch is loaded (so a resumed CPU run with num_workers=0 is
   bit-identical to an uninterrupted one) and, after a signal, raises Interrupted.
